@@ -1,0 +1,173 @@
+"""Where files live: the models folders (ComfyUI's layout), input, output, temp and user data.
+
+Model files are looked up in every models root in order (the main root first, then the extra roots
+of an ``extra_model_paths.yaml``), so users can point us at the folders they already have.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+MODEL_EXTENSIONS: tuple[str, ...] = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin", ".onnx")
+
+# ComfyUI's sub-folders plus our own (face_detectors, scorers, clip_tokenizer).
+MODEL_FOLDERS: dict[str, tuple[str, ...]] = {
+    "checkpoints": MODEL_EXTENSIONS + (".yaml",),
+    "diffusers": (),  # folders holding a model_index.json
+    "loras": MODEL_EXTENSIONS,
+    "vae": MODEL_EXTENSIONS,
+    "vae_approx": MODEL_EXTENSIONS,
+    "clip": MODEL_EXTENSIONS,
+    "text_encoders": MODEL_EXTENSIONS,
+    "unet": MODEL_EXTENSIONS,
+    "diffusion_models": MODEL_EXTENSIONS,
+    "controlnet": MODEL_EXTENSIONS,
+    "upscale_models": MODEL_EXTENSIONS,
+    "sams": MODEL_EXTENSIONS,
+    "clip_vision": MODEL_EXTENSIONS,
+    "embeddings": MODEL_EXTENSIONS,
+    "hypernetworks": MODEL_EXTENSIONS,
+    "style_models": MODEL_EXTENSIONS,
+    "gligen": MODEL_EXTENSIONS,
+    "photomaker": MODEL_EXTENSIONS,
+    "face_detectors": MODEL_EXTENSIONS + (".xml",),
+    "scorers": MODEL_EXTENSIONS + (".json",),
+    "clip_tokenizer": (),  # folders holding vocab.json + merges.txt
+}
+
+DIRECTORY_FOLDERS = frozenset({"diffusers", "clip_tokenizer"})
+
+
+class MissingModelFile(FileNotFoundError):
+    def __init__(self, folder: str, name: str, searched: list[Path]) -> None:
+        where = ", ".join(str(p) for p in searched) or "(no folder configured)"
+        super().__init__(f"model file {name!r} not found in the {folder!r} folder (looked in: {where})")
+        self.folder = folder
+        self.name = name
+        self.searched = searched
+
+
+class UnsafePath(ValueError):
+    """A user-supplied name would leave its folder."""
+
+
+@dataclass
+class FolderPaths:
+    base: Path
+    models_roots: list[Path] = field(default_factory=list)
+    input_dir: Path | None = None
+    output_dir: Path | None = None
+    temp_dir: Path | None = None
+    user_dir: Path | None = None
+    # Extra paths per folder name from extra_model_paths.yaml.
+    extra_folder_paths: dict[str, list[Path]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.base = Path(self.base)
+        if not self.models_roots:
+            self.models_roots = [self.base / "models"]
+        self.input_dir = Path(self.input_dir or self.base / "input")
+        self.output_dir = Path(self.output_dir or self.base / "output")
+        self.temp_dir = Path(self.temp_dir or self.base / "temp")
+        self.user_dir = Path(self.user_dir or self.base / "user")
+
+    # -- models -----------------------------------------------------------------------------
+
+    def model_dirs(self, folder: str) -> list[Path]:
+        dirs = [root / folder for root in self.models_roots]
+        dirs += self.extra_folder_paths.get(folder, [])
+        return dirs
+
+    def list_models(self, folder: str) -> list[str]:
+        """Relative names (forward slashes) of the model files present in ``folder``."""
+        names: set[str] = set()
+        extensions = MODEL_FOLDERS.get(folder, MODEL_EXTENSIONS)
+        for directory in self.model_dirs(folder):
+            if not directory.is_dir():
+                continue
+            if folder in DIRECTORY_FOLDERS:
+                for marker in ("model_index.json", "vocab.json"):
+                    for found in directory.rglob(marker):
+                        names.add(found.parent.relative_to(directory).as_posix())
+                continue
+            for path in directory.rglob("*"):
+                if path.is_file() and path.suffix.lower() in extensions and path.suffix != ".yaml":
+                    names.add(path.relative_to(directory).as_posix())
+        names.discard(".")
+        return sorted(names)
+
+    def model_path(self, folder: str, name: str) -> Path:
+        """The path of model ``name`` in ``folder``; raises MissingModelFile naming the folder."""
+        searched = self.model_dirs(folder)
+        for directory in searched:
+            candidate = safe_join(directory, name)
+            if candidate.exists():
+                return candidate
+        raise MissingModelFile(folder, name, searched)
+
+    def describe_folder(self, folder: str) -> str:
+        return " or ".join(str(d) for d in self.model_dirs(folder))
+
+    # -- input/output/temp -------------------------------------------------------------------
+
+    def directory_for(self, kind: str) -> Path:
+        dirs = {"input": self.input_dir, "output": self.output_dir, "temp": self.temp_dir}
+        if kind not in dirs:
+            raise UnsafePath(f"unknown folder type {kind!r}; expected input, output or temp")
+        path = dirs[kind]
+        assert path is not None
+        return path
+
+    def load_extra_model_paths(self, yaml_file: Path) -> None:
+        """Read ComfyUI's extra_model_paths.yaml: sections with ``base_path`` and
+        ``folder: relative/path`` entries (several paths per folder separated by newlines)."""
+        config = yaml.safe_load(Path(yaml_file).read_text()) or {}
+        for section in config.values():
+            if not isinstance(section, dict):
+                continue
+            base = Path(os.path.expanduser(str(section.get("base_path", ""))))
+            if not base.is_absolute():
+                base = Path(yaml_file).parent / base
+            for folder, paths in section.items():
+                if folder in ("base_path", "is_default") or not isinstance(paths, str):
+                    continue
+                for line in paths.splitlines():
+                    if line.strip():
+                        self.extra_folder_paths.setdefault(folder, []).append(base / line.strip())
+
+
+def safe_join(directory: Path, name: str) -> Path:
+    """``directory / name`` resolved, refusing anything that leaves ``directory``: ``..``,
+    absolute paths, NUL bytes, backslashes, and symlinks pointing outside."""
+    if not name or "\x00" in name or "\\" in name or name.startswith("/") or ":" in name[:3]:
+        raise UnsafePath(f"refusing file name {name!r}")
+    parts = name.split("/")
+    if any(part in ("..", "") for part in parts):
+        raise UnsafePath(f"refusing file name {name!r}")
+    root = directory.resolve()
+    candidate = (root / name).resolve()
+    if candidate != root and root not in candidate.parents:
+        raise UnsafePath(f"refusing file name {name!r}: it leaves {directory}")
+    return candidate
+
+
+_current: FolderPaths | None = None
+
+
+def configure(folders: FolderPaths) -> FolderPaths:
+    """Make ``folders`` the process-wide configuration that COMBO choice lists read."""
+    global _current
+    _current = folders
+    return folders
+
+
+def current() -> FolderPaths:
+    """The process-wide folder configuration (the current working directory by default)."""
+    global _current
+    if _current is None:
+        _current = FolderPaths(base=Path(os.environ.get("NODELOOM_BASE", os.getcwd())))
+    return _current

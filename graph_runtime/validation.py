@@ -1,0 +1,363 @@
+"""Whole-workflow validation, before anything runs.
+
+Every problem is collected, each naming node, class_type, input, error type and message, in the
+error vocabulary and JSON shape ComfyUI returns from POST /prompt, so existing clients show them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+
+from graph_runtime.folders import current as current_folders
+from graph_runtime.formats import ApiPrompt, is_link
+from graph_runtime.node import InputSpec, Node
+from graph_runtime.registry import NodeRegistry
+
+
+@dataclass
+class NodeError:
+    node_id: str
+    class_type: str
+    type: str
+    message: str
+    details: str = ""
+    input_name: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_comfy(self) -> dict[str, Any]:
+        extra_info = dict(self.extra)
+        if self.input_name is not None:
+            extra_info["input_name"] = self.input_name
+        return {"type": self.type, "message": self.message, "details": self.details,
+                "extra_info": extra_info}
+
+    def describe(self) -> str:
+        where = f"node {self.node_id} ({self.class_type})"
+        if self.input_name:
+            where += f", input '{self.input_name}'"
+        text = f"{where}: {self.message}"
+        return f"{text} — {self.details}" if self.details else text
+
+
+@dataclass
+class ValidationResult:
+    prompt: ApiPrompt
+    outputs: list[str]
+    node_errors: list[NodeError] = field(default_factory=list)
+    # Set for whole-prompt problems (no output nodes); node errors get a summary error.
+    prompt_error: dict[str, Any] | None = None
+    # Constant input values after type coercion ("42" → 42 for an INT), by node id.
+    constants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The nodes the outputs depend on (outputs included), in a deterministic execution order.
+    order: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.node_errors and self.prompt_error is None
+
+    def error(self) -> dict[str, Any] | None:
+        if self.prompt_error is not None:
+            return self.prompt_error
+        if self.node_errors:
+            return {"type": "prompt_outputs_failed_validation",
+                    "message": "Prompt outputs failed validation",
+                    "details": "; ".join(e.describe() for e in self.node_errors[:20]),
+                    "extra_info": {}}
+        return None
+
+    def to_comfy(self) -> dict[str, Any]:
+        """ComfyUI's ``{"error": ..., "node_errors": {...}}`` body."""
+        return {"error": self.error(), "node_errors": self.comfy_node_errors()}
+
+    def comfy_node_errors(self) -> dict[str, Any]:
+        grouped: dict[str, Any] = {}
+        for err in self.node_errors:
+            entry = grouped.setdefault(err.node_id, {"errors": [], "dependent_outputs": [],
+                                                     "class_type": err.class_type})
+            entry["errors"].append(err.as_comfy())
+        for node_id, entry in grouped.items():
+            entry["dependent_outputs"] = [o for o in self.outputs if node_id in self._ancestors_of(o)]
+        return grouped
+
+    def format(self) -> str:
+        lines = []
+        if self.prompt_error is not None:
+            lines.append(f"{self.prompt_error['message']}: {self.prompt_error.get('details', '')}".rstrip(": "))
+        count = len(self.node_errors)
+        if count:
+            lines.append(f"{count} error{'s' if count != 1 else ''} in the workflow:")
+            lines += [f"  - {e.describe()}" for e in self.node_errors]
+        return "\n".join(lines)
+
+    def _ancestors_of(self, output: str) -> set[str]:
+        graph = link_graph(self.prompt)
+        return (nx.ancestors(graph, output) | {output}) if output in graph else {output}
+
+
+class WorkflowInvalid(Exception):
+    def __init__(self, result: ValidationResult) -> None:
+        super().__init__(result.format())
+        self.result = result
+
+
+def link_graph(prompt: ApiPrompt) -> nx.DiGraph:
+    """Edges source → consumer for every link between nodes present in the prompt."""
+    graph = nx.DiGraph()
+    for node_id, node in prompt.items():
+        graph.add_node(node_id)
+        inputs = node.get("inputs") if isinstance(node, dict) else None
+        for value in (inputs or {}).values() if isinstance(inputs, dict) else ():
+            if is_link(value) and str(value[0]) in prompt:
+                graph.add_edge(str(value[0]), node_id)
+    return graph
+
+
+def node_sort_key(node_id: str) -> tuple[int, float, str]:
+    """Numeric ids in numeric order, then the rest ("12:34" subgraph ids) as text."""
+    try:
+        return (0, float(node_id), node_id)
+    except ValueError:
+        return (1, 0.0, node_id)
+
+
+def validate(prompt: ApiPrompt, registry: NodeRegistry, *,
+             targets: list[str] | None = None) -> ValidationResult:
+    result = ValidationResult(prompt=prompt, outputs=[])
+    if not isinstance(prompt, dict):
+        result.prompt_error = _prompt_error("invalid_prompt", "the prompt must be an object of nodes")
+        return result
+    known: dict[str, type[Node]] = {}
+    for node_id, node in prompt.items():
+        cls = _check_structure(node_id, node, registry, result)
+        if cls is not None:
+            known[node_id] = cls
+    result.outputs = _select_outputs(prompt, known, targets, result)
+    if not result.outputs:
+        return result
+    graph = link_graph(prompt)
+    needed: set[str] = set(result.outputs)
+    for output in result.outputs:
+        needed |= nx.ancestors(graph, output)
+    for node_id in sorted(needed, key=node_sort_key):
+        cls = known.get(node_id)
+        if cls is None:
+            continue
+        try:
+            _check_inputs(node_id, prompt[node_id]["inputs"], cls, prompt, known, result)
+        except Exception as exc:  # noqa: BLE001 - a broken validator must not crash submission
+            result.node_errors.append(NodeError(
+                node_id, cls.__name__, "exception_during_validation",
+                "Exception when validating node", f"{type(exc).__name__}: {exc}"))
+    subgraph = graph.subgraph(needed)
+    cycles = list(nx.simple_cycles(subgraph))
+    for cycle in cycles:
+        path = " → ".join(cycle + [cycle[0]])
+        for node_id in cycle:
+            result.node_errors.append(NodeError(
+                node_id, _class_name(prompt, node_id), "bad_linked_input",
+                "Node is part of a dependency cycle", path))
+    if not cycles:
+        result.order = list(nx.lexicographical_topological_sort(subgraph, key=node_sort_key))
+    return result
+
+
+def _prompt_error(kind: str, message: str, details: str = "") -> dict[str, Any]:
+    return {"type": kind, "message": message, "details": details, "extra_info": {}}
+
+
+def _class_name(prompt: ApiPrompt, node_id: str) -> str:
+    node = prompt.get(node_id)
+    value = node.get("class_type") if isinstance(node, dict) else None
+    return value if isinstance(value, str) else "?"
+
+
+def _check_structure(node_id: str, node: Any, registry: NodeRegistry,
+                     result: ValidationResult) -> type[Node] | None:
+    if not isinstance(node, dict) or not isinstance(node.get("class_type"), str):
+        result.node_errors.append(NodeError(node_id, "?", "invalid_prompt",
+                                            "Node has no class_type", "each node needs a 'class_type' string"))
+        return None
+    if not isinstance(node.get("inputs", {}), dict):
+        result.node_errors.append(NodeError(node_id, node["class_type"], "invalid_prompt",
+                                            "Node inputs must be an object"))
+        return None
+    node.setdefault("inputs", {})
+    cls = registry.get(node["class_type"])
+    if cls is None:
+        title = (node.get("_meta") or {}).get("title", node["class_type"]) if isinstance(node.get("_meta"), dict) else node["class_type"]
+        result.node_errors.append(NodeError(
+            node_id, node["class_type"], "missing_node_type",
+            f"Node '{title}' not found. The plugin that provides {node['class_type']!r} may not be installed.",
+            f"Node ID '#{node_id}'", extra={"node_id": node_id, "class_type": node["class_type"], "node_title": title}))
+    return cls
+
+
+def _select_outputs(prompt: ApiPrompt, known: dict[str, type[Node]], targets: list[str] | None,
+                    result: ValidationResult) -> list[str]:
+    if targets is not None:
+        missing = [t for t in targets if t not in prompt]
+        if missing:
+            result.prompt_error = _prompt_error("invalid_prompt", "Requested outputs are not in the prompt",
+                                                ", ".join(missing))
+            return []
+        return sorted(set(targets), key=node_sort_key)
+    outputs = sorted((n for n, cls in known.items() if cls.output_node), key=node_sort_key)
+    if not outputs and not result.node_errors:
+        result.prompt_error = _prompt_error("prompt_no_outputs", "Prompt has no outputs",
+                                            "add an output node such as SaveImage or PreviewImage")
+    return outputs
+
+
+def _check_inputs(node_id: str, inputs: dict[str, Any], cls: type[Node], prompt: ApiPrompt,
+                  known: dict[str, type[Node]], result: ValidationResult) -> None:
+    constants: dict[str, Any] = {}
+    errors_before = len(result.node_errors)
+
+    def fail(kind: str, spec: InputSpec, message: str, details: str = "", **extra: Any) -> None:
+        extra.setdefault("input_config", spec.schema())
+        result.node_errors.append(NodeError(node_id, cls.__name__, kind, message, details, spec.name, extra))
+
+    for spec in cls.inputs:
+        if spec.hidden:
+            continue
+        if spec.name not in inputs:
+            if not spec.optional:
+                fail("required_input_missing", spec, "Required input is missing", f"{spec.name} ({spec.type})")
+            continue
+        value = inputs[spec.name]
+        if isinstance(value, list) and len(value) == 2 and not (spec.is_widget and not is_link(value)):
+            _check_link(node_id, spec, value, prompt, known, fail)
+            continue
+        if not spec.is_widget:
+            fail("invalid_input_type", spec, f"Input expects a link from a node producing {spec.type}",
+                 f"got the constant {value!r}", received_value=_short(value))
+            continue
+        coerced = _check_widget(spec, value, fail)
+        if coerced is not _INVALID:
+            constants[spec.name] = coerced
+    result.constants[node_id] = constants
+    if len(result.node_errors) == errors_before:
+        widget_values = {spec.name: constants[spec.name] for spec in cls.inputs if spec.name in constants}
+        message = cls.validate_inputs(**widget_values)
+        if message:
+            result.node_errors.append(NodeError(node_id, cls.__name__, "custom_validation_failed",
+                                                "Custom validation failed for node", str(message)))
+
+
+_INVALID = object()
+
+
+def _check_link(node_id: str, spec: InputSpec, value: list[Any], prompt: ApiPrompt,
+                known: dict[str, type[Node]], fail: Any) -> None:
+    if not is_link(value):
+        fail("bad_linked_input", spec, "Bad linked input, must be a length-2 list of [string, int]",
+             str(value), received_value=_short(value))
+        return
+    source_id, index = str(value[0]), value[1]
+    if source_id == node_id:
+        fail("bad_linked_input", spec, "Node links to itself", f"{spec.name} ← node {source_id}")
+        return
+    if source_id not in prompt:
+        fail("bad_linked_input", spec, f"Input links to node {source_id}, which is not in the workflow",
+             f"{spec.name} ← [{source_id}, {index}]")
+        return
+    source = known.get(source_id)
+    if source is None:
+        return  # its own error (unknown class or malformed node) is already reported
+    if not 0 <= index < len(source.outputs):
+        fail("bad_linked_input", spec,
+             f"Output index {index} out of range: {source.__name__} has {len(source.outputs)} output(s)",
+             f"{spec.name} ← [{source_id}, {index}]")
+        return
+    produced = source.outputs[index].type
+    if not types_compatible(produced, spec):
+        fail("return_type_mismatch", spec, "Return type mismatch between linked nodes",
+             f"{spec.name}, received_type({produced}) mismatch input_type({spec.type})",
+             received_type=produced, linked_node=[source_id, index])
+
+
+def types_compatible(produced: str, spec: InputSpec) -> bool:
+    accepted = spec.type
+    if produced == "*" or accepted == "*":
+        return True
+    if accepted == "COMBO":
+        return produced in ("COMBO", "STRING")
+    produced_set = {t.strip() for t in produced.split(",")}
+    accepted_set = {t.strip() for t in accepted.split(",")}
+    return bool(produced_set & accepted_set)
+
+
+def _check_widget(spec: InputSpec, value: Any, fail: Any) -> Any:
+    kind = spec.type
+    try:
+        coerced = _coerce(kind, value)
+    except (TypeError, ValueError, OverflowError):
+        fail("invalid_input_type", spec, f"Failed to convert an input value to a {kind} value",
+             f"{spec.name}, {value!r}", received_value=_short(value))
+        return _INVALID
+    if kind == "COMBO":
+        choices = spec.current_choices()
+        if coerced not in choices:
+            if spec.model_folder:
+                folders = current_folders().describe_folder(spec.model_folder)
+                message = f"File not found in the '{spec.model_folder}' models folder"
+                details = (f"{spec.name}: {coerced!r} is not in {folders}; "
+                           f"available: {choices if choices else 'none (the folder is empty)'}")
+            else:
+                message = "Value not in list"
+                details = f"{spec.name}: {coerced!r} not in {choices}"
+            fail("value_not_in_list", spec, message, details, received_value=coerced)
+            return _INVALID
+        return coerced
+    if kind in ("INT", "FLOAT"):
+        if spec.min is not None and coerced < spec.min:
+            fail("value_smaller_than_min", spec, f"Value {coerced} smaller than min of {spec.min}",
+                 spec.name, received_value=coerced)
+            return _INVALID
+        if spec.max is not None and coerced > spec.max:
+            fail("value_bigger_than_max", spec, f"Value {coerced} bigger than max of {spec.max}",
+                 spec.name, received_value=coerced)
+            return _INVALID
+    return coerced
+
+
+def _coerce(kind: str, value: Any) -> Any:
+    if kind == "INT":
+        if isinstance(value, bool):
+            raise TypeError("bool is not an INT")
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise ValueError("not an integer")
+            return int(value)
+        return int(value) if isinstance(value, (int, str)) else _reject(value)
+    if kind == "FLOAT":
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise TypeError("not a number")
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError("not finite")
+        return number
+    if kind == "BOOLEAN":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        return _reject(value)
+    if kind in ("STRING", "COMBO"):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and kind == "STRING":
+            return str(value)
+        return value if isinstance(value, str) else _reject(value)
+    raise TypeError(f"unknown widget type {kind}")
+
+
+def _reject(value: Any) -> Any:
+    raise TypeError(f"unexpected {type(value).__name__}")
+
+
+def _short(value: Any) -> Any:
+    text = repr(value)
+    return value if len(text) <= 200 else text[:200] + "…"
