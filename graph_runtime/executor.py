@@ -162,20 +162,18 @@ class _Run:
             self.signatures[node_id] = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
     def _plan(self) -> tuple[set[str], list[str]]:
-        """The nodes this run needs (walking up from the outputs, stopping at cached nodes) and
-        which of those are cached."""
+        """The nodes this run needs (walking up from the outputs, stopping at cached nodes) and,
+        as ComfyUI reports them, every node of the workflow whose output is cached."""
         needed: set[str] = set()
-        cached: list[str] = []
         stack = list(self.outputs)
         while stack:
             node_id = stack.pop()
             if node_id in needed:
                 continue
             needed.add(node_id)
-            if self.signatures[node_id] in self.runtime.cache:
-                cached.append(node_id)
-                continue
-            stack.extend(str(v[0]) for v in self.prompt[node_id]["inputs"].values() if is_link(v))
+            if self.signatures[node_id] not in self.runtime.cache:
+                stack.extend(str(v[0]) for v in self.prompt[node_id]["inputs"].values() if is_link(v))
+        cached = [nid for nid in self.order if self.signatures[nid] in self.runtime.cache]
         return needed, sorted(cached, key=node_sort_key)
 
     def _count_uses(self, needed: set[str]) -> dict[str, int]:
@@ -243,7 +241,8 @@ class _Run:
         self.current_node = node_id
         self.bus.emit(Executing(prompt_id=self.prompt_id, node_id=node_id, class_type=cls.__name__,
                                 display_node=node_id, workflow=self._workflow_progress(0.0)))
-        inputs = self._gather_inputs(node_id, cls, lazy_pending=frozenset())
+        # Lazy inputs the node never asked for arrive as None (their sources did not run).
+        inputs = self._gather_inputs(node_id, cls, lazy_pending=cls.lazy_input_names())
         ctx = self._context(node_id, cls)
         try:
             outputs, ui = _call_mapped(cls(), ctx, inputs, cls)

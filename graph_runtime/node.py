@@ -93,9 +93,10 @@ class InputSpec:
 
 def Link(name: str, type: str, *, optional: bool = False, lazy: bool = False,
          tooltip: str | None = None, **options: Any) -> InputSpec:
-    """An input fed by another node's output of link type ``type`` (IMAGE, MODEL, …)."""
+    """An input fed by another node's output of link type ``type`` (IMAGE, MODEL, …). A Link of a
+    widget type (INT, STRING, …) is a socket only, like ComfyUI's ``forceInput``."""
     return InputSpec(name=name, type=type, optional=optional, lazy=lazy, tooltip=tooltip,
-                     options=options)
+                     force_input=type in WIDGET_KINDS, options=options)
 
 
 def Int(name: str, default: int = 0, *, min: int | None = None, max: int | None = None,
@@ -255,13 +256,14 @@ class Node:
 def _check_definition(cls: type[Node]) -> None:
     """Catch declaration mistakes when the class is defined, naming the class and the culprit."""
     where = f"node {cls.__module__}.{cls.__qualname__}"
+    for spec in cls.inputs:
+        if not isinstance(spec, InputSpec):
+            raise NodeDefinitionError(f"{where}: inputs must be InputSpec (use Link/Int/…), got {spec!r}")
     names = [spec.name for spec in cls.inputs]
     duplicates = {n for n in names if names.count(n) > 1}
     if duplicates:
         raise NodeDefinitionError(f"{where}: input names declared twice: {sorted(duplicates)}")
     for spec in cls.inputs:
-        if not isinstance(spec, InputSpec):
-            raise NodeDefinitionError(f"{where}: inputs must be InputSpec (use Link/Int/…), got {spec!r}")
         if spec.name in RESERVED_NAMES or not spec.name.isidentifier():
             raise NodeDefinitionError(f"{where}: input name {spec.name!r} is reserved or not an identifier")
         if spec.type == "COMBO" and spec.choices is None:

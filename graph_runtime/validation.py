@@ -6,6 +6,8 @@ error vocabulary and JSON shape ComfyUI returns from POST /prompt, so existing c
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -221,6 +223,7 @@ def _check_inputs(node_id: str, inputs: dict[str, Any], cls: type[Node], prompt:
         extra.setdefault("input_config", spec.schema())
         result.node_errors.append(NodeError(node_id, cls.__name__, kind, message, details, spec.name, extra))
 
+    self_checked = _self_checked_inputs(cls)
     for spec in cls.inputs:
         if spec.hidden:
             continue
@@ -236,7 +239,7 @@ def _check_inputs(node_id: str, inputs: dict[str, Any], cls: type[Node], prompt:
             fail("invalid_input_type", spec, f"Input expects a link from a node producing {spec.type}",
                  f"got the constant {value!r}", received_value=_short(value))
             continue
-        coerced = _check_widget(spec, value, fail)
+        coerced = _check_widget(spec, value, fail, check_choices=spec.name not in self_checked)
         if coerced is not _INVALID:
             constants[spec.name] = coerced
     result.constants[node_id] = constants
@@ -291,7 +294,17 @@ def types_compatible(produced: str, spec: InputSpec) -> bool:
     return bool(produced_set & accepted_set)
 
 
-def _check_widget(spec: InputSpec, value: Any, fail: Any) -> Any:
+@functools.cache
+def _self_checked_inputs(cls: type[Node]) -> frozenset[str]:
+    """Inputs the node's validate_inputs names as parameters. As in ComfyUI, their COMBO lists are
+    not enforced here: the node decides (LoadImage accepts "x.png [output]" and sub-folder files
+    that are not among its choices, and names the folder when one is missing)."""
+    params = inspect.signature(cls.validate_inputs).parameters.values()
+    return frozenset(p.name for p in params
+                     if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY))
+
+
+def _check_widget(spec: InputSpec, value: Any, fail: Any, *, check_choices: bool = True) -> Any:
     kind = spec.type
     try:
         coerced = _coerce(kind, value)
@@ -299,7 +312,7 @@ def _check_widget(spec: InputSpec, value: Any, fail: Any) -> Any:
         fail("invalid_input_type", spec, f"Failed to convert an input value to a {kind} value",
              f"{spec.name}, {value!r}", received_value=_short(value))
         return _INVALID
-    if kind == "COMBO":
+    if kind == "COMBO" and check_choices:
         choices = spec.current_choices()
         if coerced not in choices:
             if spec.model_folder:

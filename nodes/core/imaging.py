@@ -1,0 +1,205 @@
+"""Shared image plumbing of the core nodes: tensor ↔ PIL conversion, resizing, and ComfyUI's
+file naming for saved images (``prefix_00001_.png``, the counter continuing from the highest
+file already there).
+
+IMAGE tensors are float32 ``[B, H, W, C]`` in 0..1 and MASK tensors ``[B, H, W]``, as ComfyUI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+MAX_RESOLUTION = 16384
+UPSCALE_METHODS: tuple[str, ...] = ("nearest-exact", "bilinear", "area", "bicubic", "lanczos")
+CROP_METHODS: tuple[str, ...] = ("disabled", "center")
+
+
+# -- conversion ------------------------------------------------------------------------------
+
+def tensor_to_pil(image: torch.Tensor) -> Image.Image:
+    """One ``[H, W, C]`` image (C = 1, 3 or 4) as an 8-bit PIL image."""
+    array = np.clip(255.0 * image.detach().cpu().float().numpy(), 0, 255).astype(np.uint8)
+    if array.shape[-1] == 1:
+        array = array[..., 0]
+    return Image.fromarray(array)
+
+
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    """A PIL image as an ``[H, W, C]`` float tensor in 0..1; 16- and 32-bit modes keep their range."""
+    array = np.asarray(image)
+    if array.dtype == np.uint8:
+        scaled = array.astype(np.float32) / 255.0
+    elif array.dtype == np.bool_:
+        scaled = array.astype(np.float32)
+    else:  # 16-bit PNGs arrive as uint16/int32 samples
+        scaled = np.clip(array.astype(np.float32) / 65535.0, 0.0, 1.0)
+    tensor = torch.from_numpy(np.ascontiguousarray(scaled))
+    return tensor if tensor.ndim == 3 else tensor.unsqueeze(-1)
+
+
+def as_mask_batch(mask: torch.Tensor) -> torch.Tensor:
+    """Masks arrive as ``[H, W]`` from some ComfyUI plugins; make them ``[B, H, W]``."""
+    return mask.reshape((-1, mask.shape[-2], mask.shape[-1]))
+
+
+def match_channels(*images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Give RGB images an opaque alpha channel when another image of the set has one, so they can
+    be stacked or composited (ComfyUI's image_alpha_fix)."""
+    most = max(image.shape[-1] for image in images)
+    fixed = []
+    for image in images:
+        if image.shape[-1] < most:
+            pad = torch.ones((*image.shape[:-1], most - image.shape[-1]), dtype=image.dtype)
+            image = torch.cat((image, pad), dim=-1)
+        fixed.append(image)
+    return tuple(fixed)
+
+
+def repeat_to_batch(tensor: torch.Tensor, batch: int) -> torch.Tensor:
+    """Repeat (or cut) along the batch dimension to exactly ``batch`` items."""
+    if tensor.shape[0] == batch:
+        return tensor
+    repeats = -(-batch // tensor.shape[0])
+    return tensor.repeat((repeats,) + (1,) * (tensor.ndim - 1))[:batch]
+
+
+# -- resizing --------------------------------------------------------------------------------
+
+def resize(samples: torch.Tensor, width: int, height: int, method: str,
+           crop: str = "disabled") -> torch.Tensor:
+    """Resize ``[B, C, H, W]`` samples as ComfyUI's common_upscale does: optional centre crop to
+    the target aspect first, then torch interpolation or PIL's Lanczos."""
+    assert method in UPSCALE_METHODS, f"upscale_method must be one of {UPSCALE_METHODS}, got {method!r}"
+    if crop == "center":
+        old_h, old_w = samples.shape[-2], samples.shape[-1]
+        old_aspect, new_aspect = old_w / old_h, width / height
+        x = y = 0
+        if old_aspect > new_aspect:
+            x = round((old_w - old_w * (new_aspect / old_aspect)) / 2)
+        elif old_aspect < new_aspect:
+            y = round((old_h - old_h * (old_aspect / new_aspect)) / 2)
+        samples = samples.narrow(-2, y, old_h - y * 2).narrow(-1, x, old_w - x * 2)
+    if method == "lanczos":
+        return _lanczos(samples, width, height)
+    resized = F.interpolate(samples, size=(height, width), mode=method)
+    # bicubic overshoots at hard edges; keep IMAGE values inside 0..1 for the nodes downstream
+    return resized.clamp(0.0, 1.0) if method == "bicubic" else resized
+
+
+def _lanczos(samples: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    resized = []
+    for sample in samples:
+        picture = tensor_to_pil(sample.movedim(0, -1)).resize((width, height), Image.Resampling.LANCZOS)
+        resized.append(pil_to_tensor(picture).movedim(-1, 0))
+    return torch.stack(resized).to(samples.dtype)
+
+
+def gaussian_kernel(size: int, sigma: float) -> torch.Tensor:
+    """ComfyUI's blur kernel: a ``size``×``size`` Gaussian over [-1, 1]², summing to 1."""
+    axis = torch.linspace(-1, 1, size)
+    x, y = torch.meshgrid(axis, axis, indexing="ij")
+    kernel = torch.exp(-(x * x + y * y) / (2.0 * sigma * sigma))
+    return kernel / kernel.sum()
+
+
+# -- saving ----------------------------------------------------------------------------------
+
+class InvalidFilenamePrefix(ValueError):
+    """A filename_prefix that names no file or would write outside its folder."""
+
+
+@dataclass(frozen=True)
+class SaveTarget:
+    folder: Path
+    filename: str
+    counter: int
+    subfolder: str
+
+
+def expand_prefix(prefix: str, width: int, height: int, now: time.struct_time | None = None) -> str:
+    """Fill ComfyUI's filename variables: %width%, %height%, %year% … %second%, and the
+    frontend's %date:yyyy-MM-dd% (API clients have no frontend to expand it for them)."""
+    if "%" not in prefix:
+        return prefix
+    now = now or time.localtime()
+    fields = {"width": width, "height": height, "year": now.tm_year,
+              "month": f"{now.tm_mon:02}", "day": f"{now.tm_mday:02}",
+              "hour": f"{now.tm_hour:02}", "minute": f"{now.tm_min:02}", "second": f"{now.tm_sec:02}"}
+    for key, value in fields.items():
+        prefix = prefix.replace(f"%{key}%", str(value))
+    return re.sub(r"%date:([^%]+)%", lambda m: _format_date(m.group(1), now), prefix)
+
+
+def _format_date(pattern: str, now: time.struct_time) -> str:
+    parts = {"yyyy": f"{now.tm_year:04}", "yy": f"{now.tm_year % 100:02}",
+             "MM": f"{now.tm_mon:02}", "M": str(now.tm_mon), "dd": f"{now.tm_mday:02}",
+             "d": str(now.tm_mday), "hh": f"{now.tm_hour:02}", "h": str(now.tm_hour),
+             "mm": f"{now.tm_min:02}", "m": str(now.tm_min), "ss": f"{now.tm_sec:02}",
+             "s": str(now.tm_sec)}
+    return re.sub(r"yyyy|yy|MM|M|dd|d|hh|h|mm|m|ss|s", lambda m: parts[m.group(0)], pattern)
+
+
+def save_target(prefix: str, root: Path, width: int, height: int) -> SaveTarget:
+    """Where the next images of ``prefix`` go: ``prefix`` may hold sub-folders; the counter is one
+    past the highest ``<name>_NNNNN_`` file already there (ComfyUI's get_save_image_path)."""
+    prefix = expand_prefix(prefix, width, height)
+    normalised = os.path.normpath(prefix)
+    subfolder, filename = os.path.dirname(normalised), os.path.basename(normalised)
+    if not filename or filename in (".", ".."):
+        raise InvalidFilenamePrefix(f"filename_prefix {prefix!r} names no file; give a name such as "
+                                    "'ComfyUI' or 'renders/cat'")
+    base = root.resolve()
+    folder = (base / subfolder).resolve()
+    if os.path.isabs(subfolder) or (folder != base and base not in folder.parents):
+        raise InvalidFilenamePrefix(
+            f"filename_prefix {prefix!r} would save outside the folder {root}; "
+            "use a name or a relative sub-folder path")
+    folder.mkdir(parents=True, exist_ok=True)
+    return SaveTarget(folder, filename, _next_counter(folder, filename), subfolder.replace(os.sep, "/"))
+
+
+def _next_counter(folder: Path, filename: str) -> int:
+    pattern = re.compile(re.escape(os.path.normcase(filename)) + r"_(\d+)_")
+    highest = 0
+    for entry in os.listdir(folder):
+        match = pattern.match(os.path.normcase(entry))
+        if match:
+            highest = max(highest, int(match.group(1)))
+    return highest + 1
+
+
+def png_metadata(prompt: Any, extra_pnginfo: dict[str, Any] | None) -> PngInfo:
+    """The text chunks ComfyUI writes: ``prompt`` (the API workflow) and one chunk per
+    extra_pnginfo key (``workflow``: the UI workflow), each as json.dumps of the value."""
+    info = PngInfo()
+    if prompt is not None:
+        info.add_text("prompt", json.dumps(prompt))
+    for key, value in (extra_pnginfo or {}).items():
+        info.add_text(key, json.dumps(value))
+    return info
+
+
+def save_png_batch(images: torch.Tensor, *, root: Path, prefix: str, kind: str, prompt: Any,
+                   extra_pnginfo: dict[str, Any] | None, compress_level: int) -> list[dict[str, str]]:
+    """Save every image of the batch as ``<name>_<counter:05>_.png`` and return ComfyUI's ui
+    entries ``{"filename", "subfolder", "type"}``."""
+    target = save_target(prefix, root, width=images.shape[2], height=images.shape[1])
+    metadata = png_metadata(prompt, extra_pnginfo)
+    saved = []
+    for index, image in enumerate(images):
+        name = f"{target.filename.replace('%batch_num%', str(index))}_{target.counter + index:05}_.png"
+        tensor_to_pil(image).save(target.folder / name, pnginfo=metadata, compress_level=compress_level)
+        saved.append({"filename": name, "subfolder": target.subfolder, "type": kind})
+    return saved

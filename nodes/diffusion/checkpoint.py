@@ -1,0 +1,354 @@
+"""Reading model files safely, telling SD1.x / SD2.x / SDXL apart, and building the diffusers
+components (UNet, VAE, text encoders) from single-file checkpoints or diffusers folders, offline.
+
+Architecture comes, in order, from: a ``nodeloom_config`` JSON in the safetensors metadata (the
+tiny zoo writes one), a sidecar ``.yaml`` next to the file (the original LDM config A1111/ComfyUI
+accept), or the shipped config of the detected family corrected by the tensor shapes (so channel
+and depth variants load too). Keys are converted with diffusers' own single-file converters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nodes.diffusion import ldm_keys
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+METADATA_KEY = "nodeloom_config"
+Tensor = torch.Tensor
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be read or understood; the message names the file."""
+
+
+@dataclass
+class Components:
+    """What one checkpoint provides; any part may be absent (a UNet-only file has no VAE)."""
+
+    family: str
+    spec: dict[str, Any]
+    unet: torch.nn.Module | None = None
+    vae: torch.nn.Module | None = None
+    text_encoders: list[torch.nn.Module] = field(default_factory=list)
+    # Folders holding vocab.json/merges.txt, one per text encoder.
+    tokenizer_dirs: list[Path] = field(default_factory=list)
+
+
+def shipped_config(family: str) -> dict[str, Any]:
+    path = CONFIG_DIR / f"{family}.json"
+    if not path.is_file():
+        raise ModelFileError(f"no shipped config for model family {family!r}")
+    return json.loads(path.read_text())
+
+
+# -- reading files ------------------------------------------------------------------------------
+
+def read_state_dict(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Tensors and metadata of a .safetensors/.sft file, or a .ckpt/.pt/.pth/.bin loaded with
+    ``weights_only=True`` (never unpickling arbitrary objects)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"model file not found: {path}")
+    if path.suffix.lower() in (".safetensors", ".sft"):
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as handle:
+                metadata = dict(handle.metadata() or {})
+                tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+        except Exception as exc:  # noqa: BLE001 - safetensors raises several unrelated types
+            raise ModelFileError(f"cannot read {path.name}: not a valid safetensors file, it may be "
+                                 f"truncated or corrupt ({type(exc).__name__}: {exc})") from exc
+        return tensors, metadata
+    try:
+        loaded = torch.load(str(path), map_location="cpu", weights_only=True, mmap=False)
+    except Exception as exc:  # noqa: BLE001 - includes UnpicklingError for unsafe pickles
+        raise ModelFileError(f"cannot read {path.name} safely (weights-only load): {type(exc).__name__}: "
+                             f"{exc}. Convert it to .safetensors.") from exc
+    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, dict):
+        raise ModelFileError(f"{path.name} holds a {type(loaded).__name__}, not a state dict")
+    return {k: v for k, v in loaded.items() if isinstance(v, torch.Tensor)}, {}
+
+
+def detect_family(keys: set[str] | list[str]) -> str:
+    """sd15, sd21 or sdxl, from which text encoder layout the checkpoint carries."""
+    keys = set(keys)
+    has_unet = ldm_keys.UNET_PREFIX + "input_blocks.0.0.weight" in keys
+    if any(k.startswith(ldm_keys.SDXL_OPENCLIP_PREFIX) for k in keys):
+        if not any(k.startswith(ldm_keys.SDXL_CLIP_L_PREFIX) for k in keys):
+            raise ModelFileError("SDXL refiner checkpoints (OpenCLIP only) are not supported")
+        return "sdxl"
+    if any(k.startswith(ldm_keys.SD2_OPENCLIP_PREFIX) for k in keys):
+        return "sd21"
+    if any(k.startswith(ldm_keys.SD1_CLIP_PREFIX) for k in keys):
+        return "sd15"
+    if has_unet:
+        label = ldm_keys.UNET_PREFIX + "label_emb.0.0.weight"
+        return "sdxl" if label in keys else "sd15"
+    raise ModelFileError("not a Stable Diffusion checkpoint: no model.diffusion_model.* keys "
+                         "(SD1.x, SD2.x and SDXL single files are supported)")
+
+
+# -- architecture from shapes -------------------------------------------------------------------
+
+def _indices(keys: list[str], pattern: str) -> set[int]:
+    regex = re.compile(pattern)
+    return {int(m.group(1)) for k in keys if (m := regex.match(k))}
+
+
+def infer_unet_config(sd: dict[str, Tensor], base: dict[str, Any], *, pooled_dim: int | None) -> dict[str, Any]:
+    """Correct a family's UNet config with what the LDM-layout tensors say (no prefix)."""
+    cfg = dict(base)
+    keys = list(sd)
+    conv_in = sd["input_blocks.0.0.weight"]
+    levels = len(_indices(keys, r"input_blocks\.(\d+)\.0\.op\.weight")) + 1
+    n_input = max(_indices(keys, r"input_blocks\.(\d+)\.")) + 1
+    per = n_input // levels - 1
+    channels, attention, depth = [], [], []
+    for i in range(levels):
+        block = (per + 1) * i + 1
+        channels.append(int(sd[f"input_blocks.{block}.0.out_layers.3.weight"].shape[0]))
+        attn = _indices(keys, rf"input_blocks\.{block}\.1\.transformer_blocks\.(\d+)\.")
+        attention.append(bool(attn))
+        depth.append(len(attn) or 1)
+    cfg.update(in_channels=int(conv_in.shape[1]), out_channels=int(sd["out.2.weight"].shape[0]),
+               block_out_channels=channels, layers_per_block=per)
+    cfg["down_block_types"] = ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attention]
+    cfg["up_block_types"] = ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention)]
+    attn_key = next((k for k in keys if k.endswith("attn2.to_k.weight")), None)
+    if attn_key is not None:
+        cfg["cross_attention_dim"] = int(sd[attn_key].shape[1])
+        proj = next(k for k in keys if k.endswith(".proj_in.weight"))
+        cfg["use_linear_projection"] = sd[proj].ndim == 2
+    if "transformer_layers_per_block" in base or any(d > 1 for d in depth):
+        cfg["transformer_layers_per_block"] = depth
+    if isinstance(base.get("attention_head_dim"), list) or base["family_heads"] == "head_dim_64":
+        cfg["attention_head_dim"] = [max(1, c // 64) for c in channels]
+    label = sd.get("label_emb.0.0.weight")
+    if label is not None and pooled_dim is not None:
+        cfg["projection_class_embeddings_input_dim"] = int(label.shape[1])
+        cfg["addition_time_embed_dim"] = (int(label.shape[1]) - pooled_dim) // 6
+    cfg.pop("family_heads", None)
+    return cfg
+
+
+def infer_vae_config(sd: dict[str, Tensor], base: dict[str, Any]) -> dict[str, Any]:
+    keys = list(sd)
+    levels = max(_indices(keys, r"encoder\.down\.(\d+)\.")) + 1
+    per = max(_indices(keys, r"encoder\.down\.0\.block\.(\d+)\.")) + 1
+    channels = [int(sd[f"encoder.down.{i}.block.0.conv2.weight"].shape[0]) for i in range(levels)]
+    cfg = dict(base)
+    cfg.update(block_out_channels=channels, layers_per_block=per,
+               latent_channels=int(sd["quant_conv.weight"].shape[0]) // 2,
+               down_block_types=["DownEncoderBlock2D"] * levels, up_block_types=["UpDecoderBlock2D"] * levels)
+    return cfg
+
+
+def infer_clip_config(sd: dict[str, Tensor], base: dict[str, Any]) -> dict[str, Any]:
+    """Correct a text encoder config from transformers-layout tensors."""
+    cfg = dict(base)
+    vocab, hidden = sd["text_model.embeddings.token_embedding.weight"].shape
+    layers = len(_indices(list(sd), r"text_model\.encoder\.layers\.(\d+)\."))
+    if hidden != base["hidden_size"]:
+        cfg["num_attention_heads"] = max(1, hidden // 64)
+    cfg.update(vocab_size=int(vocab), hidden_size=int(hidden), num_hidden_layers=layers,
+               intermediate_size=int(sd["text_model.encoder.layers.0.mlp.fc1.weight"].shape[0]),
+               max_position_embeddings=int(sd["text_model.embeddings.position_embedding.weight"].shape[0]))
+    if "text_projection.weight" in sd:
+        cfg["projection_dim"] = int(sd["text_projection.weight"].shape[0])
+    return cfg
+
+
+# -- building modules ---------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _empty_weights() -> Iterator[None]:
+    """Skip random initialisation of weights that are overwritten right away (seconds for a
+    full-size UNet); buffers stay real so non-persistent ones (position ids) keep their values."""
+    try:
+        from accelerate import init_empty_weights
+    except ImportError:  # accelerate is optional: fall back to a normal (slower) init
+        yield
+        return
+    with init_empty_weights(include_buffers=False):
+        yield
+
+
+def build_module(kind: str, config: dict[str, Any], state_dict: dict[str, Tensor], *, name: str) -> torch.nn.Module:
+    """Instantiate a diffusers/transformers class from a config and load ``state_dict`` strictly."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    config = {k: v for k, v in config.items() if not k.startswith("_")}
+    with _empty_weights():
+        if kind == "unet":
+            module: torch.nn.Module = UNet2DConditionModel.from_config(config)
+        elif kind == "vae":
+            module = AutoencoderKL.from_config(config)
+        else:
+            te_config = CLIPTextConfig(**config)
+            with_projection = "text_projection.weight" in state_dict
+            module = (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(te_config)
+    missing, unexpected = _load(module, state_dict)
+    if missing or unexpected:
+        raise ModelFileError(f"{name}: the {kind} weights do not fit the architecture "
+                             f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})")
+    return module.eval().requires_grad_(False)
+
+
+def _load(module: torch.nn.Module, sd: dict[str, Tensor]) -> tuple[list[str], list[str]]:
+    sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
+    # position_ids is a non-persistent buffer in current transformers; old files still carry it.
+    sd.pop("text_model.embeddings.position_ids", None)
+    result = module.load_state_dict(sd, strict=False, assign=True)
+    return list(result.missing_keys), list(result.unexpected_keys)
+
+
+# -- single-file checkpoints --------------------------------------------------------------------
+
+def checkpoint_spec(path: Path, sd: dict[str, Tensor], metadata: dict[str, str]) -> dict[str, Any]:
+    """The architecture spec of a single-file checkpoint (see the module docstring for the order)."""
+    if METADATA_KEY in metadata:
+        spec = json.loads(metadata[METADATA_KEY])
+        spec.setdefault("scheduler", shipped_config(spec["family"])["scheduler"])
+        return spec
+    family = detect_family(sd.keys())
+    spec = shipped_config(family)
+    sidecar = Path(path).with_suffix(".yaml")
+    original = None
+    if sidecar.is_file():
+        import yaml
+
+        original = yaml.safe_load(sidecar.read_text()) or {}
+        spec["tokenizer_name"] = original.get("nodeloom_tokenizer", spec.get("tokenizer_name"))
+        params = original.get("model", {}).get("params", {})
+        if params.get("parameterization") == "v":
+            spec["scheduler"] = dict(spec["scheduler"], prediction_type="v_prediction")
+        elif "parameterization" in params or family != "sd21":
+            spec["scheduler"] = dict(spec["scheduler"], prediction_type="epsilon")
+    spec["original_config"] = original
+    return spec
+
+
+def load_checkpoint(path: Path, *, tokenizer_root: Callable[[str], Path],
+                    parts: tuple[str, ...] = ("unet", "vae", "clip")) -> Components:
+    """Build the requested parts of a single-file SD1.x/SD2.x/SDXL checkpoint."""
+    from diffusers.loaders import single_file_utils as sfu
+
+    sd, metadata = read_state_dict(path)
+    spec = checkpoint_spec(path, sd, metadata)
+    family = spec["family"]
+    name = Path(path).name
+    comp = Components(family=family, spec=spec)
+    te_keys = ["text_encoder", "text_encoder_2"] if family == "sdxl" else ["text_encoder"]
+    te_states = _text_encoder_states(sd, family)
+    te_configs = [spec[k] if METADATA_KEY in metadata else infer_clip_config(s, spec[k])
+                  for k, s in zip(te_keys, te_states)]
+    if "clip" in parts:
+        comp.text_encoders = [build_module("clip", c, s, name=name) for c, s in zip(te_configs, te_states)]
+        folder = tokenizer_root(spec.get("tokenizer_name") or "clip-vit-large-patch14")
+        comp.tokenizer_dirs = [folder for _ in te_keys]
+    if "unet" in parts:
+        unet_cfg = spec["unet"]
+        if METADATA_KEY not in metadata:
+            plain = {k[len(ldm_keys.UNET_PREFIX):]: v for k, v in sd.items() if k.startswith(ldm_keys.UNET_PREFIX)}
+            pooled = te_configs[-1].get("projection_dim") if family == "sdxl" else None
+            base = dict(unet_cfg, family_heads="head_dim_64" if family != "sd15" else "fixed")
+            unet_cfg = infer_unet_config(plain, base, pooled_dim=pooled)
+            spec["unet"] = unet_cfg
+        converted = sfu.convert_ldm_unet_checkpoint(sd, unet_cfg)
+        comp.unet = build_module("unet", unet_cfg, converted, name=name)
+    if "vae" in parts and any(k.startswith(ldm_keys.VAE_PREFIX) for k in sd):
+        comp.vae = load_vae_state(sd, spec["vae"], name=name, trusted_config=METADATA_KEY in metadata)
+    return comp
+
+
+def _text_encoder_states(sd: dict[str, Tensor], family: str) -> list[dict[str, Tensor]]:
+    from diffusers.loaders import single_file_utils as sfu
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    if family == "sd15":
+        return [sfu.convert_ldm_clip_checkpoint(sd)]
+    openclip_prefix = ldm_keys.SDXL_OPENCLIP_PREFIX if family == "sdxl" else ldm_keys.SD2_OPENCLIP_PREFIX
+    # convert_open_clip_checkpoint only reads the config's hidden size when no text_projection.
+    width = next(v.shape[1] for k, v in sd.items() if k == openclip_prefix + "token_embedding.weight")
+    stub = type("Stub", (), {"config": CLIPTextConfig(hidden_size=int(width))})()
+    openclip = sfu.convert_open_clip_checkpoint(stub, sd, prefix=openclip_prefix)
+    openclip.pop("text_model.embeddings.position_ids", None)
+    if family == "sd21":
+        openclip.pop("text_projection.weight", None)  # SD2 uses the hidden states only
+        return [openclip]
+    del CLIPTextModelWithProjection
+    return [sfu.convert_ldm_clip_checkpoint(sd), openclip]
+
+
+def load_vae_state(sd: dict[str, Tensor], base: dict[str, Any], *, name: str,
+                   trusted_config: bool = False) -> torch.nn.Module:
+    """A VAE from LDM-layout tensors, with or without the ``first_stage_model.`` prefix."""
+    from diffusers.loaders import single_file_utils as sfu
+
+    plain = {k[len(ldm_keys.VAE_PREFIX):] if k.startswith(ldm_keys.VAE_PREFIX) else k: v for k, v in sd.items()
+             if k.startswith((ldm_keys.VAE_PREFIX, "encoder.", "decoder.", "quant_conv.", "post_quant_conv."))}
+    config = base if trusted_config else infer_vae_config(plain, base)
+    converted = sfu.convert_ldm_vae_checkpoint(plain, config)
+    return build_module("vae", config, converted, name=name)
+
+
+def load_vae_file(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """A standalone VAE file: LDM layout (vae-ft-mse-…, sdxl_vae) or diffusers layout."""
+    sd, metadata = read_state_dict(path)
+    if METADATA_KEY in metadata:
+        config = json.loads(metadata[METADATA_KEY])["vae"]
+    else:
+        config = shipped_config("sd15")["vae"]
+    if any(k.startswith("encoder.down_blocks.") for k in sd):  # already diffusers layout
+        return build_module("vae", config, sd, name=Path(path).name), config
+    vae = load_vae_state(sd, config, name=Path(path).name, trusted_config=METADATA_KEY in metadata)
+    return vae, dict(vae.config)
+
+
+# -- diffusers folders --------------------------------------------------------------------------
+
+def load_diffusers_folder(folder: Path, *, parts: tuple[str, ...] = ("unet", "vae", "clip")) -> Components:
+    """Components of a diffusers pipeline folder (model_index.json), loaded offline."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    folder = Path(folder)
+    index_file = folder / "model_index.json"
+    if not index_file.is_file():
+        raise ModelFileError(f"{folder} is not a diffusers folder (no model_index.json)")
+    index = json.loads(index_file.read_text())
+    family = "sdxl" if "text_encoder_2" in index else "sd15"
+    scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    unet_cfg = json.loads((folder / "unet" / "config.json").read_text())
+    if family == "sd15" and isinstance(unet_cfg.get("attention_head_dim"), list):
+        family = "sd21"
+    spec: dict[str, Any] = {"family": family, "scheduler": scheduler, "unet": unet_cfg}
+    comp = Components(family=family, spec=spec)
+    opts = {"local_files_only": True}
+    if "unet" in parts:
+        comp.unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **opts).eval().requires_grad_(False)
+    if "vae" in parts:
+        comp.vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **opts).eval().requires_grad_(False)
+        spec["vae"] = dict(comp.vae.config)
+    if "clip" in parts:
+        comp.text_encoders = [CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", **opts)]
+        comp.tokenizer_dirs = [folder / "tokenizer"]
+        if family == "sdxl":
+            comp.text_encoders.append(CLIPTextModelWithProjection.from_pretrained(folder, subfolder="text_encoder_2", **opts))
+            comp.tokenizer_dirs.append(folder / "tokenizer_2")
+        comp.text_encoders = [te.eval().requires_grad_(False) for te in comp.text_encoders]
+    spec["force_zeros_for_empty_prompt"] = bool(index.get("force_zeros_for_empty_prompt", False))
+    return comp

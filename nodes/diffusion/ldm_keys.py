@@ -1,0 +1,132 @@
+"""diffusers -> original (LDM/SGM) state-dict key layout, for writing single-file checkpoints.
+
+diffusers ships only the other direction (``single_file_utils``), which is what we load with. The
+tiny zoo must write checkpoints in the layout real ``.safetensors`` files have, so this module
+inverts it, generically over the number of levels and ``layers_per_block`` (the published scripts
+hard-code SD's four levels). Loading what we write with diffusers' own converter is the round-trip
+test that keeps this honest.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+Tensor = torch.Tensor
+
+UNET_PREFIX = "model.diffusion_model."
+VAE_PREFIX = "first_stage_model."
+SD1_CLIP_PREFIX = "cond_stage_model.transformer."
+SD2_OPENCLIP_PREFIX = "cond_stage_model.model."
+SDXL_CLIP_L_PREFIX = "conditioner.embedders.0.transformer."
+SDXL_OPENCLIP_PREFIX = "conditioner.embedders.1.model."
+
+_RESNET = [("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("norm2", "out_layers.0"),
+           ("conv2", "out_layers.3"), ("time_emb_proj", "emb_layers.1"), ("conv_shortcut", "skip_connection")]
+
+
+def unet_to_ldm(sd: dict[str, Tensor], config: dict[str, Any]) -> dict[str, Tensor]:
+    """Rename a diffusers UNet2DConditionModel state dict to the LDM layout (no prefix)."""
+    levels = len(config["block_out_channels"])
+    per = config["layers_per_block"]
+    prefixes: list[tuple[str, str]] = [
+        ("time_embedding.linear_1.", "time_embed.0."), ("time_embedding.linear_2.", "time_embed.2."),
+        ("add_embedding.linear_1.", "label_emb.0.0."), ("add_embedding.linear_2.", "label_emb.0.2."),
+        ("conv_in.", "input_blocks.0.0."), ("conv_norm_out.", "out.0."), ("conv_out.", "out.2."),
+        ("mid_block.attentions.0.", "middle_block.1."),
+    ]
+    for j in range(2):
+        prefixes.append((f"mid_block.resnets.{j}.", f"middle_block.{2 * j}."))
+    for i in range(levels):
+        for j in range(per):
+            prefixes.append((f"down_blocks.{i}.resnets.{j}.", f"input_blocks.{(per + 1) * i + j + 1}.0."))
+            prefixes.append((f"down_blocks.{i}.attentions.{j}.", f"input_blocks.{(per + 1) * i + j + 1}.1."))
+        prefixes.append((f"down_blocks.{i}.downsamplers.0.conv.", f"input_blocks.{(per + 1) * (i + 1)}.0.op."))
+        up_has_attention = config["up_block_types"][i].startswith("CrossAttn")
+        for j in range(per + 1):
+            prefixes.append((f"up_blocks.{i}.resnets.{j}.", f"output_blocks.{(per + 1) * i + j}.0."))
+            prefixes.append((f"up_blocks.{i}.attentions.{j}.", f"output_blocks.{(per + 1) * i + j}.1."))
+        # The upsampler sits after the last resnet (and its attention, when the level has one).
+        slot = 2 if up_has_attention else 1
+        prefixes.append((f"up_blocks.{i}.upsamplers.0.", f"output_blocks.{(per + 1) * i + per}.{slot}."))
+    out: dict[str, Tensor] = {}
+    for key, value in sd.items():
+        new = _rename(key, prefixes)
+        if ".resnets." in key:
+            for diffusers_name, ldm_name in _RESNET:
+                new = new.replace(f".{diffusers_name}.", f".{ldm_name}.")
+        out[new] = value
+    return out
+
+
+def vae_to_ldm(sd: dict[str, Tensor], config: dict[str, Any]) -> dict[str, Tensor]:
+    """Rename a diffusers AutoencoderKL state dict to the LDM layout (no prefix)."""
+    levels = len(config["block_out_channels"])
+    per = config["layers_per_block"]
+    prefixes: list[tuple[str, str]] = [("encoder.conv_norm_out.", "encoder.norm_out."),
+                                       ("decoder.conv_norm_out.", "decoder.norm_out.")]
+    for i in range(levels):
+        for j in range(per):
+            prefixes.append((f"encoder.down_blocks.{i}.resnets.{j}.", f"encoder.down.{i}.block.{j}."))
+        prefixes.append((f"encoder.down_blocks.{i}.downsamplers.0.", f"encoder.down.{i}.downsample."))
+        for j in range(per + 1):
+            prefixes.append((f"decoder.up_blocks.{i}.resnets.{j}.", f"decoder.up.{levels - 1 - i}.block.{j}."))
+        prefixes.append((f"decoder.up_blocks.{i}.upsamplers.0.", f"decoder.up.{levels - 1 - i}.upsample."))
+    for part in ("encoder", "decoder"):
+        for j in range(2):
+            prefixes.append((f"{part}.mid_block.resnets.{j}.", f"{part}.mid.block_{j + 1}."))
+        prefixes.append((f"{part}.mid_block.attentions.0.", f"{part}.mid.attn_1."))
+    attn = [("group_norm.", "norm."), ("to_q.", "q."), ("to_k.", "k."), ("to_v.", "v."), ("to_out.0.", "proj_out.")]
+    out: dict[str, Tensor] = {}
+    for key, value in sd.items():
+        new = _rename(key, prefixes)
+        if ".mid.attn_1." in new:
+            for a, b in attn:
+                new = new.replace(f".attn_1.{a}", f".attn_1.{b}")
+            if new.endswith(".weight") and value.ndim == 2:
+                value = value[:, :, None, None]  # LDM's attention uses 1x1 convolutions
+        elif ".block." in new or ".block_" in new:
+            new = new.replace(".conv_shortcut.", ".nin_shortcut.")
+        out[new] = value
+    return out
+
+
+def openclip_from_hf(sd: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Rename a transformers CLIPTextModel(WithProjection) state dict to OpenCLIP's layout."""
+    out: dict[str, Tensor] = {}
+    layers: dict[int, dict[str, Tensor]] = {}
+    for key, value in sd.items():
+        if key == "text_model.embeddings.token_embedding.weight":
+            out["token_embedding.weight"] = value
+        elif key == "text_model.embeddings.position_embedding.weight":
+            out["positional_embedding"] = value
+        elif key.startswith("text_model.final_layer_norm."):
+            out["ln_final." + key.rsplit(".", 1)[1]] = value
+        elif key == "text_projection.weight":
+            out["text_projection"] = value.T.contiguous()  # OpenCLIP multiplies x @ P
+        elif key.startswith("text_model.encoder.layers."):
+            index = int(key.split(".")[3])
+            layers.setdefault(index, {})[".".join(key.split(".")[4:])] = value
+    for index, params in layers.items():
+        p = f"transformer.resblocks.{index}."
+        for kind in ("weight", "bias"):
+            out[p + f"attn.in_proj_{kind}"] = torch.cat(
+                [params[f"self_attn.{n}_proj.{kind}"] for n in ("q", "k", "v")], dim=0)
+            out[p + f"attn.out_proj.{kind}"] = params[f"self_attn.out_proj.{kind}"]
+            out[p + f"ln_1.{kind}"] = params[f"layer_norm1.{kind}"]
+            out[p + f"ln_2.{kind}"] = params[f"layer_norm2.{kind}"]
+            out[p + f"mlp.c_fc.{kind}"] = params[f"mlp.fc1.{kind}"]
+            out[p + f"mlp.c_proj.{kind}"] = params[f"mlp.fc2.{kind}"]
+    return out
+
+
+def prefixed(sd: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    return {prefix + k: v for k, v in sd.items()}
+
+
+def _rename(key: str, prefixes: list[tuple[str, str]]) -> str:
+    for old, new in prefixes:
+        if key.startswith(old):
+            return new + key[len(old):]
+    return key

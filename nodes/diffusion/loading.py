@@ -1,0 +1,126 @@
+"""From a model file to MODEL/CLIP/VAE values, through the shared ModelManager.
+
+The same file (path, mtime, size) is loaded once per process; what each file is (family,
+scheduler config, tokenizers) is remembered beside it so evicted modules reload without asking.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from nodes.diffusion import checkpoint
+from nodes.diffusion.checkpoint import Components
+from nodes.diffusion.model_manager import ModelManager, ModelRef
+from nodes.diffusion.models import ClipModel, DiffusionModel, VaeModel
+from nodes.diffusion.tokenizer import DEFAULT_TOKENIZER
+
+_specs: dict[tuple[Any, ...], Components] = {}
+_lock = threading.Lock()
+
+TokenizerRoot = Callable[[str], Path]
+
+
+def file_group(kind: str, path: Path) -> tuple[Any, ...]:
+    stat = Path(path).stat()
+    return (kind, str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+def _components_loader(group: tuple[Any, ...], load: Callable[[], Components]) -> Callable[[], dict[str, Any]]:
+    def loader() -> dict[str, Any]:
+        comp = load()
+        with _lock:
+            # Keep only the description: the modules live in the manager.
+            _specs[group] = Components(family=comp.family, spec=comp.spec, tokenizer_dirs=comp.tokenizer_dirs)
+        parts: dict[str, Any] = {}
+        if comp.unet is not None:
+            parts["unet"] = comp.unet
+        if comp.vae is not None:
+            parts["vae"] = comp.vae
+        for index, encoder in enumerate(comp.text_encoders):
+            parts["text_encoder" if index == 0 else f"text_encoder_{index + 1}"] = encoder
+        return parts
+    return loader
+
+
+def load_checkpoint_models(manager: ModelManager, path: Path, *, tokenizer_root: TokenizerRoot,
+                           label: str = "") -> tuple[DiffusionModel, ClipModel, VaeModel | None]:
+    """MODEL, CLIP, VAE of a single-file checkpoint (all loaded now, so errors show here)."""
+    group = file_group("checkpoint", path)
+    loader = _components_loader(group, lambda: checkpoint.load_checkpoint(path, tokenizer_root=tokenizer_root))
+    return _values(manager, group, loader, label or Path(path).name)
+
+
+def load_diffusers_models(manager: ModelManager, folder: Path, *, label: str = "") -> tuple[DiffusionModel, ClipModel, VaeModel | None]:
+    group = file_group("diffusers", Path(folder) / "model_index.json")
+    loader = _components_loader(group, lambda: checkpoint.load_diffusers_folder(folder))
+    return _values(manager, group, loader, label or Path(folder).name)
+
+
+def _values(manager: ModelManager, group: tuple[Any, ...], loader: Callable[[], dict[str, Any]],
+            label: str) -> tuple[DiffusionModel, ClipModel, VaeModel | None]:
+    unet_ref = ModelRef(group, "unet", loader, label)
+    manager.ensure_loaded(unet_ref)
+    comp = _specs[group]
+    spec = comp.spec
+    encoders = 2 if comp.family == "sdxl" else 1
+    te_refs = tuple(ModelRef(group, "text_encoder" if i == 0 else f"text_encoder_{i + 1}", loader, label)
+                    for i in range(encoders))
+    pads = [spec.get("tokenizer", {}).get("pad_token", "<|endoftext|>"),
+            spec.get("tokenizer_2", {}).get("pad_token", "!")][:encoders]
+    pads = [_folder_pad(d, p) for d, p in zip(comp.tokenizer_dirs, pads)]
+    model = DiffusionModel(ref=unet_ref, family=comp.family, scheduler_config=dict(spec["scheduler"]))
+    clip = ClipModel(family=comp.family, refs=te_refs, tokenizer_dirs=tuple(str(d) for d in comp.tokenizer_dirs),
+                     pad_tokens=tuple(pads), force_zeros_for_empty_prompt=bool(spec.get("force_zeros_for_empty_prompt")))
+    vae_ref = ModelRef(group, "vae", loader, label)
+    vae = None
+    if vae_ref in manager:
+        vae = vae_value(vae_ref, manager.ensure_loaded(vae_ref))
+    for ref in te_refs:
+        manager.ensure_loaded(ref)
+    return model, clip, vae
+
+
+def _folder_pad(directory: Path, default: str) -> str:
+    """A diffusers tokenizer folder names its pad token; single files use the family default."""
+    import json
+
+    special = Path(directory) / "special_tokens_map.json"
+    if special.is_file():
+        pad = json.loads(special.read_text()).get("pad_token")
+        if isinstance(pad, dict):
+            pad = pad.get("content")
+        if isinstance(pad, str):
+            return pad
+    return default
+
+
+def vae_value(ref: ModelRef, vae: Any) -> VaeModel:
+    config = vae.config
+    return VaeModel(ref=ref, scaling_factor=float(config.scaling_factor),
+                    shift_factor=float(getattr(config, "shift_factor", None) or 0.0),
+                    latent_channels=int(config.latent_channels),
+                    downscale=2 ** (len(config.block_out_channels) - 1))
+
+
+def load_vae_model(manager: ModelManager, path: Path, *, label: str = "") -> VaeModel:
+    group = file_group("vae", path)
+
+    def loader() -> dict[str, Any]:
+        return {"vae": checkpoint.load_vae_file(path)[0]}
+
+    ref = ModelRef(group, "vae", loader, label or Path(path).name)
+    return vae_value(ref, manager.ensure_loaded(ref))
+
+
+def tokenizer_root_for(folders: Any) -> TokenizerRoot:
+    """Where a checkpoint's named tokenizer folder is: models/clip_tokenizer/<name>."""
+    def root(name: str) -> Path:
+        try:
+            return Path(folders.model_path("clip_tokenizer", name))
+        except FileNotFoundError:
+            dirs = folders.model_dirs("clip_tokenizer")
+            return Path(dirs[0] if dirs else "models/clip_tokenizer") / (name or DEFAULT_TOKENIZER)
+    return root

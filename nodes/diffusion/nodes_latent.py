@@ -1,0 +1,181 @@
+"""Latent nodes: empty latents, VAE encode/decode (plain, tiled, for inpainting), masks, resizing."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from graph_runtime.context import Context
+from graph_runtime.node import Combo, Float, Int, Link, Node, Output
+
+from nodes.diffusion import vae_ops
+from nodes.diffusion.model_manager import manager_from
+from nodes.diffusion.models import VaeModel
+
+MAX_RESOLUTION = 16384
+UPSCALE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "bislerp"]
+
+
+class EmptyLatentImage(Node):
+    category = "latent"
+    description = "A batch of empty (zero) latents for txt2img."
+    inputs = [Int("width", 512, min=16, max=MAX_RESOLUTION, step=8), Int("height", 512, min=16, max=MAX_RESOLUTION, step=8),
+              Int("batch_size", 1, min=1, max=4096)]
+    outputs = [Output("LATENT")]
+
+    def run(self, ctx: Context, *, width: int, height: int, batch_size: int) -> tuple[Any, ...]:
+        return ({"samples": torch.zeros(batch_size, 4, height // 8, width // 8)},)
+
+
+class VAEDecode(Node):
+    category = "latent"
+    description = "Latents to pixels (tiled automatically when memory is short)."
+    inputs = [Link("samples", "LATENT"), Link("vae", "VAE")]
+    outputs = [Output("IMAGE")]
+
+    def run(self, ctx: Context, *, samples: dict[str, Any], vae: VaeModel) -> tuple[Any, ...]:
+        return (vae_ops.decode(manager_from(ctx.services), vae, samples["samples"]),)
+
+
+class VAEEncode(Node):
+    category = "latent"
+    description = "Pixels to latents (the distribution's mean; tiled automatically when memory is short)."
+    inputs = [Link("pixels", "IMAGE"), Link("vae", "VAE")]
+    outputs = [Output("LATENT")]
+
+    def run(self, ctx: Context, *, pixels: torch.Tensor, vae: VaeModel) -> tuple[Any, ...]:
+        return ({"samples": vae_ops.encode(manager_from(ctx.services), vae, pixels)},)
+
+
+class VAEDecodeTiled(Node):
+    category = "_for_testing"
+    description = "Decode in overlapping tiles (bounded memory for large images)."
+    inputs = [Link("samples", "LATENT"), Link("vae", "VAE"),
+              Int("tile_size", 512, min=64, max=4096, step=32), Int("overlap", 64, min=0, max=4096, step=32),
+              Int("temporal_size", 64, min=8, max=4096, step=4, optional=True),
+              Int("temporal_overlap", 8, min=4, max=4096, step=4, optional=True)]
+    outputs = [Output("IMAGE")]
+
+    def run(self, ctx: Context, *, samples: dict[str, Any], vae: VaeModel, tile_size: int, overlap: int,
+            temporal_size: int | None = None, temporal_overlap: int | None = None) -> tuple[Any, ...]:
+        # temporal_* only matter for video VAEs; accepted so ComfyUI workflows validate.
+        return (vae_ops.decode(manager_from(ctx.services), vae, samples["samples"], tiled=True,
+                               tile_size=tile_size, overlap=overlap),)
+
+
+class VAEEncodeTiled(Node):
+    category = "_for_testing"
+    description = "Encode in overlapping tiles (bounded memory for large images)."
+    inputs = [Link("pixels", "IMAGE"), Link("vae", "VAE"),
+              Int("tile_size", 512, min=64, max=4096, step=64), Int("overlap", 64, min=0, max=4096, step=32),
+              Int("temporal_size", 64, min=8, max=4096, step=4, optional=True),
+              Int("temporal_overlap", 8, min=4, max=4096, step=4, optional=True)]
+    outputs = [Output("LATENT")]
+
+    def run(self, ctx: Context, *, pixels: torch.Tensor, vae: VaeModel, tile_size: int, overlap: int,
+            temporal_size: int | None = None, temporal_overlap: int | None = None) -> tuple[Any, ...]:
+        return ({"samples": vae_ops.encode(manager_from(ctx.services), vae, pixels, tiled=True,
+                                           tile_size=tile_size, overlap=overlap)},)
+
+
+class VAEEncodeForInpaint(Node):
+    category = "latent/inpaint"
+    description = ("Encode for inpainting: masked pixels are set to grey before encoding and the mask (grown by "
+                   "grow_mask_by pixels) becomes the latent's noise mask.")
+    inputs = [Link("pixels", "IMAGE"), Link("vae", "VAE"), Link("mask", "MASK"),
+              Int("grow_mask_by", 6, min=0, max=64, step=1)]
+    outputs = [Output("LATENT")]
+
+    def run(self, ctx: Context, *, pixels: torch.Tensor, vae: VaeModel, mask: torch.Tensor,
+            grow_mask_by: int) -> tuple[Any, ...]:
+        pixels = vae_ops.crop_to_multiple(pixels, vae.downscale).clone()
+        height, width = pixels.shape[1:3]
+        mask = F.interpolate(mask.reshape(-1, 1, mask.shape[-2], mask.shape[-1]).float(), size=(height, width),
+                             mode="bilinear")
+        grown = mask
+        if grow_mask_by > 0:
+            kernel = torch.ones(1, 1, grow_mask_by, grow_mask_by)
+            padding = math.ceil((grow_mask_by - 1) / 2)
+            grown = torch.clamp(F.conv2d(mask.round(), kernel, padding=padding), 0, 1)[..., :height, :width]
+        keep = (1.0 - mask.round()).squeeze(1)
+        pixels[..., :3] = (pixels[..., :3] - 0.5) * keep.unsqueeze(-1) + 0.5
+        samples = vae_ops.encode(manager_from(ctx.services), vae, pixels)
+        return ({"samples": samples, "noise_mask": grown.round()},)
+
+
+class SetLatentNoiseMask(Node):
+    category = "latent/inpaint"
+    description = "Only the masked region is re-generated; the rest keeps the input latent."
+    inputs = [Link("samples", "LATENT"), Link("mask", "MASK")]
+    outputs = [Output("LATENT")]
+
+    def run(self, ctx: Context, *, samples: dict[str, Any], mask: torch.Tensor) -> tuple[Any, ...]:
+        out = dict(samples)
+        out["noise_mask"] = mask.reshape(-1, 1, mask.shape[-2], mask.shape[-1]).float()
+        return (out,)
+
+
+def _resize(samples: torch.Tensor, height: int, width: int, method: str) -> torch.Tensor:
+    if method == "bislerp":
+        method = "bilinear"  # documented approximation of ComfyUI's slerp-based resize
+    kwargs = {"align_corners": False} if method in ("bilinear", "bicubic") else {}
+    return F.interpolate(samples, size=(height, width), mode=method, **kwargs)
+
+
+def _center_crop(samples: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    old_w, old_h = samples.shape[-1], samples.shape[-2]
+    old_aspect, new_aspect = old_w / old_h, width / height
+    x = y = 0
+    if old_aspect > new_aspect:
+        x = round((old_w - old_w * (new_aspect / old_aspect)) / 2)
+    elif old_aspect < new_aspect:
+        y = round((old_h - old_h * (old_aspect / new_aspect)) / 2)
+    return samples[..., y:old_h - y, x:old_w - x]
+
+
+class LatentUpscale(Node):
+    category = "latent"
+    description = "Resize latents to a pixel size (0 keeps the aspect ratio from the other side)."
+    inputs = [Link("samples", "LATENT"), Combo("upscale_method", UPSCALE_METHODS),
+              Int("width", 512, min=0, max=MAX_RESOLUTION, step=8), Int("height", 512, min=0, max=MAX_RESOLUTION, step=8),
+              Combo("crop", ["disabled", "center"])]
+    outputs = [Output("LATENT")]
+
+    def run(self, ctx: Context, *, samples: dict[str, Any], upscale_method: str, width: int, height: int,
+            crop: str) -> tuple[Any, ...]:
+        latent = samples["samples"]
+        if width == 0 and height == 0:
+            return (dict(samples),)
+        if width == 0:
+            width = max(64, round(latent.shape[-1] * height / latent.shape[-2] * 8))
+        if height == 0:
+            height = max(64, round(latent.shape[-2] * width / latent.shape[-1] * 8))
+        if crop == "center":
+            latent = _center_crop(latent, width, height)
+        out = dict(samples)
+        out["samples"] = _resize(latent, height // 8, width // 8, upscale_method)
+        out.pop("noise_mask", None)
+        return (out,)
+
+
+class LatentUpscaleBy(Node):
+    category = "latent"
+    description = "Resize latents by a factor."
+    inputs = [Link("samples", "LATENT"), Combo("upscale_method", UPSCALE_METHODS),
+              Float("scale_by", 1.5, min=0.01, max=8.0, step=0.01)]
+    outputs = [Output("LATENT")]
+
+    def run(self, ctx: Context, *, samples: dict[str, Any], upscale_method: str, scale_by: float) -> tuple[Any, ...]:
+        latent = samples["samples"]
+        out = dict(samples)
+        out["samples"] = _resize(latent, round(latent.shape[-2] * scale_by), round(latent.shape[-1] * scale_by),
+                                 upscale_method)
+        out.pop("noise_mask", None)
+        return (out,)
+
+
+NODES: list[type[Node]] = [EmptyLatentImage, VAEDecode, VAEEncode, VAEDecodeTiled, VAEEncodeTiled,
+                           VAEEncodeForInpaint, SetLatentNoiseMask, LatentUpscale, LatentUpscaleBy]

@@ -1,0 +1,249 @@
+"""The denoising loop behind KSampler and KSamplerAdvanced.
+
+It follows diffusers' StableDiffusion(XL) txt2img / img2img / inpaint pipelines step for step
+(same scheduler calls, same noise, same classifier-free guidance batch), so a graph gives the
+pipeline's image for the same seed and settings. ComfyUI's meanings are kept where they differ:
+``steps`` is the number of steps run, ``denoise`` shortens the schedule (steps / denoise in all),
+and the noise of sample ``i`` comes from its own generator seeded ``seed + i`` (CPU, so results
+do not depend on the device or on the batch size).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from nodes.diffusion.model_manager import ModelManager
+from nodes.diffusion.models import Conditioning, DiffusionModel
+from nodes.diffusion.samplers import build_scheduler
+
+StepCallback = Callable[[int, int, torch.Tensor], None]
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    seed: int
+    steps: int
+    cfg: float
+    sampler_name: str
+    scheduler: str
+    denoise: float = 1.0
+    # KSamplerAdvanced: a window of an ``steps``-step schedule.
+    start_step: int | None = None
+    end_step: int | None = None
+    add_noise: bool = True
+    return_leftover_noise: bool = False
+
+
+def make_noise(shape: tuple[int, ...], seed: int, batch_index: list[int] | None = None) -> torch.Tensor:
+    """Per-sample CPU generators (seed + index): sample i is the same whatever the batch."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    indices = batch_index if batch_index is not None else list(range(shape[0]))
+    generators = [torch.Generator("cpu").manual_seed((seed + int(i)) % 2**64) for i in indices]
+    return randn_tensor(shape, generator=generators, device=torch.device("cpu"), dtype=torch.float32)
+
+
+def generators_for(seed: int, count: int, batch_index: list[int] | None = None) -> list[torch.Generator]:
+    indices = batch_index if batch_index is not None else list(range(count))
+    return [torch.Generator("cpu").manual_seed((seed + int(i)) % 2**64) for i in indices]
+
+
+def sample(manager: ModelManager, model: DiffusionModel, positive: Conditioning, negative: Conditioning,
+           latent: dict[str, Any], settings: SampleSettings, *, on_step: StepCallback | None = None) -> dict[str, Any]:
+    """Denoise ``latent["samples"]``; returns a new LATENT dict."""
+    latent_image = latent["samples"].float()
+    batch = latent_image.shape[0]
+    total, first, last = _window(settings)
+    if first >= last:
+        return dict(latent)
+    scheduler = build_scheduler(model.scheduler_config, settings.sampler_name, settings.scheduler, seed=settings.seed)
+    with model.use(manager) as unet:
+        device, dtype = next(unet.parameters()).device, next(unet.parameters()).dtype
+        scheduler.set_timesteps(total, device=device)
+        order = scheduler.order
+        timesteps = scheduler.timesteps[first * order: last * order]
+        if first > 0 and hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(first * order)  # as the img2img pipelines do
+        batch_index = latent.get("batch_index")
+        generators = generators_for(settings.seed, batch, batch_index)
+        noise = make_noise(tuple(latent_image.shape), settings.seed, batch_index).to(device)
+        clean = latent_image.to(device)
+        mask = _latent_mask(latent.get("noise_mask"), latent_image.shape, device)
+        x = _initial(scheduler, clean, noise, timesteps, settings, first, mask)
+        guide = _Guidance(unet, positive, negative, settings.cfg, batch, model.family, latent_image.shape)
+        step_kwargs = _step_kwargs(scheduler, generators)
+        denoised = x
+        for i, t in enumerate(timesteps):
+            model_in = scheduler.scale_model_input(torch.cat([x] * guide.copies), t)
+            eps = guide(model_in.to(dtype), t).float()
+            out = scheduler.step(eps, t, x, **step_kwargs, return_dict=True)
+            x = out.prev_sample
+            denoised = getattr(out, "pred_original_sample", None)
+            if mask is not None:
+                proper = clean
+                if i < len(timesteps) - 1:
+                    proper = scheduler.add_noise(clean, noise, timesteps[i + 1: i + 2])
+                x = (1 - mask) * proper + mask * x
+            if on_step is not None:
+                on_step(i + 1, len(timesteps), denoised if denoised is not None else x)
+        if last < total:
+            if settings.return_leftover_noise:
+                x = x / _model_space_scale(scheduler, last * order)
+            elif denoised is not None:
+                x = denoised if mask is None else (1 - mask) * clean + mask * denoised
+    out_latent = dict(latent)
+    out_latent["samples"] = x.float().cpu()
+    return out_latent
+
+
+def _window(s: SampleSettings) -> tuple[int, int, int]:
+    """(schedule length, first step, end step) in schedule steps."""
+    if s.start_step is not None or s.end_step is not None:
+        start = s.start_step or 0
+        end = s.steps if s.end_step is None else min(s.end_step, s.steps)
+        return s.steps, start, end
+    if s.denoise <= 0.0:
+        return s.steps, s.steps, s.steps
+    total = s.steps if s.denoise >= 1.0 else int(s.steps / s.denoise)
+    return total, total - s.steps, total
+
+
+def _initial(scheduler: Any, clean: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor,
+             s: SampleSettings, first: int, mask: torch.Tensor | None) -> torch.Tensor:
+    if not s.add_noise:
+        # A latent handed over with leftover noise is in sigma space (x0 + sigma * eps, as
+        # ComfyUI passes it); variance-preserving schedulers want it scaled.
+        return clean * _model_space_scale(scheduler, first * scheduler.order)
+    starting_fresh = first == 0 and (mask is not None or not bool(clean.abs().sum()))
+    if starting_fresh:  # the txt2img and inpaint pipelines start from pure noise
+        return noise * scheduler.init_noise_sigma
+    return scheduler.add_noise(clean, noise, timesteps[:1].repeat(clean.shape[0]))
+
+
+def _model_space_scale(scheduler: Any, index: int) -> float:
+    """x_model = x_sigma * scale at schedule index ``index``: 1 for k-diffusion style schedulers
+    (Euler, Heun, …), 1/sqrt(1 + sigma^2) for variance-preserving ones (DDIM, DPM-Solver, UniPC)."""
+    if float(scheduler.init_noise_sigma) > 1.0:
+        return 1.0
+    sigmas = getattr(scheduler, "sigmas", None)
+    if sigmas is not None and index < len(sigmas):
+        sigma = float(sigmas[index])
+    else:
+        timesteps = scheduler.timesteps
+        t = int(timesteps[min(index, len(timesteps) - 1)])
+        alpha_bar = float(scheduler.alphas_cumprod[t])
+        sigma = math.sqrt((1 - alpha_bar) / alpha_bar)
+    return 1.0 / math.sqrt(1.0 + sigma * sigma)
+
+
+def _step_kwargs(scheduler: Any, generators: list[torch.Generator]) -> dict[str, Any]:
+    params = inspect.signature(scheduler.step).parameters
+    kwargs: dict[str, Any] = {}
+    if "generator" in params:
+        kwargs["generator"] = generators
+    if "eta" in params:
+        kwargs["eta"] = 0.0
+    return kwargs
+
+
+def _latent_mask(mask: torch.Tensor | None, shape: torch.Size, device: torch.device) -> torch.Tensor | None:
+    """ComfyUI noise_mask ([B,H,W] or [B,1,H,W], pixel or latent size) -> [B,1,h,w] on device."""
+    if mask is None:
+        return None
+    mask = mask.float()
+    if mask.ndim == 2:
+        mask = mask[None]
+    if mask.ndim == 3:
+        mask = mask[:, None]
+    mask = F.interpolate(mask, size=tuple(shape[-2:]), mode="bilinear", align_corners=False)
+    if mask.shape[0] < shape[0]:
+        mask = mask.repeat(math.ceil(shape[0] / mask.shape[0]), 1, 1, 1)[: shape[0]]
+    return mask.to(device)
+
+
+class _Guidance:
+    """Classifier-free guidance over ComfyUI conditioning lists. One entry per side without an
+    area is the pipelines' case: a single UNet call on [negative, positive]. Several entries
+    (ConditioningCombine) or areas (ConditioningSetArea) are predicted one by one and averaged
+    by strength over the region each covers."""
+
+    def __init__(self, unet: torch.nn.Module, positive: Conditioning, negative: Conditioning, cfg: float,
+                 batch: int, family: str, shape: torch.Size) -> None:
+        self.unet = unet
+        self.positive = positive
+        self.negative = negative
+        self.cfg = cfg
+        self.batch = batch
+        self.family = family
+        self.pixel_size = (int(shape[-2]) * 8, int(shape[-1]) * 8)
+        self.use_cfg = cfg > 1.0
+        self.simple = all(len(c) == 1 and _plain(c[0][1]) for c in (positive, negative))
+        self.copies = 2 if (self.use_cfg and self.simple) else 1
+
+    def __call__(self, model_in: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if self.simple:
+            sides = [self.negative[0], self.positive[0]] if self.use_cfg else [self.positive[0]]
+            context, added = self._batch_inputs(sides, model_in.dtype, model_in.device)
+            eps = self.unet(model_in, t, encoder_hidden_states=context, added_cond_kwargs=added, return_dict=False)[0]
+            if not self.use_cfg:
+                return eps
+            uncond, cond = eps.chunk(2)
+            return uncond + self.cfg * (cond - uncond)
+        cond = self._combined(self.positive, model_in, t)
+        if not self.use_cfg:
+            return cond
+        uncond = self._combined(self.negative, model_in, t)
+        return uncond + self.cfg * (cond - uncond)
+
+    def _batch_inputs(self, entries: list[list[Any]], dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, dict[str, Any] | None]:
+        lengths = [e[0].shape[1] for e in entries]
+        target = math.lcm(*lengths)
+        # Repeating a context along the tokens leaves cross-attention unchanged (every key is
+        # duplicated as often), which is how prompts of different lengths share one batch.
+        contexts = [e[0].repeat(1, target // e[0].shape[1], 1).repeat(self.batch, 1, 1) for e in entries]
+        context = torch.cat(contexts).to(device, dtype)
+        if self.family != "sdxl":
+            return context, None
+        pooled = torch.cat([e[1]["pooled_output"].repeat(self.batch, 1) for e in entries]).to(device, dtype)
+        time_ids = torch.cat([self._time_ids(e[1]).repeat(self.batch, 1) for e in entries]).to(device, dtype)
+        return context, {"text_embeds": pooled, "time_ids": time_ids}
+
+    def _time_ids(self, extras: dict[str, Any]) -> torch.Tensor:
+        """SDXL's size conditioning: original (h, w), crop (top, left), target (h, w)."""
+        height, width = self.pixel_size
+        values = [extras.get("height", height), extras.get("width", width), extras.get("crop_h", 0),
+                  extras.get("crop_w", 0), extras.get("target_height", height), extras.get("target_width", width)]
+        return torch.tensor([values], dtype=torch.float32)
+
+    def _combined(self, entries: Conditioning, model_in: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        total = torch.zeros_like(model_in)
+        weight = torch.zeros_like(model_in[:, :1])
+        for embeds, extras in entries:
+            y, x, h, w = _area(extras, model_in.shape)
+            strength = float(extras.get("strength", 1.0))
+            region = model_in[:, :, y:y + h, x:x + w]
+            context, added = self._batch_inputs([[embeds, extras]], model_in.dtype, model_in.device)
+            eps = self.unet(region, t, encoder_hidden_states=context, added_cond_kwargs=added, return_dict=False)[0]
+            total[:, :, y:y + h, x:x + w] += eps * strength
+            weight[:, :, y:y + h, x:x + w] += strength
+        return total / weight.clamp_min(1e-8)
+
+
+def _plain(extras: dict[str, Any]) -> bool:
+    return "area" not in extras and float(extras.get("strength", 1.0)) == 1.0
+
+
+def _area(extras: dict[str, Any], shape: torch.Size) -> tuple[int, int, int, int]:
+    """(y, x, h, w) in latent cells; ComfyUI stores area as (h, w, y, x) in latent units."""
+    if "area" not in extras:
+        return 0, 0, int(shape[-2]), int(shape[-1])
+    h, w, y, x = (int(v) for v in extras["area"])
+    y, x = min(y, shape[-2] - 1), min(x, shape[-1] - 1)
+    return y, x, max(1, min(h, shape[-2] - y)), max(1, min(w, shape[-1] - x))

@@ -1,0 +1,113 @@
+"""CLIP BPE tokenizers without a hub: a tiny deterministic vocabulary for the zoo, and the lookup
+of real tokenizer files under ``models/clip_tokenizer`` for real checkpoints.
+
+Single-file checkpoints carry no tokenizer. Real SD/SDXL checkpoints all use OpenAI CLIP's BPE
+vocabulary (OpenCLIP's is the same), so one folder with ``vocab.json`` + ``merges.txt`` (from
+openai/clip-vit-large-patch14) serves every family; only the pad token differs per encoder.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from functools import lru_cache
+from pathlib import Path
+
+DEFAULT_TOKENIZER = "clip-vit-large-patch14"
+TINY_TOKENIZER = "tiny-clip"
+
+# A small prompt-ish corpus: the merges learnt from it make common prompt words single tokens.
+_CORPUS = """a photo of an astronaut riding a horse on the moon portrait of a cat dog in the style of
+storyboard sketch painting oil watercolor cinematic lighting highly detailed masterpiece best quality
+worst quality low quality blurry ugly bad anatomy landscape mountain river forest city night sunset red
+blue green yellow white black girl boy man woman face eyes hair smile product shot studio background
+beautiful colorful simple line art thumbnail rough pencil drawing"""
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's reversible byte -> printable character table."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, [chr(c) for c in cs]))
+
+
+def tiny_vocab(num_merges: int = 200) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """A CLIP-style vocabulary: byte symbols, their end-of-word forms, learnt merges, specials."""
+    symbols = list(bytes_to_unicode().values())
+    vocab_list = symbols + [s + "</w>" for s in symbols]
+    words = Counter(_CORPUS.split())
+    splits = {w: tuple(w[:-1]) + (w[-1] + "</w>",) for w in words}
+    merges: list[tuple[str, str]] = []
+    for _ in range(num_merges):
+        pairs: Counter[tuple[str, str]] = Counter()
+        for word, count in words.items():
+            parts = splits[word]
+            for a, b in zip(parts, parts[1:]):
+                pairs[(a, b)] += count
+        if not pairs:
+            break
+        # Highest count, ties broken by the pair itself: deterministic across runs.
+        best = max(pairs.items(), key=lambda item: (item[1], item[0]))[0]
+        merges.append(best)
+        vocab_list.append(best[0] + best[1])
+        for word in words:
+            splits[word] = _merge(splits[word], best)
+    vocab_list += ["<|startoftext|>", "<|endoftext|>"]
+    return {token: index for index, token in enumerate(vocab_list)}, merges
+
+
+def _merge(parts: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, ...]:
+    out: list[str] = []
+    i = 0
+    while i < len(parts):
+        if i + 1 < len(parts) and (parts[i], parts[i + 1]) == pair:
+            out.append(parts[i] + parts[i + 1])
+            i += 2
+        else:
+            out.append(parts[i])
+            i += 1
+    return tuple(out)
+
+
+def write_tokenizer(directory: Path, *, pad_token: str = "<|endoftext|>", num_merges: int = 200) -> int:
+    """Write vocab.json, merges.txt and the transformers side files; returns the vocab size."""
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab, merges = tiny_vocab(num_merges)
+    (directory / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    (directory / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+    (directory / "special_tokens_map.json").write_text(json.dumps({
+        "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
+        "pad_token": pad_token}))
+    (directory / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "bos_token": "<|startoftext|>",
+        "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "pad_token": pad_token,
+        "do_lower_case": True, "errors": "replace"}))
+    return len(vocab)
+
+
+class MissingTokenizer(FileNotFoundError):
+    pass
+
+
+@lru_cache(maxsize=16)
+def load_tokenizer(directory: str, pad_token: str = "<|endoftext|>", model_max_length: int = 77):  # noqa: ANN201
+    """A CLIPTokenizer from a folder holding vocab.json + merges.txt (cached: tokenizers are
+    immutable and cheap to share)."""
+    from transformers import CLIPTokenizer
+
+    folder = Path(directory)
+    for name in ("vocab.json", "merges.txt"):
+        if not (folder / name).is_file():
+            raise MissingTokenizer(
+                f"CLIP tokenizer file {name} not found in {folder}. Single-file checkpoints carry no "
+                f"tokenizer: put vocab.json and merges.txt from openai/clip-vit-large-patch14 into "
+                f"models/clip_tokenizer/{DEFAULT_TOKENIZER}/ (or name another folder in the checkpoint's "
+                f"sidecar .yaml as nodeloom_tokenizer).")
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), pad_token=pad_token,
+                         model_max_length=model_max_length)

@@ -1,0 +1,1 @@
+"""``nodeloom serve``: ComfyUI-compatible HTTP + websocket server over isolated worker processes."""

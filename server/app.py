@@ -1,0 +1,88 @@
+"""The app factory: every router mounted at / and again under /api (as ComfyUI), the access
+middleware around all of them, the scheduler started and stopped with the app."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from server.routes_files import files_router
+from server.routes_info import VERSION, info_router
+from server.routes_prompt import prompt_router
+from server.routes_ws import ws_router
+from server.scheduler import Scheduler
+from server.security import SecurityMiddleware
+from server.settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+
+def _frontend(settings: ServerSettings) -> APIRouter | None:
+    try:
+        from server.frontend import frontend_router
+    except ImportError as exc:
+        log.info("frontend routes not available: %s", exc)
+        return None
+    return frontend_router(settings)
+
+
+def create_app(settings: ServerSettings) -> FastAPI:
+    settings.check_exposure()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        scheduler = Scheduler(settings)
+        app.state.scheduler = scheduler
+        await scheduler.start()
+        try:
+            yield
+        finally:
+            await scheduler.stop()
+
+    options: dict[str, Any] = {}
+    if "strict_content_type" in inspect.signature(FastAPI).parameters:
+        # ComfyUI's own example scripts post JSON with urllib's form content type.
+        options["strict_content_type"] = False
+    app = FastAPI(title="NodeLoom", version=VERSION, lifespan=lifespan, **options,
+                  description="ComfyUI-compatible API: queue prompts, follow them over /ws, fetch outputs.")
+    app.state.settings = settings
+    routers = [prompt_router(), files_router(settings), info_router(settings), ws_router(settings)]
+    frontend = _frontend(settings)
+    for router in routers:
+        app.include_router(router)
+        app.include_router(router, prefix="/api", include_in_schema=False)
+    if frontend is not None:
+        # Mounted last: it serves the static frontend at "/", which must not shadow API routes.
+        app.include_router(frontend, prefix="/api", include_in_schema=False)
+        app.include_router(frontend)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _invalid(exc.errors())
+
+    @app.exception_handler(ValidationError)
+    async def bad_body(request: Request, exc: ValidationError) -> JSONResponse:
+        return _invalid(exc.errors())
+
+    if settings.allow_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.allow_origins, allow_methods=["*"],
+                           allow_headers=["*"])
+    app.add_middleware(SecurityMiddleware, settings=settings)
+    return app
+
+
+def _invalid(errors: object) -> JSONResponse:
+    details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in errors  # type: ignore[attr-defined]
+               if isinstance(e, dict)]
+    text = "; ".join(f"{'.'.join(str(p) for p in d['loc'])}: {d['msg']}" for d in details) or "invalid request"
+    return JSONResponse({"error": {"type": "invalid_request", "message": text, "details": details,
+                                   "extra_info": {}}, "node_errors": {}}, status_code=400)

@@ -1,0 +1,77 @@
+"""``nodeloom serve``: parse options, build the settings, run uvicorn (websockets implementation)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from graph_runtime.folders import FolderPaths
+from server.settings import TOKEN_ENV, ServerSettings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nodeloom serve", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1; anything else needs --token)")
+    parser.add_argument("--port", type=int, default=8188)
+    parser.add_argument("--token", default=os.environ.get(TOKEN_ENV),
+                        help=f"access token every request must carry (or set {TOKEN_ENV})")
+    parser.add_argument("--devices", default="cpu",
+                        help="comma-separated devices, one worker process each: cpu or cuda:0,cuda:1")
+    parser.add_argument("--base", type=Path, default=Path.cwd(),
+                        help="base folder holding models/, input/, output/, temp/, user/")
+    parser.add_argument("--models", type=Path, action="append", default=[],
+                        help="a models root (repeatable; default BASE/models)")
+    parser.add_argument("--extra-model-paths", type=Path, help="ComfyUI's extra_model_paths.yaml")
+    parser.add_argument("--output-dir", type=Path)
+    parser.add_argument("--input-dir", type=Path)
+    parser.add_argument("--user-dir", type=Path)
+    parser.add_argument("--db", type=Path, help="SQLite file for the queue and history (default USER/nodeloom.sqlite3)")
+    parser.add_argument("--plugins", type=Path, action="append", default=[], help="plugin folder (repeatable)")
+    parser.add_argument("--node-packs", default="nodes.core,nodes.diffusion",
+                        help="built-in node packs the workers load (comma-separated; empty for none)")
+    parser.add_argument("--max-upload-mb", type=float, default=100.0)
+    parser.add_argument("--frontend-root", type=Path, help="static frontend folder to serve at /")
+    parser.add_argument("--allow-origin", action="append", default=[], help="allowed cross-site origin (CORS)")
+    parser.add_argument("--log-level", default="info")
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> ServerSettings:
+    folders = FolderPaths(base=args.base, models_roots=list(args.models), input_dir=args.input_dir,
+                          output_dir=args.output_dir, user_dir=args.user_dir)
+    if args.extra_model_paths:
+        folders.load_extra_model_paths(args.extra_model_paths)
+    plugin_dirs = list(args.plugins) or ([args.base / "plugins"] if (args.base / "plugins").is_dir() else [])
+    return ServerSettings(host=args.host, port=args.port, token=args.token, folders=folders,
+                          user_dir=args.user_dir, db_path=args.db,
+                          devices=[d.strip() for d in args.devices.split(",") if d.strip()],
+                          plugin_dirs=plugin_dirs,
+                          builtin_plugins=tuple(p.strip() for p in args.node_packs.split(",") if p.strip()),
+                          max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+                          frontend_root=args.frontend_root, allow_origins=list(args.allow_origin))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = settings_from(args)
+        from server.app import create_app
+
+        app = create_app(settings)
+    except (ValueError, AssertionError) as exc:
+        print(f"nodeloom serve: {exc}", file=sys.stderr)
+        return 2
+    import uvicorn
+
+    uvicorn.run(app, host=settings.host, port=settings.port, ws="websockets", log_level=args.log_level,
+                access_log=False)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,177 @@
+"""Wire messages: graph_runtime events translated to ComfyUI's websocket messages (same names,
+same shapes), the binary preview frames, and our native request/response envelope."""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+from graph_runtime.events import (
+    Event, Executed, Executing, ExecutionCached, ExecutionError, ExecutionInterrupted,
+    ExecutionStart, ExecutionSuccess, Preview, Progress,
+)
+
+# Binary frame event types (big-endian uint32 first in the frame), as ComfyUI.
+PREVIEW_IMAGE = 1
+TEXT = 3
+PREVIEW_IMAGE_WITH_METADATA = 4
+IMAGE_TYPES = {"JPEG": 1, "PNG": 2, "WEBP": 3}
+MIME_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+
+# Close code for a client that reads too slowly to keep up (private-use range of RFC 6455).
+CLOSE_TOO_SLOW = 4008
+
+FEATURE_FLAGS: dict[str, Any] = {"supports_preview_metadata": True, "nodeloom_commands": True}
+
+Message = dict[str, Any]
+
+
+def message(kind: str, data: Any) -> Message:
+    return {"type": kind, "data": data}
+
+
+def status_message(queue_remaining: int, sid: str | None = None) -> Message:
+    data: dict[str, Any] = {"status": {"exec_info": {"queue_remaining": queue_remaining}}}
+    if sid is not None:
+        data["sid"] = sid
+    return message("status", data)
+
+
+def preview_frame(preview: Preview, *, node_id: str, prompt_id: str, with_metadata: bool) -> bytes:
+    if with_metadata:
+        meta = json.dumps({"node_id": node_id, "prompt_id": prompt_id, "display_node_id": node_id,
+                           "parent_node_id": node_id, "real_node_id": node_id,
+                           "image_type": MIME_TYPES[preview.image_type]}).encode()
+        return struct.pack(">II", PREVIEW_IMAGE_WITH_METADATA, len(meta)) + meta + preview.data
+    return struct.pack(">II", PREVIEW_IMAGE, IMAGE_TYPES[preview.image_type]) + preview.data
+
+
+def text_frame(node_id: str, text: str) -> bytes:
+    node = node_id.encode()
+    return struct.pack(">II", TEXT, len(node)) + node + text.encode()
+
+
+@dataclass
+class Outgoing:
+    """What one event becomes: JSON messages, plus an optional preview for binary frames."""
+
+    messages: list[Message] = field(default_factory=list)
+    preview: Preview | None = None
+    text: str | None = None
+    node_id: str | None = None
+
+
+@dataclass
+class PromptTranslator:
+    """Translates one prompt's events, keeping the per-node state progress_state reports."""
+
+    prompt_id: str
+    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    running: str | None = None
+
+    def translate(self, event: Event) -> Outgoing:
+        pid = self.prompt_id
+        out = Outgoing()
+        if isinstance(event, ExecutionStart):
+            out.messages.append(message("execution_start", {"prompt_id": pid, "timestamp": event.timestamp}))
+        elif isinstance(event, ExecutionCached):
+            out.messages.append(message("execution_cached", {"nodes": event.nodes, "prompt_id": pid,
+                                                             "timestamp": event.timestamp}))
+        elif isinstance(event, Executing):
+            self._finish_running()
+            self.running = event.node_id
+            self._set(event.node_id, 0, 1, "running")
+            out.messages.append(self._progress_state())
+            out.messages.append(message("executing", {"node": event.node_id, "display_node": event.display_node,
+                                                      "prompt_id": pid}))
+        elif isinstance(event, Progress):
+            self._set(event.node_id, event.value, event.max, "running")
+            out.messages.append(message("progress", {"value": event.value, "max": event.max,
+                                                     "prompt_id": pid, "node": event.node_id}))
+            out.messages.append(self._progress_state())
+            out.preview, out.text, out.node_id = event.preview, event.text, event.node_id
+        elif isinstance(event, Executed):
+            if event.node_id == self.running:
+                self._finish_running()
+                out.messages.append(self._progress_state())
+            out.messages.append(message("executed", {"node": event.node_id, "display_node": event.display_node,
+                                                     "output": event.output, "prompt_id": pid}))
+        elif isinstance(event, ExecutionSuccess):
+            self._finish_running()
+            if self.nodes:
+                out.messages.append(self._progress_state())
+            out.messages.append(message("execution_success", {"prompt_id": pid, "timestamp": event.timestamp}))
+        elif isinstance(event, ExecutionError):
+            if event.node_id in self.nodes:
+                self.nodes[event.node_id]["state"] = "error"
+                out.messages.append(self._progress_state())
+            out.messages.append(message("execution_error", error_data(event)))
+        elif isinstance(event, ExecutionInterrupted):
+            out.messages.append(message("execution_interrupted", {
+                "prompt_id": pid, "node_id": event.node_id, "node_type": event.node_type,
+                "executed": event.executed, "timestamp": event.timestamp}))
+        return out
+
+    def _set(self, node_id: str, value: float, maximum: float, state: str) -> None:
+        self.nodes[node_id] = {"value": value, "max": maximum, "state": state, "node_id": node_id,
+                               "prompt_id": self.prompt_id, "display_node_id": node_id,
+                               "parent_node_id": None, "real_node_id": node_id}
+
+    def _finish_running(self) -> None:
+        if self.running is not None and self.running in self.nodes:
+            entry = self.nodes[self.running]
+            entry.update(state="finished", value=entry["max"])
+        self.running = None
+
+    def _progress_state(self) -> Message:
+        return message("progress_state", {"prompt_id": self.prompt_id,
+                                          "nodes": {k: dict(v) for k, v in self.nodes.items()}})
+
+
+def error_data(event: ExecutionError) -> dict[str, Any]:
+    return {"prompt_id": event.prompt_id, "node_id": event.node_id, "node_type": event.node_type,
+            "executed": event.executed, "exception_message": event.exception_message,
+            "exception_type": event.exception_type, "traceback": event.traceback,
+            "current_inputs": event.current_inputs, "current_outputs": event.current_outputs,
+            "timestamp": event.timestamp}
+
+
+def failure_data(prompt_id: str, message_text: str, *, exception_type: str = "WorkerError",
+                 node_id: str | None = None, node_type: str | None = None,
+                 executed: list[str] | None = None, traceback: list[str] | None = None) -> dict[str, Any]:
+    """An execution_error payload for failures outside any node (validation in the worker, a dead
+    worker), in the same shape clients already render."""
+    return {"prompt_id": prompt_id, "node_id": node_id, "node_type": node_type,
+            "executed": executed or [], "exception_message": message_text,
+            "exception_type": exception_type, "traceback": traceback or [],
+            "current_inputs": {}, "current_outputs": {}}
+
+
+# -- native commands ------------------------------------------------------------------------
+
+def response(request_id: Any, data: Any) -> Message:
+    return {"type": "response", "id": request_id, "ok": True, "data": data}
+
+
+def error_response(request_id: Any, status: int, error: Any) -> Message:
+    return {"type": "response", "id": request_id, "ok": False, "status": status, "error": error}
+
+
+def parse_binary_request(frame: bytes) -> tuple[dict[str, Any], bytes]:
+    """A client's binary frame: uint32 header length, JSON header, then the payload bytes."""
+    if len(frame) < 4:
+        raise ValueError("binary frame shorter than its 4-byte header length")
+    (length,) = struct.unpack(">I", frame[:4])
+    if length > len(frame) - 4:
+        raise ValueError("binary frame header length exceeds the frame")
+    header = json.loads(frame[4:4 + length])
+    if not isinstance(header, dict):
+        raise ValueError("binary frame header must be a JSON object")
+    return header, frame[4 + length:]
+
+
+def binary_request(header: dict[str, Any], payload: bytes) -> bytes:
+    encoded = json.dumps(header).encode()
+    return struct.pack(">I", len(encoded)) + encoded + payload

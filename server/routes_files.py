@@ -1,0 +1,70 @@
+"""GET /view, POST /upload/image, POST /upload/mask."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse, Response
+
+from server.files import FileRequestError, store_mask, store_upload, view
+from server.settings import ServerSettings
+
+
+def _failure(exc: FileRequestError) -> JSONResponse:
+    return JSONResponse({"error": {"type": "bad_file_request", "message": exc.message}}, status_code=exc.status)
+
+
+async def _read_limited(upload: UploadFile, limit: int) -> bytes:
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise FileRequestError(413, f"upload exceeds the limit of {limit} bytes")
+    return data
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").lower() in ("true", "1", "yes", "on")
+
+
+def files_router(settings: ServerSettings) -> APIRouter:
+    router = APIRouter(tags=["files"])
+    folders = settings.folders
+
+    @router.get("/view", response_model=None)
+    async def get_view(filename: str = Query(...), type: str = Query("output"), subfolder: str = Query(""),
+                       preview: str | None = Query(None), channel: str | None = Query(None)) -> Response:
+        try:
+            found, media_type = view(folders, filename=filename, kind=type, subfolder=subfolder,
+                                     preview=preview, channel=channel)
+        except FileRequestError as exc:
+            return _failure(exc)
+        headers = {"Content-Disposition": f'filename="{Path(filename).name}"'}
+        if isinstance(found, Path):
+            return FileResponse(found, media_type=media_type, headers=headers)
+        return Response(found, media_type=media_type, headers=headers)
+
+    @router.post("/upload/image")
+    async def upload_image(request: Request, image: UploadFile = File(...), overwrite: str | None = Form(None),
+                           type: str = Form("input"), subfolder: str = Form("")) -> JSONResponse:
+        try:
+            data = await _read_limited(image, settings.max_upload_bytes)
+            stored = store_upload(folders, data, filename=image.filename or "", kind=type, subfolder=subfolder,
+                                  overwrite=_flag(overwrite), max_bytes=settings.max_upload_bytes)
+        except FileRequestError as exc:
+            return _failure(exc)
+        return JSONResponse(stored.as_dict())
+
+    @router.post("/upload/mask")
+    async def upload_mask(request: Request, image: UploadFile = File(...), original_ref: str = Form(...),
+                          overwrite: str | None = Form(None), type: str = Form("input"),
+                          subfolder: str = Form("")) -> JSONResponse:
+        try:
+            data = await _read_limited(image, settings.max_upload_bytes)
+            stored = store_mask(folders, data, filename=image.filename or "", original_ref=original_ref,
+                                subfolder=subfolder, kind=type, overwrite=_flag(overwrite),
+                                max_bytes=settings.max_upload_bytes)
+        except FileRequestError as exc:
+            return _failure(exc)
+        return JSONResponse(stored.as_dict())
+
+    return router

@@ -1,0 +1,138 @@
+"""POST/GET /prompt, /queue, /history, /interrupt, /free: thin wrappers over the scheduler."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from server.scheduler import Scheduler, SubmissionError
+
+
+class PromptRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    prompt: dict[str, Any] | None = Field(None, description="API-format prompt, or a UI-format workflow")
+    client_id: str | None = None
+    extra_data: dict[str, Any] | None = Field(None, description="extra_pnginfo (the UI workflow), webhook_url, …")
+    front: bool | None = None
+    number: float | None = None
+    prompt_id: str | None = None
+    partial_execution_targets: list[str] | None = None
+
+
+class QueueRequest(BaseModel):
+    clear: bool | None = None
+    delete: list[str] | None = None
+
+
+class InterruptRequest(BaseModel):
+    prompt_id: str | None = None
+
+
+class FreeRequest(BaseModel):
+    unload_models: bool | None = None
+    free_memory: bool | None = None
+
+
+def scheduler_of(request: Request) -> Scheduler:
+    return request.app.state.scheduler
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+async def read_body(request: Request, model: type[Model]) -> Model:
+    """The JSON body whatever its content type: ComfyUI's own example scripts post JSON with
+    urllib's default form content type. An empty body reads as ``{}``. Errors become 400s."""
+    raw = await request.body()
+    return model.model_validate_json(raw if raw.strip() else b"{}")
+
+
+def body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI request body for routes that parse their body themselves."""
+    return {"requestBody": {"required": False, "content": {"application/json": {"schema": model.model_json_schema()}}}}
+
+
+def prompt_router() -> APIRouter:
+    router = APIRouter(tags=["queue"])
+
+    @router.post("/prompt", openapi_extra=body_schema(PromptRequest))
+    async def post_prompt(request: Request,
+                          wait: bool = Query(False, description="answer when the prompt has finished"),
+                          timeout: float = Query(600.0, gt=0, le=3600)) -> JSONResponse:
+        scheduler = scheduler_of(request)
+        body = await read_body(request, PromptRequest)
+        if body.prompt is None:
+            return JSONResponse({"error": {"type": "no_prompt", "message": "No prompt provided",
+                                           "details": "No prompt provided", "extra_info": {}},
+                                 "node_errors": {}}, status_code=400)
+        try:
+            submitted = await scheduler.submit(body.model_dump(exclude_none=True))
+        except SubmissionError as exc:
+            return JSONResponse(exc.body, status_code=exc.status)
+        answer: dict[str, Any] = {"prompt_id": submitted.prompt_id, "number": submitted.number,
+                                  "node_errors": submitted.node_errors}
+        if not wait:
+            return JSONResponse(answer)
+        try:
+            item = await asyncio.wait_for(asyncio.shield(scheduler.wait_for(submitted.prompt_id)), timeout)
+        except asyncio.TimeoutError:
+            return JSONResponse({**answer, "status": "timeout"}, status_code=202)
+        entry = item.history_entry()
+        return JSONResponse({**answer, "status": item.status, "outputs": entry["outputs"],
+                             "error": item.error, "messages": entry["status"]["messages"]})
+
+    @router.get("/prompt")
+    async def get_prompt(request: Request) -> dict[str, Any]:
+        return {"exec_info": {"queue_remaining": scheduler_of(request).queue_remaining()}}
+
+    @router.get("/queue")
+    async def get_queue(request: Request) -> dict[str, Any]:
+        return scheduler_of(request).queue_view()
+
+    @router.post("/queue", openapi_extra=body_schema(QueueRequest))
+    async def post_queue(request: Request) -> dict[str, Any]:
+        scheduler = scheduler_of(request)
+        body = await read_body(request, QueueRequest)
+        cancelled: list[str] = []
+        if body.clear:
+            cancelled += scheduler.clear_queue()
+        if body.delete:
+            cancelled += scheduler.cancel(body.delete)
+        return {"cancelled": cancelled}
+
+    @router.get("/history")
+    async def get_history(request: Request, max_items: int | None = Query(None, ge=0),
+                          offset: int = Query(0, ge=0)) -> dict[str, Any]:
+        return scheduler_of(request).history_view(max_items, offset)
+
+    @router.get("/history/{prompt_id}")
+    async def get_history_item(request: Request, prompt_id: str) -> dict[str, Any]:
+        return scheduler_of(request).history_item(prompt_id)
+
+    @router.post("/history", openapi_extra=body_schema(QueueRequest))
+    async def post_history(request: Request) -> dict[str, Any]:
+        store = scheduler_of(request).store
+        body = await read_body(request, QueueRequest)
+        if body.clear:
+            store.delete_history(None)
+        if body.delete:
+            store.delete_history(body.delete)
+        return {}
+
+    @router.post("/interrupt", openapi_extra=body_schema(InterruptRequest))
+    async def post_interrupt(request: Request) -> dict[str, Any]:
+        # ComfyUI's client posts with no body at all; a body, when present, may name the prompt.
+        body = await read_body(request, InterruptRequest)
+        return {"interrupted": scheduler_of(request).interrupt(body.prompt_id)}
+
+    @router.post("/free", openapi_extra=body_schema(FreeRequest))
+    async def post_free(request: Request) -> dict[str, Any]:
+        await read_body(request, FreeRequest)
+        scheduler_of(request).pool.free()
+        return {}
+
+    return router

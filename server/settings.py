@@ -1,0 +1,66 @@
+"""Everything a server instance is configured with, in one dataclass shared by every router."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from graph_runtime.folders import FolderPaths
+
+LOOPBACK_HOSTS: frozenset[str] = frozenset({"127.0.0.1", "localhost", "::1"})
+TOKEN_ENV = "NODELOOM_TOKEN"
+
+
+@dataclass
+class ServerSettings:
+    """Configuration of one ``nodeloom serve`` process.
+
+    ``folders`` holds the models roots and the input/output/temp/user folders; ``user_dir`` is
+    where the frontend keeps settings and workflows, ``db_path`` the SQLite queue and history.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8188
+    # Required when ``host`` is not loopback: every request must then carry it.
+    token: str | None = None
+    folders: FolderPaths = field(default_factory=lambda: FolderPaths(base=Path.cwd()))
+    user_dir: Path | None = None
+    db_path: Path | None = None
+    # One worker process per entry: "cpu", "cuda:0", "cuda:1", …
+    devices: list[str] = field(default_factory=lambda: ["cpu"])
+    plugin_dirs: list[Path] = field(default_factory=list)
+    # Node packs the workers load as built-ins (tests narrow this to stay torch-free).
+    builtin_plugins: tuple[str, ...] = ("nodes.core", "nodes.diffusion")
+    max_upload_bytes: int = 100 * 1024 * 1024
+    # The static frontend to serve at "/", or None for an API-only server.
+    frontend_root: Path | None = None
+    # Origins allowed by CORS (empty: CORS off) and, besides the server's own, by the origin check.
+    allow_origins: list[str] = field(default_factory=list)
+    # Per websocket client: messages buffered before a client too slow to read them is dropped.
+    client_send_queue: int = 1024
+    # Outputs cached per worker (graph_runtime OutputCache entries).
+    cache_entries: int = 256
+    # How many times a prompt interrupted by a server restart is run again before it fails.
+    max_attempts: int = 2
+    # Seconds a worker has to start and report its node schemas.
+    worker_start_timeout: float = 120.0
+
+    def __post_init__(self) -> None:
+        self.folders.user_dir = Path(self.user_dir or self.folders.user_dir or self.folders.base / "user")
+        self.user_dir = self.folders.user_dir
+        self.db_path = Path(self.db_path or self.user_dir / "nodeloom.sqlite3")
+        if self.token is None:
+            self.token = os.environ.get(TOKEN_ENV) or None
+        assert self.devices, "at least one device is needed (e.g. ['cpu'])"
+        assert self.max_upload_bytes > 0, "max_upload_bytes must be positive"
+
+    @property
+    def is_loopback(self) -> bool:
+        return self.host in LOOPBACK_HOSTS
+
+    def check_exposure(self) -> None:
+        """Refuse to listen beyond this machine without a token."""
+        if not self.is_loopback and not self.token:
+            raise ValueError(f"binding {self.host!r} exposes the server beyond this machine: "
+                             f"pass --token or set {TOKEN_ENV}")

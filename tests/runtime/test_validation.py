@@ -1,0 +1,146 @@
+"""Whole-workflow validation: every error type, all at once, in ComfyUI's shape."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from graph_runtime import FolderPaths, NodeRegistry, validate
+from graph_runtime.validation import ValidationResult
+
+
+def check(prompt: dict[str, Any], registry: NodeRegistry) -> ValidationResult:
+    return validate(prompt, registry)
+
+
+def errors(result: ValidationResult) -> list[tuple[str, str, str | None]]:
+    return [(e.node_id, e.type, e.input_name) for e in result.node_errors]
+
+
+def sink(source: str, index: int = 0) -> dict[str, Any]:
+    return {"class_type": "Collect", "inputs": {"value": [source, index]}}
+
+
+def test_valid_workflow_has_order_outputs_and_coerced_constants(registry: NodeRegistry) -> None:
+    prompt = {"1": {"class_type": "Number", "inputs": {"value": "7"}},
+              "2": {"class_type": "Scale", "inputs": {"x": ["1", 0], "factor": 2}},
+              "3": sink("2"), "9": {"class_type": "Number", "inputs": {"value": 1}}}
+    result = check(prompt, registry)
+    assert result.ok and result.outputs == ["3"]
+    assert result.order == ["1", "2", "3"]  # node 9 feeds no output
+    assert result.constants["1"] == {"value": 7} and result.constants["2"] == {"factor": 2.0}
+    assert result.to_comfy() == {"error": None, "node_errors": {}}
+
+
+@pytest.mark.parametrize("node, kind, input_name, text", [
+    ({"class_type": "Nope", "inputs": {}}, "missing_node_type", None, "'Nope' may not be installed"),
+    ({"class_type": "Add", "inputs": {"a": ["1", 0]}}, "required_input_missing", "b", "Required input is missing"),
+    ({"class_type": "Double", "inputs": {"x": ["42", 0]}}, "bad_linked_input", "x", "node 42, which is not in the workflow"),
+    ({"class_type": "Double", "inputs": {"x": ["1", 3]}}, "bad_linked_input", "x", "Output index 3 out of range"),
+    ({"class_type": "Double", "inputs": {"x": [1, "a"]}}, "bad_linked_input", "x", "must be a length-2 list"),
+    ({"class_type": "Double", "inputs": {"x": ["t", 0]}}, "return_type_mismatch", "x", "received_type(STRING) mismatch input_type(INT)"),
+    ({"class_type": "Double", "inputs": {"x": 5}}, "invalid_input_type", "x", "expects a link"),
+    ({"class_type": "Number", "inputs": {"value": "many"}}, "invalid_input_type", "value", "Failed to convert"),
+    ({"class_type": "Number", "inputs": {"value": -5000}}, "value_smaller_than_min", "value", "smaller than min of -1000"),
+    ({"class_type": "Number", "inputs": {"value": 5000}}, "value_bigger_than_max", "value", "bigger than max of 1000"),
+    ({"class_type": "Pick", "inputs": {"mode": "fourth", "flag": True}}, "value_not_in_list", "mode", "'fourth' not in ['first', 'second', 'third']"),
+    ({"class_type": "Even", "inputs": {"value": 3}}, "custom_validation_failed", None, "value must be even, got 3"),
+    ({"class_type": "BrokenCheck", "inputs": {"value": 3}}, "exception_during_validation", None, "ZeroDivisionError: validator bug"),
+])
+def test_each_error_type_names_node_class_and_input(registry: NodeRegistry, node: dict[str, Any], kind: str,
+                                                     input_name: str | None, text: str) -> None:
+    prompt = {"1": {"class_type": "Number", "inputs": {"value": 1}},
+              "t": {"class_type": "Text", "inputs": {"text": "x"}},
+              "5": node, "6": sink("5")}
+    result = check(prompt, registry)
+    assert not result.ok
+    found = [e for e in result.node_errors if e.node_id == "5"]
+    assert [(e.type, e.input_name) for e in found] == [(kind, input_name)]
+    assert found[0].class_type == node["class_type"]
+    assert text in found[0].describe()
+    body = result.to_comfy()
+    assert body["error"]["type"] == "prompt_outputs_failed_validation"
+    entry = body["node_errors"]["5"]
+    assert entry["class_type"] == node["class_type"] and entry["dependent_outputs"] == ["6"]
+    error = entry["errors"][0]
+    assert set(error) == {"type", "message", "details", "extra_info"} and error["type"] == kind
+    if input_name:
+        assert error["extra_info"]["input_name"] == input_name
+
+
+def test_missing_model_file_names_the_folder_and_the_choices(registry: NodeRegistry, folders: FolderPaths) -> None:
+    checkpoints = folders.models_roots[0] / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "tiny.safetensors").write_bytes(b"")
+    prompt = {"1": {"class_type": "Checkpoint", "inputs": {"ckpt_name": "sdxl.safetensors"}}, "2": sink("1")}
+    (error,) = check(prompt, registry).node_errors
+    assert error.type == "value_not_in_list" and error.input_name == "ckpt_name"
+    assert "'checkpoints' models folder" in error.message
+    assert str(checkpoints) in error.details and "tiny.safetensors" in error.details
+
+
+def test_empty_models_folder_says_so(registry: NodeRegistry, folders: FolderPaths) -> None:
+    prompt = {"1": {"class_type": "Checkpoint", "inputs": {"ckpt_name": "x.safetensors"}}, "2": sink("1")}
+    (error,) = check(prompt, registry).node_errors
+    assert "the folder is empty" in error.details
+
+
+def test_cycle_is_reported_on_every_node_in_it(registry: NodeRegistry) -> None:
+    prompt = {"1": {"class_type": "Double", "inputs": {"x": ["2", 0]}},
+              "2": {"class_type": "Double", "inputs": {"x": ["1", 0]}}, "3": sink("2")}
+    result = check(prompt, registry)
+    assert sorted(errors(result)) == [("1", "bad_linked_input", None), ("2", "bad_linked_input", None)]
+    assert "cycle" in result.node_errors[0].message and result.order == []
+
+
+def test_self_link(registry: NodeRegistry) -> None:
+    prompt = {"1": {"class_type": "Double", "inputs": {"x": ["1", 0]}}, "2": sink("1")}
+    assert ("1", "bad_linked_input", "x") in errors(check(prompt, registry))
+
+
+def test_no_outputs(registry: NodeRegistry) -> None:
+    result = check({"1": {"class_type": "Number", "inputs": {"value": 1}}}, registry)
+    assert result.to_comfy()["error"]["type"] == "prompt_no_outputs"
+    assert "Prompt has no outputs" in result.format()
+
+
+def test_malformed_node_is_invalid_prompt(registry: NodeRegistry) -> None:
+    result = check({"1": {"inputs": {}}, "2": {"class_type": "Number", "inputs": []}, "3": sink("9")}, registry)
+    kinds = errors(result)
+    assert ("1", "invalid_prompt", None) in kinds and ("2", "invalid_prompt", None) in kinds
+
+
+def test_all_errors_reported_at_once_and_formatted_readably(registry: NodeRegistry) -> None:
+    prompt = {"1": {"class_type": "Number", "inputs": {"value": 99999}},
+              "2": {"class_type": "Add", "inputs": {"a": ["1", 0]}},
+              "3": {"class_type": "Pick", "inputs": {"mode": "zzz", "flag": "maybe"}},
+              "4": {"class_type": "Ghost", "inputs": {}},
+              "5": sink("2"), "6": sink("3"), "7": sink("4")}
+    result = check(prompt, registry)
+    assert sorted(errors(result)) == sorted([
+        ("1", "value_bigger_than_max", "value"), ("2", "required_input_missing", "b"),
+        ("3", "value_not_in_list", "mode"), ("3", "invalid_input_type", "flag"),
+        ("4", "missing_node_type", None)])
+    text = result.format()
+    assert text.startswith("5 errors in the workflow:")
+    assert "node 2 (Add), input 'b': Required input is missing" in text
+    assert set(result.to_comfy()["node_errors"]) == {"1", "2", "3", "4"}
+
+
+def test_errors_outside_the_requested_outputs_are_ignored(registry: NodeRegistry) -> None:
+    prompt = {"1": {"class_type": "Number", "inputs": {"value": 1}}, "2": sink("1"),
+              "3": {"class_type": "Number", "inputs": {"value": "bad"}}}
+    assert check(prompt, registry).ok
+    result = validate({**prompt, "4": sink("3")}, registry, targets=["2"])
+    assert result.ok and result.outputs == ["2"]
+    missing = validate(prompt, registry, targets=["77"])
+    assert missing.to_comfy()["error"]["type"] == "invalid_prompt"
+
+
+def test_optional_input_may_be_absent_and_widget_accepts_link(registry: NodeRegistry, tmp_path: Path) -> None:
+    prompt = {"1": {"class_type": "Number", "inputs": {"value": 1}},
+              "2": {"class_type": "Add", "inputs": {"a": ["1", 0], "b": ["1", 0], "offset": ["1", 0]}},
+              "3": sink("2")}
+    assert check(prompt, registry).ok

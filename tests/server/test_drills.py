@@ -1,0 +1,75 @@
+"""Kill drills: a worker killed mid-prompt, a crashing node, a server stopped with a full queue."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from server.client import Client
+from tests.server.conftest import color_prompt, slow_prompt, start_server
+
+
+def _wait(predicate, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def _worker(http):
+    return http.get("/system_stats")["nodeloom"]["workers"][0]
+
+
+def test_kill_9_worker_mid_prompt_fails_it_and_the_next_runs(tmp_path):
+    server = start_server(tmp_path)
+    try:
+        with Client(server.url, timeout=60) as http:
+            victim = http.submit(slow_prompt(steps=400, delay=0.05, previews=False))["prompt_id"]
+            _wait(lambda: _worker(http)["running"] == victim)
+            os.kill(_worker(http)["pid"], signal.SIGKILL)
+            entry = _wait(lambda: http.history(victim)[victim]["status"]["state"] == "error" and http.history(victim))
+            error = entry[victim]["status"]["error"]
+            assert "SIGKILL" in error["exception_message"] and "node 1 (TestSlow)" in error["exception_message"]
+            after = http.submit(color_prompt(red=1), wait=True, timeout=90)
+            assert after["status"] == "success"
+            assert _worker(http)["restarts"] == 1
+    finally:
+        server.stop()
+
+
+def test_crashing_node_does_not_take_the_server_down(tmp_path):
+    server = start_server(tmp_path)
+    try:
+        with Client(server.url, timeout=90) as http:
+            crashed = http.submit({"1": {"class_type": "TestCrash", "inputs": {"seed": 1}}}, wait=True, timeout=90)
+            assert crashed["status"] == "error" and "SIGSEGV" in crashed["error"]["exception_message"]
+            assert http.submit(color_prompt(green=1), wait=True, timeout=90)["status"] == "success"
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_restart_keeps_the_queue_and_requeues_the_running_prompt_once(tmp_path):
+    server = start_server(tmp_path)
+    with Client(server.url, timeout=60) as http:
+        running = http.submit(slow_prompt(steps=400, delay=0.05, previews=False))["prompt_id"]
+        queued = [http.submit(color_prompt(red=i + 1))["prompt_id"] for i in range(3)]
+        _wait(lambda: _worker(http)["running"] == running)
+    server.stop(signal.SIGKILL)  # no chance to save anything
+    restarted = start_server(tmp_path, port=server.port)
+    try:
+        with Client(restarted.url, timeout=60) as http:
+            entry = http.history(running)[running]
+            # re-queued at the head and started again: its second attempt
+            assert entry["status"]["state"] in ("pending", "running") and entry["status"]["attempts"] <= 2
+            for prompt_id in queued:
+                _wait(lambda pid=prompt_id: http.history(pid)[pid]["status"]["status_str"] == "success")
+            http.interrupt(running)
+    finally:
+        restarted.stop()
