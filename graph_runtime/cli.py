@@ -256,11 +256,13 @@ class _ProgressBars:
 
     def __init__(self, *, enabled: bool) -> None:
         self.enabled = enabled
+        # Redrawn bars are noise in a log file: without a terminal, print one line per node.
+        self.plain = enabled and not sys.stderr.isatty()
         self.workflow: Any = None
         self.node: Any = None
 
     def __enter__(self) -> _ProgressBars:
-        if self.enabled:
+        if self.enabled and not self.plain:
             from tqdm import tqdm
 
             self._tqdm = tqdm
@@ -278,6 +280,9 @@ class _ProgressBars:
         self.node = self.workflow = None
 
     def __call__(self, event: Event) -> None:
+        if self.plain and isinstance(event, Executing):
+            print(f"[{event.workflow.fraction * 100:3.0f}%] node {event.node_id} {event.class_type}",
+                  file=sys.stderr, flush=True)
         if self.workflow is None:
             return
         if isinstance(event, Executing):

@@ -93,13 +93,13 @@ class UserFiles:
         """Regular files under ``directory``, skipping links that point out of the user folder."""
         found: list[Path] = []
         for current, dirs, names in os.walk(directory):
-            found += [Path(current) / n for n in names if self._inside(Path(current) / n)]
+            found += [Path(current) / n for n in names if self.inside(Path(current) / n)]
             if not recurse:
                 break
-            dirs[:] = [d for d in dirs if self._inside(Path(current) / d)]
+            dirs[:] = [d for d in dirs if self.inside(Path(current) / d)]
         return sorted(p for p in found if p.is_file())
 
-    def _inside(self, path: Path) -> bool:
+    def inside(self, path: Path) -> bool:
         root = self.root.resolve()
         return root in path.resolve().parents
 
@@ -221,7 +221,7 @@ def _user_routes(router: APIRouter, files: UserFiles) -> None:
             return PlainTextResponse(f"{name!r} is not a directory", status_code=400)
         entries = []
         for path in sorted(directory.resolve().rglob("*")):
-            if not files._inside(path):
+            if not files.inside(path):
                 continue
             entry: dict[str, Any] = {"name": path.name, "path": path.relative_to(files.root.resolve()).as_posix(),
                                      "type": "directory" if path.is_dir() else "file"}

@@ -32,11 +32,14 @@ CREATE TABLE IF NOT EXISTS prompts (
     attempts INTEGER NOT NULL DEFAULT 0,
     created REAL NOT NULL,
     started REAL,
-    finished REAL
+    finished REAL,
+    worker TEXT
 );
 CREATE INDEX IF NOT EXISTS prompts_status ON prompts(status, number);
 CREATE INDEX IF NOT EXISTS prompts_finished ON prompts(finished);
 """
+# Columns added after the first release, for databases created before them.
+_ADDED_COLUMNS = {"worker": "TEXT"}
 
 
 @dataclass
@@ -55,6 +58,8 @@ class QueueItem:
     created: float = 0.0
     started: float | None = None
     finished: float | None = None
+    # The worker that ran (or runs) it: {"index", "device"}.
+    worker: dict[str, Any] | None = None
 
     @property
     def comfy_number(self) -> int | float:
@@ -72,7 +77,7 @@ class QueueItem:
             "prompt": self.queue_entry(),
             "outputs": self.outputs,
             "status": {"status_str": status_str, "completed": completed, "messages": self.messages,
-                       "state": self.status, "attempts": self.attempts},
+                       "state": self.status, "attempts": self.attempts, "worker": self.worker},
             "meta": {node: {"node_id": node, "display_node": node} for node in self.outputs},
         }
         if self.error is not None:
@@ -92,6 +97,10 @@ class QueueStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._db.row_factory = sqlite3.Row
+        present = {row["name"] for row in self._db.execute("PRAGMA table_info(prompts)")}
+        for column, kind in _ADDED_COLUMNS.items():
+            if column not in present:
+                self._db.execute(f"ALTER TABLE prompts ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         self._db.close()
@@ -99,13 +108,16 @@ class QueueStore:
     # -- writes ------------------------------------------------------------------------------
 
     def add(self, prompt_id: str, prompt: dict[str, Any], extra_data: dict[str, Any],
-            outputs_to_execute: list[str], *, client_id: str | None, front: bool = False) -> QueueItem:
-        bound = self._db.execute(
-            "SELECT MIN(number), MAX(number) FROM prompts").fetchone()
-        low, high = bound[0], bound[1]
-        number = (low - 1 if low is not None else -1) if front else (high + 1 if high is not None else 0)
-        if not front and number < 0:
-            number = 0
+            outputs_to_execute: list[str], *, client_id: str | None, front: bool = False,
+            number: float | None = None) -> QueueItem:
+        """Queue a prompt: at ``number`` when given (ComfyUI's explicit position), else ahead of
+        everything (``front``), else behind everything."""
+        if number is None:
+            bound = self._db.execute("SELECT MIN(number), MAX(number) FROM prompts").fetchone()
+            low, high = bound[0], bound[1]
+            number = (low - 1 if low is not None else -1) if front else (high + 1 if high is not None else 0)
+            if not front and number < 0:
+                number = 0
         now = time.time()
         self._db.execute(
             "INSERT INTO prompts (prompt_id, number, status, prompt, extra_data, outputs_to_execute,"
@@ -115,9 +127,10 @@ class QueueStore:
         return QueueItem(prompt_id, number, "pending", prompt, extra_data, outputs_to_execute,
                          client_id, created=now)
 
-    def mark_running(self, prompt_id: str) -> None:
-        self._db.execute("UPDATE prompts SET status='running', started=?, attempts=attempts+1 "
-                         "WHERE prompt_id=? AND status='pending'", (time.time(), prompt_id))
+    def mark_running(self, prompt_id: str, worker: dict[str, Any] | None = None) -> None:
+        self._db.execute("UPDATE prompts SET status='running', started=?, attempts=attempts+1, worker=? "
+                         "WHERE prompt_id=? AND status='pending'",
+                         (time.time(), json.dumps(worker) if worker is not None else None, prompt_id))
 
     def mark_pending(self, prompt_id: str) -> None:
         self._db.execute("UPDATE prompts SET status='pending' WHERE prompt_id=? AND status='running'",
@@ -207,4 +220,5 @@ def _item(row: sqlite3.Row) -> QueueItem:
         outputs_to_execute=json.loads(row["outputs_to_execute"]), client_id=row["client_id"],
         outputs=json.loads(row["outputs"]), messages=json.loads(row["messages"]),
         error=json.loads(row["error"]) if row["error"] else None, attempts=row["attempts"],
-        created=row["created"], started=row["started"], finished=row["finished"])
+        created=row["created"], started=row["started"], finished=row["finished"],
+        worker=json.loads(row["worker"]) if row["worker"] else None)

@@ -3,57 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, TypeVar
+from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
 
+from server.bodies import FreeRequest, InterruptRequest, PromptRequest, QueueRequest, body_schema, read_body
 from server.scheduler import Scheduler, SubmissionError
 
 
-class PromptRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    prompt: dict[str, Any] | None = Field(None, description="API-format prompt, or a UI-format workflow")
-    client_id: str | None = None
-    extra_data: dict[str, Any] | None = Field(None, description="extra_pnginfo (the UI workflow), webhook_url, …")
-    front: bool | None = None
-    number: float | None = None
-    prompt_id: str | None = None
-    partial_execution_targets: list[str] | None = None
-
-
-class QueueRequest(BaseModel):
-    clear: bool | None = None
-    delete: list[str] | None = None
-
-
-class InterruptRequest(BaseModel):
-    prompt_id: str | None = None
-
-
-class FreeRequest(BaseModel):
-    unload_models: bool | None = None
-    free_memory: bool | None = None
+# SQLite's LIMIT/OFFSET are 64-bit: larger values are a 400, not an OverflowError.
+SQLITE_INT_MAX = 2**63 - 1
 
 
 def scheduler_of(request: Request) -> Scheduler:
     return request.app.state.scheduler
-
-
-Model = TypeVar("Model", bound=BaseModel)
-
-
-async def read_body(request: Request, model: type[Model]) -> Model:
-    """The JSON body whatever its content type: ComfyUI's own example scripts post JSON with
-    urllib's default form content type. An empty body reads as ``{}``. Errors become 400s."""
-    raw = await request.body()
-    return model.model_validate_json(raw if raw.strip() else b"{}")
-
-
-def body_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """OpenAPI request body for routes that parse their body themselves."""
-    return {"requestBody": {"required": False, "content": {"application/json": {"schema": model.model_json_schema()}}}}
 
 
 def prompt_router() -> APIRouter:
@@ -105,8 +69,8 @@ def prompt_router() -> APIRouter:
         return {"cancelled": cancelled}
 
     @router.get("/history")
-    async def get_history(request: Request, max_items: int | None = Query(None, ge=0),
-                          offset: int = Query(0, ge=0)) -> dict[str, Any]:
+    async def get_history(request: Request, max_items: int | None = Query(None, ge=0, le=SQLITE_INT_MAX),
+                          offset: int = Query(0, ge=0, le=SQLITE_INT_MAX)) -> dict[str, Any]:
         return scheduler_of(request).history_view(max_items, offset)
 
     @router.get("/history/{prompt_id}")

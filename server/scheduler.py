@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
+import math
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from server.protocol import PromptTranslator, failure_data, message, preview_fra
 from server.queue_store import QueueItem, QueueStore
 from server.schemas import SchemaCatalog
 from server.settings import ServerSettings
+from server.webhooks import check_url, post_completion
 from server.worker import Job, WorkerConfig
 from server.workers import WorkerHandle, WorkerPool
 
@@ -64,7 +66,7 @@ class Scheduler:
         self.client_of: dict[str, str | None] = {}
         self.models_of: dict[str, set[str]] = {}
         self.waiters: dict[str, list[asyncio.Future[QueueItem]]] = {}
-        self.webhook_tasks: set[asyncio.Task[None]] = set()
+        self.webhook_tasks: set[asyncio.Task[bool]] = set()
 
     def _worker_config(self, device: str) -> WorkerConfig:
         return WorkerConfig(device=device, folders=self.settings.folders,
@@ -119,6 +121,8 @@ class Scheduler:
         except (ValueError, KeyError, TypeError) as exc:
             raise SubmissionError(_error("invalid_prompt", "Cannot convert the workflow", str(exc))) from None
         extra = {**workflow.extra_data, **extra}
+        if "webhook_url" in extra and (problem := check_url(extra["webhook_url"])) is not None:
+            raise SubmissionError(_error("invalid_prompt", problem))
         targets = body.get("partial_execution_targets")
         if targets is not None and not (isinstance(targets, list) and all(isinstance(t, str) for t in targets)):
             raise SubmissionError(_error("invalid_prompt", "partial_execution_targets must be a list of node ids"))
@@ -136,8 +140,12 @@ class Scheduler:
         client_id = client_id if isinstance(client_id, str) else extra.get("client_id")
         if client_id is not None:
             extra["client_id"] = client_id
-        item = self.store.add(prompt_id, workflow.prompt, extra, result.outputs,
-                              client_id=client_id, front=bool(body.get("front")))
+        number = body.get("number")
+        if number is not None and (isinstance(number, bool) or not isinstance(number, (int, float))
+                                   or not math.isfinite(number)):
+            raise SubmissionError(_error("invalid_prompt", "number must be a finite number"))
+        item = self.store.add(prompt_id, workflow.prompt, extra, result.outputs, client_id=client_id,
+                              front=bool(body.get("front")), number=number)
         self._enqueue(item)
         self.broadcast_status()
         self.dispatch()
@@ -167,7 +175,7 @@ class Scheduler:
             number, prompt_id = self.pending[0]
             wanted = self.models_of.get(prompt_id, set())
             worker = max(free, key=lambda w: (not w.inflight,
-                                              len(wanted & w.models), w.free_slots, -w.index))
+                                              len(wanted.intersection(w.models)), w.free_slots, -w.index))
             self.pending.pop(0)
             item = self.store.get(prompt_id)
             if item is None or item.status != "pending":
@@ -176,7 +184,7 @@ class Scheduler:
             if not self.pool.submit(worker, job):
                 bisect.insort(self.pending, (number, prompt_id))
                 return
-            worker.models |= wanted
+            worker.remember_models(wanted)
 
     # -- worker callbacks (PoolListener) ------------------------------------------------------
 
@@ -192,7 +200,7 @@ class Scheduler:
         if translator is None:
             translator = self.translators[prompt_id] = PromptTranslator(prompt_id)
         if isinstance(event, ExecutionStart):
-            self.store.mark_running(prompt_id)
+            self.store.mark_running(prompt_id, {"index": worker.index, "device": worker.device, "pid": worker.pid})
             self.broadcast_status()
         out = translator.translate(event)
         client_id = self.client_of.get(prompt_id)
@@ -263,8 +271,9 @@ class Scheduler:
             if not future.done():
                 future.set_result(finished)
         url = finished.extra_data.get("webhook_url")
-        if isinstance(url, str) and url.startswith(("http://", "https://")):
-            task = asyncio.get_running_loop().create_task(_post_webhook(url, prompt_id, finished))
+        if url is not None and check_url(url) is None:
+            task = asyncio.get_running_loop().create_task(
+                post_completion(url, webhook_payload(finished), timeout=self.settings.webhook_timeout))
             self.webhook_tasks.add(task)
             task.add_done_callback(self.webhook_tasks.discard)
 
@@ -325,12 +334,8 @@ def _is_api(document: Any) -> bool:
     return isinstance(document, dict) and all(isinstance(v, dict) and "class_type" in v for v in document.values())
 
 
-async def _post_webhook(url: str, prompt_id: str, item: QueueItem) -> None:
-    import httpx
-
-    payload = {"prompt_id": prompt_id, "status": item.status, **item.history_entry()}
-    try:
-        async with httpx.AsyncClient(timeout=10.0) as client:
-            await client.post(url, json=payload)
-    except httpx.HTTPError as exc:
-        log.warning("webhook %s for prompt %s failed: %s", url, prompt_id, exc)
+def webhook_payload(item: QueueItem) -> dict[str, Any]:
+    """What a completion webhook receives: the outcome up front, the full history entry beside it."""
+    entry = item.history_entry()
+    return {"prompt_id": item.prompt_id, "status": item.status, "outputs": entry["outputs"],
+            "error": item.error, "history": {item.prompt_id: entry}}

@@ -33,7 +33,7 @@ class ServerSettings:
     # Node packs the workers load as built-ins (tests narrow this to stay torch-free).
     builtin_plugins: tuple[str, ...] = ("nodes.core", "nodes.diffusion")
     max_upload_bytes: int = 100 * 1024 * 1024
-    # The static frontend to serve at "/", or None for an API-only server.
+    # A static frontend build to serve at "/"; None serves the installed comfyui-frontend-package.
     frontend_root: Path | None = None
     # Origins allowed by CORS (empty: CORS off) and, besides the server's own, by the origin check.
     allow_origins: list[str] = field(default_factory=list)
@@ -43,6 +43,8 @@ class ServerSettings:
     cache_entries: int = 256
     # How many times a prompt interrupted by a server restart is run again before it fails.
     max_attempts: int = 2
+    # Seconds a completion webhook (extra_data.webhook_url) may take to answer.
+    webhook_timeout: float = 10.0
     # Seconds a worker has to start and report its node schemas.
     worker_start_timeout: float = 120.0
 
@@ -54,6 +56,7 @@ class ServerSettings:
             self.token = os.environ.get(TOKEN_ENV) or None
         assert self.devices, "at least one device is needed (e.g. ['cpu'])"
         assert self.max_upload_bytes > 0, "max_upload_bytes must be positive"
+        assert self.webhook_timeout > 0, "webhook_timeout must be positive"
 
     @property
     def is_loopback(self) -> bool:

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 # Prompts handed to one worker ahead of time, so it never waits for the server between prompts.
 PREFETCH = 2
+# Model files remembered per worker for affinity.
+REMEMBERED_MODELS = 8
 
 
 class PoolListener(Protocol):
@@ -47,8 +49,9 @@ class WorkerHandle:
     # Prompt ids sent to the worker and not yet finished, oldest (the running one) first.
     inflight: list[str] = field(default_factory=list)
     running: str | None = None
-    # Model files this worker has loaded (as "folder/name"), to send it prompts that reuse them.
-    models: set[str] = field(default_factory=set)
+    # Model files this worker was last given (as "folder/name", oldest first), to send it the
+    # prompts that reuse them. Bounded: a worker's own model cache forgets old ones too.
+    models: dict[str, None] = field(default_factory=dict)
     restarts: int = 0
     started_at: float = 0.0
     failures_in_a_row: int = 0
@@ -72,10 +75,17 @@ class WorkerHandle:
         except (OSError, ValueError):  # the process just died; its reader reports it
             return False
 
+    def remember_models(self, used: set[str]) -> None:
+        for name in sorted(used):
+            self.models.pop(name, None)
+            self.models[name] = None
+        while len(self.models) > REMEMBERED_MODELS:
+            del self.models[next(iter(self.models))]
+
     def describe(self) -> dict[str, Any]:
         return {"index": self.index, "device": self.device, "pid": self.pid, "state": self.state,
                 "running": self.running, "queued": self.inflight[1:] if self.running else self.inflight,
-                "restarts": self.restarts, "models": sorted(self.models)}
+                "restarts": self.restarts, "models": list(self.models)}
 
 
 class WorkerPool:
@@ -102,7 +112,7 @@ class WorkerPool:
         process.start()
         child.close()
         worker.process, worker.conn, worker.state = process, parent, "starting"
-        worker.inflight, worker.running, worker.models = [], None, set()
+        worker.inflight, worker.running, worker.models = [], None, {}
         worker.started_at = time.monotonic()
         threading.Thread(target=self._read, args=(worker, parent, process), daemon=True,
                          name=f"worker-reader-{worker.index}").start()

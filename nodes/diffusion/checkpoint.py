@@ -211,6 +211,9 @@ def _load(module: torch.nn.Module, sd: dict[str, Tensor]) -> tuple[list[str], li
     sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
     # position_ids is a non-persistent buffer in current transformers; old files still carry it.
     sd.pop("text_model.embeddings.position_ids", None)
+    own = module.state_dict().keys()
+    if any(k.startswith("text_model.") for k in sd) and not any(k.startswith("text_model.") for k in own):
+        sd = {k.removeprefix("text_model."): v for k, v in sd.items()}  # transformers 5 CLIPTextModel
     result = module.load_state_dict(sd, strict=False, assign=True)
     return list(result.missing_keys), list(result.unexpected_keys)
 
@@ -279,7 +282,7 @@ def _text_encoder_states(sd: dict[str, Tensor], family: str) -> list[dict[str, T
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
     if family == "sd15":
-        return [sfu.convert_ldm_clip_checkpoint(sd)]
+        return [_hf_clip_keys(sfu.convert_ldm_clip_checkpoint(sd))]
     openclip_prefix = ldm_keys.SDXL_OPENCLIP_PREFIX if family == "sdxl" else ldm_keys.SD2_OPENCLIP_PREFIX
     # convert_open_clip_checkpoint only reads the config's hidden size when no text_projection.
     width = next(v.shape[1] for k, v in sd.items() if k == openclip_prefix + "token_embedding.weight")
@@ -290,7 +293,12 @@ def _text_encoder_states(sd: dict[str, Tensor], family: str) -> list[dict[str, T
         openclip.pop("text_projection.weight", None)  # SD2 uses the hidden states only
         return [openclip]
     del CLIPTextModelWithProjection
-    return [sfu.convert_ldm_clip_checkpoint(sd), openclip]
+    return [_hf_clip_keys(sfu.convert_ldm_clip_checkpoint(sd)), openclip]
+
+
+def _hf_clip_keys(sd: dict[str, Tensor]) -> dict[str, Tensor]:
+    """diffusers' converter strips ``text_model.``; transformers' CLIPTextModel keys carry it."""
+    return {k if k.startswith(("text_model.", "text_projection")) else "text_model." + k: v for k, v in sd.items()}
 
 
 def load_vae_state(sd: dict[str, Tensor], base: dict[str, Any], *, name: str,

@@ -33,7 +33,11 @@ def _components_loader(group: tuple[Any, ...], load: Callable[[], Components]) -
         comp = load()
         with _lock:
             # Keep only the description: the modules live in the manager.
-            _specs[group] = Components(family=comp.family, spec=comp.spec, tokenizer_dirs=comp.tokenizer_dirs)
+            spec = dict(comp.spec)
+            if comp.vae is not None:
+                spec["vae"] = dict(comp.vae.config)
+            spec["has_vae"] = comp.vae is not None
+            _specs[group] = Components(family=comp.family, spec=spec, tokenizer_dirs=comp.tokenizer_dirs)
         parts: dict[str, Any] = {}
         if comp.unet is not None:
             parts["unet"] = comp.unet
@@ -75,9 +79,8 @@ def _values(manager: ModelManager, group: tuple[Any, ...], loader: Callable[[], 
     clip = ClipModel(family=comp.family, refs=te_refs, tokenizer_dirs=tuple(str(d) for d in comp.tokenizer_dirs),
                      pad_tokens=tuple(pads), force_zeros_for_empty_prompt=bool(spec.get("force_zeros_for_empty_prompt")))
     vae_ref = ModelRef(group, "vae", loader, label)
-    vae = None
-    if vae_ref in manager:
-        vae = vae_value(vae_ref, manager.ensure_loaded(vae_ref))
+    # Built from the remembered config: under a tight budget the module may already be evicted.
+    vae = vae_value(vae_ref, spec["vae"]) if spec.get("has_vae") else None
     for ref in te_refs:
         manager.ensure_loaded(ref)
     return model, clip, vae
@@ -97,12 +100,11 @@ def _folder_pad(directory: Path, default: str) -> str:
     return default
 
 
-def vae_value(ref: ModelRef, vae: Any) -> VaeModel:
-    config = vae.config
-    return VaeModel(ref=ref, scaling_factor=float(config.scaling_factor),
-                    shift_factor=float(getattr(config, "shift_factor", None) or 0.0),
-                    latent_channels=int(config.latent_channels),
-                    downscale=2 ** (len(config.block_out_channels) - 1))
+def vae_value(ref: ModelRef, config: dict[str, Any]) -> VaeModel:
+    return VaeModel(ref=ref, scaling_factor=float(config.get("scaling_factor", 0.18215)),
+                    shift_factor=float(config.get("shift_factor") or 0.0),
+                    latent_channels=int(config.get("latent_channels", 4)),
+                    downscale=2 ** (len(config["block_out_channels"]) - 1))
 
 
 def load_vae_model(manager: ModelManager, path: Path, *, label: str = "") -> VaeModel:
@@ -112,7 +114,7 @@ def load_vae_model(manager: ModelManager, path: Path, *, label: str = "") -> Vae
         return {"vae": checkpoint.load_vae_file(path)[0]}
 
     ref = ModelRef(group, "vae", loader, label or Path(path).name)
-    return vae_value(ref, manager.ensure_loaded(ref))
+    return vae_value(ref, dict(manager.ensure_loaded(ref).config))
 
 
 def tokenizer_root_for(folders: Any) -> TokenizerRoot:

@@ -75,13 +75,17 @@ def resolve(raw: dict[str, dict[str, Tensor]], module: torch.nn.Module, *, ldm_n
     """Map a component's raw LoRA module names onto ``module``'s submodules; names that match
     nothing are an error (a LoRA for another architecture)."""
     names = {name for name, sub in module.named_modules() if hasattr(sub, "weight")}
-    underscored = {name.replace(".", "_"): name for name in names}
+    aliases = {name: name for name in names}
+    for name in names:  # transformers 5 CLIPTextModel lost the "text_model." files still carry
+        if name.startswith(("encoder.", "embeddings.", "final_layer_norm")):
+            aliases.setdefault("text_model." + name, name)
+    underscored = {alias.replace(".", "_"): name for alias, name in aliases.items()}
     for ldm, diffusers_name in (ldm_names or {}).items():
         underscored.setdefault(ldm.replace(".", "_"), diffusers_name)
     resolved: dict[str, tuple[Tensor, Tensor, float]] = {}
     unknown: list[str] = []
     for raw_name, parts in raw.items():
-        target = _target(raw_name, names, underscored)
+        target = _target(raw_name, aliases, underscored)
         if target is None or "down" not in parts or "up" not in parts:
             unknown.append(raw_name)
             continue
@@ -95,20 +99,20 @@ def resolve(raw: dict[str, dict[str, Tensor]], module: torch.nn.Module, *, ldm_n
     return resolved
 
 
-def _target(raw_name: str, names: set[str], underscored: dict[str, str]) -> str | None:
+def _target(raw_name: str, names: dict[str, str], underscored: dict[str, str]) -> str | None:
     if raw_name.startswith("kohya:"):
         return underscored.get(raw_name[len("kohya:"):])
     name = raw_name
     for legacy, modern in _LEGACY_ATTN.items():  # diffusers' old attention-processor format
         name = name.replace(f"processor.{legacy}", modern).replace(legacy, modern)
     if name in names:
-        return name
+        return names[name]
     for candidate in (f"text_model.{name}", name):  # text encoders saved without "text_model."
         te_name = candidate
         for old, new in _LEGACY_TE.items():
             te_name = re.sub(rf"\.{re.escape(old)}$", f".{new}", te_name)
         if te_name in names:
-            return te_name
+            return names[te_name]
     return None
 
 

@@ -116,7 +116,7 @@ class ClipModel:
         if self.layer == -1:
             return out.last_hidden_state, pooled
         hidden = out.hidden_states[self.layer]
-        return encoder.text_model.final_layer_norm(hidden), pooled
+        return getattr(encoder, "text_model", encoder).final_layer_norm(hidden), pooled
 
 
 @dataclass(frozen=True, eq=False)

@@ -41,18 +41,17 @@ class SampleSettings:
     return_leftover_noise: bool = False
 
 
-def make_noise(shape: tuple[int, ...], seed: int, batch_index: list[int] | None = None) -> torch.Tensor:
-    """Per-sample CPU generators (seed + index): sample i is the same whatever the batch."""
-    from diffusers.utils.torch_utils import randn_tensor
-
-    indices = batch_index if batch_index is not None else list(range(shape[0]))
-    generators = [torch.Generator("cpu").manual_seed((seed + int(i)) % 2**64) for i in indices]
-    return randn_tensor(shape, generator=generators, device=torch.device("cpu"), dtype=torch.float32)
-
-
 def generators_for(seed: int, count: int, batch_index: list[int] | None = None) -> list[torch.Generator]:
+    """Per-sample CPU generators (seed + index): sample i is the same whatever the batch. They
+    give the initial noise and then the ancestral samplers' step noise, as in the pipelines."""
     indices = batch_index if batch_index is not None else list(range(count))
     return [torch.Generator("cpu").manual_seed((seed + int(i)) % 2**64) for i in indices]
+
+
+def make_noise(shape: tuple[int, ...], generators: list[torch.Generator]) -> torch.Tensor:
+    from diffusers.utils.torch_utils import randn_tensor
+
+    return randn_tensor(shape, generator=generators, device=torch.device("cpu"), dtype=torch.float32)
 
 
 def sample(manager: ModelManager, model: DiffusionModel, positive: Conditioning, negative: Conditioning,
@@ -73,7 +72,7 @@ def sample(manager: ModelManager, model: DiffusionModel, positive: Conditioning,
             scheduler.set_begin_index(first * order)  # as the img2img pipelines do
         batch_index = latent.get("batch_index")
         generators = generators_for(settings.seed, batch, batch_index)
-        noise = make_noise(tuple(latent_image.shape), settings.seed, batch_index).to(device)
+        noise = make_noise(tuple(latent_image.shape), generators).to(device)
         clean = latent_image.to(device)
         mask = _latent_mask(latent.get("noise_mask"), latent_image.shape, device)
         x = _initial(scheduler, clean, noise, timesteps, settings, first, mask)

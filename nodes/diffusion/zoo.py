@@ -131,15 +131,25 @@ def _save_family(root: Path, name: str, models: dict[str, Any], tokenizer_dir: P
     state = ldm_keys.prefixed(ldm_keys.unet_to_ldm(unet.state_dict(), spec["unet"]), ldm_keys.UNET_PREFIX)
     state.update(ldm_keys.prefixed(ldm_keys.vae_to_ldm(vae.state_dict(), spec["vae"]), ldm_keys.VAE_PREFIX))
     if models["family"] == "sdxl":
-        state.update(ldm_keys.prefixed(tes[0].state_dict(), ldm_keys.SDXL_CLIP_L_PREFIX))
-        state.update(ldm_keys.prefixed(ldm_keys.openclip_from_hf(tes[1].state_dict()), ldm_keys.SDXL_OPENCLIP_PREFIX))
+        state.update(ldm_keys.prefixed(_hf_te_state(tes[0]), ldm_keys.SDXL_CLIP_L_PREFIX))
+        state.update(ldm_keys.prefixed(ldm_keys.openclip_from_hf(_hf_te_state(tes[1])), ldm_keys.SDXL_OPENCLIP_PREFIX))
     else:
-        state.update(ldm_keys.prefixed(tes[0].state_dict(), ldm_keys.SD1_CLIP_PREFIX))
+        state.update(ldm_keys.prefixed(_hf_te_state(tes[0]), ldm_keys.SD1_CLIP_PREFIX))
     single = root / "checkpoints" / f"{name}.safetensors"
     _save_safetensors(state, single, {METADATA_KEY: json.dumps(spec)})
     folder = root / "diffusers" / name
     _save_pipeline_folder(folder, models, spec, tokenizer_dir)
     return [single, folder]
+
+
+def _text_model_name(name: str) -> str:
+    """The classic ``text_model.``-prefixed name real files use (transformers 5 dropped the
+    prefix from CLIPTextModel's own module names)."""
+    return name if name.startswith(("text_model.", "text_projection")) else "text_model." + name
+
+
+def _hf_te_state(encoder: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {_text_model_name(k): v for k, v in encoder.state_dict().items()}
 
 
 def _save_pipeline_folder(folder: Path, models: dict[str, Any], spec: dict[str, Any], tokenizer_dir: Path) -> None:
@@ -199,7 +209,8 @@ def _save_loras(root: Path, sd15: dict[str, Any], seed: int) -> list[Path]:
     gen = torch.Generator().manual_seed(seed)
     rank = 4
     unet_pairs = _lora_weights(sd15["unet"], ("to_q", "to_k", "to_v", "to_out.0"), rank, gen)
-    te_pairs = _lora_weights(sd15["text_encoders"][0], ("q_proj", "k_proj", "v_proj", "out_proj"), rank, gen)
+    te_pairs = {_text_model_name(k): v for k, v in
+                _lora_weights(sd15["text_encoders"][0], ("q_proj", "k_proj", "v_proj", "out_proj"), rank, gen).items()}
     # diffusers/peft layout: no alpha stored, so alpha = rank (scale 1).
     diffusers_state = {}
     for prefix, pairs in (("unet", unet_pairs), ("text_encoder", te_pairs)):

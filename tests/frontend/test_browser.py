@@ -155,7 +155,8 @@ def test_broken_workflow_shows_the_error_on_the_node(editor: Editor) -> None:
     # The offending node is marked, and only that one.
     page.wait_for_function("app.graph.getNodeById(2).has_errors === true")
     assert page.evaluate("app.graph.nodes.filter(n => n.has_errors).map(n => n.id)") in ([2], ["2"])
-    page.get_by_text("image", exact=False).first.wait_for()
+    # The message names the node by its title and the input.
+    page.get_by_text("Invert Image is missing a required input: image").first.wait_for()
     editor.screenshot("06-validation-error")
     # A 400 with node_errors is the answer the editor expects; nothing else failed.
     assert [f for f in editor.recorder.failed if "/api/prompt" not in f] == []

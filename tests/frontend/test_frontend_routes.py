@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from graph_runtime.folders import FolderPaths
 from server.frontend import default_frontend_root, frontend_router
+from server.queue_store import QueueStore
 from server.settings import ServerSettings
 
 SECRET = "top secret, outside every served folder"
@@ -317,3 +318,87 @@ def test_internal_logs(client: TestClient) -> None:
     assert set(raw["size"]) == {"cols", "rows"}
     assert client.patch("/internal/logs/subscribe", json={"enabled": True, "clientId": "abc"}).status_code == 200
     assert client.patch("/internal/logs/subscribe", json={"enabled": True}).status_code == 400
+
+
+def test_model_library_folders_and_files(client: TestClient, settings: ServerSettings) -> None:
+    folders = {f["name"]: f["folders"] for f in client.get("/api/experiment/models").json()}
+    assert folders["loras"] == [str(settings.folders.models_roots[0] / "loras")]
+    (settings.folders.models_roots[0] / "loras" / "style").mkdir(parents=True)
+    (settings.folders.models_roots[0] / "loras" / "style" / "ink.safetensors").write_bytes(b"1234")
+    files = client.get("/api/experiment/models/loras").json()
+    assert [(f["name"], f["pathIndex"], f["size"]) for f in files] == [("style/ink.safetensors", 0, 4)]
+    assert client.get("/api/experiment/models/nonsense").status_code == 404
+
+
+def test_no_global_subgraphs(client: TestClient) -> None:
+    assert client.get("/api/global_subgraphs").json() == {}
+    assert client.get("/api/global_subgraphs/abc").status_code == 404
+
+
+# -- /jobs -------------------------------------------------------------------------------------
+
+
+class _Scheduler:
+    """The two things /jobs needs from the server's scheduler: its store, cancel and interrupt."""
+
+    def __init__(self, store: QueueStore) -> None:
+        self.store = store
+        self.interrupted: list[str] = []
+
+    def cancel(self, prompt_ids: list[str]) -> list[str]:
+        return self.store.cancel(prompt_ids)
+
+    def interrupt(self, prompt_id: str | None) -> list[str]:
+        self.interrupted.append(str(prompt_id))
+        return [str(prompt_id)]
+
+
+@pytest.fixture
+def jobs(settings: ServerSettings, tmp_path: Path) -> tuple[TestClient, _Scheduler]:
+    app = FastAPI()
+    app.include_router(frontend_router(settings), prefix="/api")
+    store = QueueStore(tmp_path / "queue.sqlite3")
+    app.state.scheduler = _Scheduler(store)
+    workflow = {"extra_pnginfo": {"workflow": {"id": "wf-1", "nodes": []}}}
+    for prompt_id in ("done", "broken", "running", "waiting"):
+        store.add(prompt_id, {"1": {"class_type": "X", "inputs": {}}}, workflow, ["1"], client_id="c")
+    store.mark_running("done")
+    store.finish("done", "success", outputs={"9": {"images": [
+        {"filename": "a_00001_.png", "subfolder": "", "type": "output"}]}},
+        messages=[["execution_start", {"prompt_id": "done", "timestamp": 1}]])
+    store.mark_running("broken")
+    failure = {"prompt_id": "broken", "node_id": "1", "node_type": "X", "exception_message": "boom",
+               "exception_type": "ValueError", "traceback": ["line"]}
+    store.finish("broken", "error", messages=[["execution_error", failure]])
+    store.mark_running("running")
+    return TestClient(app), app.state.scheduler
+
+
+def test_jobs_lists_queue_and_history_as_the_editor_parses_them(jobs: tuple[TestClient, _Scheduler]) -> None:
+    client, _ = jobs
+    queue = client.get("/api/jobs?status=in_progress,pending&limit=200&offset=0").json()
+    assert {j["id"]: j["status"] for j in queue["jobs"]} == {"running": "in_progress", "waiting": "pending"}
+    assert queue["pagination"] == {"offset": 0, "limit": 200, "total": 2, "has_more": False}
+    history = client.get("/api/jobs?status=completed,failed,cancelled&limit=1&offset=0").json()
+    assert history["pagination"]["total"] == 2 and history["pagination"]["has_more"] is True
+    everything = {j["id"]: j for j in client.get("/api/jobs").json()["jobs"]}
+    done, broken = everything["done"], everything["broken"]
+    assert done["status"] == "completed" and done["outputs_count"] == 1
+    assert done["preview_output"] == {"filename": "a_00001_.png", "subfolder": "", "type": "output",
+                                      "nodeId": "9", "mediaType": "images"}
+    assert done["workflow_id"] == "wf-1" and isinstance(done["create_time"], int)
+    assert broken["status"] == "failed" and broken["execution_error"]["exception_message"] == "boom"
+    assert client.get("/api/jobs?status=bogus").status_code == 400
+
+
+def test_job_detail_and_cancel(jobs: tuple[TestClient, _Scheduler]) -> None:
+    client, scheduler = jobs
+    detail = client.get("/api/jobs/done").json()
+    assert detail["outputs"]["9"]["images"][0]["filename"] == "a_00001_.png"
+    assert detail["workflow"]["extra_data"]["extra_pnginfo"]["workflow"]["id"] == "wf-1"
+    assert client.get("/api/jobs/nope").status_code == 404
+    assert client.post("/api/jobs/waiting/cancel").json() == {"cancelled": ["waiting"], "interrupted": []}
+    assert client.post("/api/jobs/cancel", json={"job_ids": ["running"]}).json() == {
+        "cancelled": [], "interrupted": ["running"]}
+    assert scheduler.interrupted == ["running"]
+    assert client.post("/api/jobs/cancel", json={"ids": 3}).status_code == 400

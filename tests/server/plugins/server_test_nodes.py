@@ -1,5 +1,5 @@
 """Small torch-free nodes for the server tests: constants, a PNG writer, a slow node with previews,
-a failing node and one that crashes its process."""
+a failing node, one that crashes its process and a model-file "loader"."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 
 from PIL import Image
 
-from graph_runtime import Boolean, Float, Int, Link, Node, Output, Preview, Result, String, hookimpl
+from graph_runtime import Boolean, Float, Int, Link, ModelFile, Node, Output, Preview, Result, String, hookimpl
 
 
 def _png(color: tuple[int, int, int], size: int = 8) -> bytes:
@@ -80,6 +80,18 @@ class TestCrash(Node):
         return Result()
 
 
+class TestModel(Node):
+    category = "testing"
+    description = "Reads a checkpoint file as a loader would; reports its first bytes and the worker pid."
+    output_node = True
+    not_idempotent = True
+    inputs = [ModelFile("ckpt_name", "checkpoints")]
+
+    def run(self, ctx, *, ckpt_name):
+        head = ctx.folders.model_path("checkpoints", ckpt_name).read_bytes()[:32].decode()
+        return Result(ui={"text": [head, str(os.getpid())]})
+
+
 @hookimpl
 def nodeloom_register_nodes():
-    return [TestColor, TestSave, TestSlow, TestFail, TestCrash]
+    return [TestColor, TestSave, TestSlow, TestFail, TestCrash, TestModel]

@@ -1,0 +1,60 @@
+"""The shipped workflows run end to end on the tiny zoo through the runtime's executor."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
+
+
+@pytest.fixture(scope="module")
+def runtime(zoo_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    from graph_runtime.executor import Runtime
+    from graph_runtime.folders import FolderPaths, configure
+    from graph_runtime.registry import load_registry
+
+    base = tmp_path_factory.mktemp("base")
+    folders = configure(FolderPaths(base=base, models_roots=[zoo_root]))
+    folders.input_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    rgb = (rng.random((64, 64, 3)) * 255).astype(np.uint8)
+    Image.fromarray(rgb).save(folders.input_dir / "nodeloom_example.png")
+    alpha = np.full((64, 64), 255, np.uint8)
+    alpha[16:48, 16:48] = 0  # transparent = the area to inpaint
+    Image.fromarray(np.dstack([rgb, alpha])).save(folders.input_dir / "nodeloom_inpaint.png")
+    registry = load_registry(builtins=("nodes.core", "nodes.diffusion"), entry_points=False)
+    return Runtime(registry, folders=folders)
+
+
+@pytest.mark.parametrize("name", ["txt2img", "img2img", "inpaint", "lora"])
+def test_workflow_runs(runtime, name: str) -> None:
+    prompt = json.loads((WORKFLOWS / f"{name}.json").read_text())
+    result = runtime.execute(prompt)
+    assert result.status == "success", result.error
+    images = result.outputs["9"]["images"]
+    saved = runtime.folders.output_dir / images[0].get("subfolder", "") / images[0]["filename"]
+    assert Image.open(saved).size == (64, 64)
+
+
+def test_unsupported_sampler_is_a_validation_error(runtime) -> None:
+    from graph_runtime.validation import WorkflowInvalid
+
+    prompt = json.loads((WORKFLOWS / "txt2img.json").read_text())
+    prompt["3"]["inputs"].update(sampler_name="ddim", scheduler="karras")
+    with pytest.raises(WorkflowInvalid):
+        runtime.execute(prompt)
+
+
+def test_missing_checkpoint_names_the_folder(runtime) -> None:
+    from graph_runtime.validation import WorkflowInvalid
+
+    prompt = json.loads((WORKFLOWS / "txt2img.json").read_text())
+    prompt["4"]["inputs"]["ckpt_name"] = "missing.safetensors"
+    with pytest.raises(WorkflowInvalid) as info:
+        runtime.execute(prompt)
+    assert "checkpoints" in str(info.value) or "checkpoints" in repr(info.value.__dict__)
