@@ -5,14 +5,15 @@ colour so nothing is cached) submitted over HTTP while M websocket clients liste
     python bench/server.py --start          # starts `nodeloom serve` on a free port first
 
 Prints prompts/s and p50/p99 submit→execution_success latency; the same command pointed at
-another ComfyUI-compatible server (--url) gives comparable figures.
+another ComfyUI-compatible server (--url) gives comparable figures. With --start it also prints the
+startup time and the idle memory of the server's process tree (RSS, PSS and USS sums; the target
+is checked on PSS, which counts pages shared between the processes once).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import socket
 import subprocess
 import sys
@@ -27,6 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from server.client import Socket  # noqa: E402
 
 
+IDLE_MEMORY_TARGET_MB = 600
+
+
 def workflow(index: int, size: int) -> dict:
     color = (index * 2654435761) & 0xFFFFFF  # a different colour per prompt: no cache hits
     return {"1": {"class_type": "EmptyImage", "inputs": {"width": size, "height": size, "batch_size": 1, "color": color}},
@@ -35,19 +39,47 @@ def workflow(index: int, size: int) -> dict:
             "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "bench"}}}
 
 
-def tree_rss_mb(pid: int) -> float:
-    """Resident memory of a process and its children, from /proc."""
-    total, stack = 0, [pid]
+def _tree(pid: int) -> list[int]:
+    found, stack = [], [pid]
     while stack:
         current = stack.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                stack.extend(int(c) for c in task.read_text().split())
+            except OSError:
+                continue
+    return found
+
+
+def _memory_kb(pid: int) -> dict[str, int]:
+    """Rss, Pss and private (USS) memory of one process, from /proc/PID/smaps_rollup (what
+    psutil's memory_full_info reads)."""
+    values: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        key, _, rest = line.partition(":")
+        values[key] = int(rest.split()[0])
+    return {"rss": values["Rss"], "pss": values["Pss"],
+            "uss": values.get("Private_Clean", 0) + values.get("Private_Dirty", 0)}
+
+
+def tree_memory_mb(pid: int) -> dict[str, float]:
+    """Memory of a process and all its descendants, summed three ways. RSS counts a page shared by
+    two processes (libraries, the interpreter) twice; PSS splits it between them, so the PSS sum
+    is the tree's real footprint (a little less where processes outside the tree share pages
+    too); USS counts only private pages, the floor."""
+    totals = {"rss": 0.0, "pss": 0.0, "uss": 0.0}
+    for member in _tree(pid):
         try:
-            status = Path(f"/proc/{current}/status").read_text()
-            total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")))
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
-        except (OSError, StopIteration):
-            continue
-        stack.extend(int(c) for c in children)
-    return total / 1024
+            memory = _memory_kb(member)
+        except (OSError, KeyError, ValueError):
+            continue  # exited meanwhile
+        for key in totals:
+            totals[key] += memory[key] / 1024
+        name = Path(f"/proc/{member}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        print(f"  pid {member}: rss={memory['rss'] / 1024:.0f} MB pss={memory['pss'] / 1024:.0f} MB "
+              f"uss={memory['uss'] / 1024:.0f} MB  {name[:70]}")
+    return totals
 
 
 async def bench(url: str, count: int, listeners: int, size: int) -> None:
@@ -129,9 +161,17 @@ def main() -> int:
     url = args.url
     if args.start:
         process, url, ready = start_server()
-        print(f"first_prompt_accepted_after_s={ready:.2f}")
+        print(f"first_prompt_accepted_after_s={ready:.2f} (target <= 3)")
+        warm = httpx.post(f"{url}/prompt", params={"wait": "true"}, json={"prompt": workflow(1, 8)}, timeout=120)
+        warm.raise_for_status()
         time.sleep(2.0)
-        print(f"idle_tree_rss_mb={tree_rss_mb(process.pid):.0f}")
+        print("idle process tree (server + workers), 2 s after a warm-up prompt:")
+        memory = tree_memory_mb(process.pid)
+        verdict = "PASS" if memory["pss"] <= IDLE_MEMORY_TARGET_MB else "FAIL"
+        print(f"idle_tree_rss_sum_mb={memory['rss']:.0f} idle_tree_pss_mb={memory['pss']:.0f} "
+              f"idle_tree_uss_mb={memory['uss']:.0f}")
+        print(f"idle memory target <= {IDLE_MEMORY_TARGET_MB} MB, checked on PSS (shared pages counted once): "
+              f"{verdict}")
     try:
         asyncio.run(bench(url, args.n, args.m, args.size))
     finally:

@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--node-packs", default="nodes.core,nodes.diffusion",
                         help="built-in node packs the workers load (comma-separated; empty for none)")
     parser.add_argument("--max-upload-mb", type=float, default=100.0)
+    parser.add_argument("--ws-send-queue", type=int, default=1024,
+                        help="messages buffered per websocket client before a client too slow to read is dropped")
     parser.add_argument("--webhook-timeout", type=float, default=10.0,
                         help="seconds a completion webhook receiver may take to answer")
     parser.add_argument("--frontend-root", type=Path, help="static frontend folder to serve at /")
@@ -54,7 +56,7 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
                           plugin_dirs=plugin_dirs,
                           builtin_plugins=tuple(p.strip() for p in args.node_packs.split(",") if p.strip()),
                           max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
-                          webhook_timeout=args.webhook_timeout,
+                          webhook_timeout=args.webhook_timeout, client_send_queue=args.ws_send_queue,
                           frontend_root=args.frontend_root, allow_origins=list(args.allow_origin))
 
 

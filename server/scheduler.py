@@ -11,6 +11,7 @@ import asyncio
 import bisect
 import logging
 import math
+import os
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -72,7 +73,8 @@ class Scheduler:
         return WorkerConfig(device=device, folders=self.settings.folders,
                             plugin_dirs=list(self.settings.plugin_dirs),
                             builtin_plugins=tuple(self.settings.builtin_plugins),
-                            cache_entries=self.settings.cache_entries)
+                            cache_entries=self.settings.cache_entries,
+                            threads=max(1, _cores() // len(self.settings.devices)))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -328,6 +330,13 @@ class Scheduler:
 
 _HISTORY_MESSAGES = frozenset({"execution_start", "execution_cached", "execution_success",
                                "execution_error", "execution_interrupted"})
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _is_api(document: Any) -> bool:

@@ -57,6 +57,7 @@ class ServerSettings:
         assert self.devices, "at least one device is needed (e.g. ['cpu'])"
         assert self.max_upload_bytes > 0, "max_upload_bytes must be positive"
         assert self.webhook_timeout > 0, "webhook_timeout must be positive"
+        assert self.client_send_queue > 0, "client_send_queue must be positive"
 
     @property
     def is_loopback(self) -> bool:

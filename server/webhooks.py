@@ -8,8 +8,6 @@ import logging
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
-
 log = logging.getLogger(__name__)
 
 
@@ -28,6 +26,8 @@ def check_url(url: Any) -> str | None:
 
 async def post_completion(url: str, payload: dict[str, Any], *, timeout: float) -> bool:
     """POST ``payload`` as JSON to ``url``; True when the receiver answered 2xx."""
+    import httpx  # here, not at the top: ~14 MB the server needs only once a webhook is used
+
     try:
         async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
             response = await client.post(url, json=payload)

@@ -7,6 +7,7 @@ a prompt runs. Events go back as graph_runtime event objects; the server transla
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import os
 import queue
@@ -34,6 +35,9 @@ class WorkerConfig:
     plugin_dirs: list[Path] = field(default_factory=list)
     builtin_plugins: tuple[str, ...] = ("nodes.core", "nodes.diffusion")
     cache_entries: int = 256
+    # CPU threads for torch's pools: the machine's cores shared among the workers, so that two
+    # CPU workers do not each start a pool as large as the machine.
+    threads: int | None = None
 
 
 @dataclass
@@ -44,12 +48,25 @@ class Job:
     outputs_to_execute: list[str]
 
 
+# Seconds without work after which the worker returns freed memory to the OS.
+IDLE_TIDY_SECONDS = 0.5
+
+
 def _pin_device(device: str) -> None:
     """Give the process only its own GPU (it then appears as cuda:0), before torch is imported."""
     if device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     elif device.startswith("cuda:"):
         os.environ["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
+
+
+def _release_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc keeps them otherwise)."""
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 class _Worker:
@@ -70,6 +87,12 @@ class _Worker:
         local_device = "cpu" if config.device == "cpu" else "cuda:0"
         self.runtime = Runtime(self.registry, cache=OutputCache(max_entries=config.cache_entries),
                                folders=config.folders, services=Services(device=local_device))
+        torch = sys.modules.get("torch")
+        if torch is not None and config.threads is not None:
+            torch.set_num_threads(config.threads)
+        # What is loaded now lives as long as the process: keep it out of every later collection.
+        gc.collect()
+        gc.freeze()
 
     def send(self, message: tuple[Any, ...]) -> None:
         with self.send_lock:
@@ -112,10 +135,17 @@ class _Worker:
     def run_forever(self) -> None:
         self.send(("ready", self.schemas()))
         threading.Thread(target=self.control_loop, name="worker-control", daemon=True).start()
+        tidy = False
         while True:
-            job = self.jobs.get()
+            try:
+                job = self.jobs.get(timeout=IDLE_TIDY_SECONDS if tidy else None)
+            except queue.Empty:
+                _release_memory()
+                tidy = False
+                continue
             if job is None:
                 return
+            tidy = True
             if self.free_requested.is_set():
                 self.free()
             if job.prompt_id in self.cancelled:
@@ -169,7 +199,7 @@ def _event_dict(event: Event) -> dict[str, Any]:
 
 
 def worker_main(config: WorkerConfig, conn: Connection) -> None:
-    """Entry point of a worker process (spawned, so nothing of the server is inherited)."""
+    """Run a worker on ``conn`` (a fresh interpreter: nothing of the server is inherited)."""
     _pin_device(config.device)
     try:
         worker = _Worker(config, conn)
@@ -177,3 +207,14 @@ def worker_main(config: WorkerConfig, conn: Connection) -> None:
         conn.send(("failed", "".join(traceback.format_exception(exc))))
         raise SystemExit(3) from exc
     worker.run_forever()
+
+
+def main(argv: list[str]) -> None:
+    """``python -m server.worker FD``: FD is the worker's end of the pipe; the server sends the
+    WorkerConfig as the first message."""
+    conn = Connection(int(argv[0]))
+    worker_main(conn.recv(), conn)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,7 +1,8 @@
 """The server's side of the worker processes: start, feed, watch, restart.
 
-One process per device (spawned: it inherits nothing of the server and imports torch only if its
-node packs do). A reader thread per worker turns what the pipe delivers into calls on the event
+One process per device: a fresh ``python -m server.worker`` (it inherits nothing of the server and
+imports torch only if its node packs do; started with subprocess rather than multiprocessing's
+spawn, which would add a resource-tracker process and re-import the server's main module). A reader thread per worker turns what the pipe delivers into calls on the event
 loop, so every piece of scheduling state is touched by one thread only. A worker that dies —
 segfault, OOM kill, kill -9 — is noticed by its pipe closing; the pool reports the prompts it held
 and starts a fresh one.
@@ -12,16 +13,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any, Protocol
 
 from graph_runtime.events import ExecutionStart
-from server.worker import Job, WorkerConfig, worker_main
+from server.worker import Job, WorkerConfig
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +48,7 @@ class PoolListener(Protocol):
 class WorkerHandle:
     index: int
     device: str
-    process: multiprocessing.process.BaseProcess | None = None
+    process: subprocess.Popen[bytes] | None = None
     conn: Connection | None = None
     state: str = "starting"  # starting | ready | dead | stopped
     # Prompt ids sent to the worker and not yet finished, oldest (the running one) first.
@@ -94,7 +99,6 @@ class WorkerPool:
         self.workers = [WorkerHandle(index=i, device=d) for i, d in enumerate(devices)]
         self._make_config = make_config
         self._listener = listener
-        self._context = multiprocessing.get_context("spawn")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._schema_waiters: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._next_request = 0
@@ -106,11 +110,15 @@ class WorkerPool:
             self._spawn(worker)
 
     def _spawn(self, worker: WorkerHandle) -> None:
-        parent, child = self._context.Pipe(duplex=True)
-        process = self._context.Process(target=worker_main, args=(self._make_config(worker.device), child),
-                                        name=f"nodeloom-worker-{worker.device}", daemon=True)
-        process.start()
+        config = self._make_config(worker.device)
+        parent, child = multiprocessing.Pipe(duplex=True)
+        process = subprocess.Popen([sys.executable, "-m", "server.worker", str(child.fileno())],
+                                   pass_fds=[child.fileno()], env=_worker_env(config))
         child.close()
+        try:
+            parent.send(config)
+        except OSError:  # died at once; the reader below reports its exit
+            pass
         worker.process, worker.conn, worker.state = process, parent, "starting"
         worker.inflight, worker.running, worker.models = [], None, {}
         worker.started_at = time.monotonic()
@@ -137,9 +145,12 @@ class WorkerPool:
                 call(self._dispatch, worker, process, message)
             except RuntimeError:  # the loop is closed: the server is shutting down
                 return
-        process.join(timeout=10)
         try:
-            call(self._on_exit, worker, process, process.exitcode, failure)
+            exitcode = process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            exitcode = None
+        try:
+            call(self._on_exit, worker, process, exitcode, failure)
         except RuntimeError:
             return
 
@@ -249,12 +260,28 @@ class WorkerPool:
         for worker in self.workers:
             if worker.process is None:
                 continue
-            worker.process.join(timeout=max(deadline - time.monotonic(), 0.1))
-            if worker.process.is_alive():
+            try:
+                worker.process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
                 worker.process.kill()
-                worker.process.join(timeout=2)
+                worker.process.wait(timeout=2)
             if worker.conn is not None:
                 worker.conn.close()
+
+
+def _worker_env(config: WorkerConfig) -> dict[str, str]:
+    env = dict(os.environ)
+    if config.threads is not None:
+        # torch sizes its CPU pools from these once, at import.
+        env.setdefault("OMP_NUM_THREADS", str(config.threads))
+        env.setdefault("MKL_NUM_THREADS", str(config.threads))
+    # The worker imports the server package: make it importable however the server was started.
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+    # Read by glibc at process start: two malloc arenas instead of up to 8 per core keep the
+    # worker's heap from growing with every thread torch starts.
+    env.setdefault("MALLOC_ARENA_MAX", "2")
+    return env
 
 
 def _exit_reason(device: str, exitcode: int | None, failure: str) -> str:

@@ -3,6 +3,7 @@ history says which worker ran it."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,3 +82,18 @@ def test_prompt_goes_to_the_worker_holding_its_model(two_workers: RunningServer)
         assert http.post("/free", {"unload_models": True, "free_memory": True}) == {}
         assert all(w["models"] == [] for w in _workers(http))
         assert _run(http, "beta")[0] == 0
+
+
+def test_workers_are_plain_children_sized_to_their_share_of_cores(two_workers: RunningServer) -> None:
+    children = Path(f"/proc/{two_workers.process.pid}/task/{two_workers.process.pid}/children").read_text().split()
+    with Client(two_workers.url) as http:
+        pids = sorted(w["pid"] for w in _workers(http))
+    # Only the two workers: no resource tracker or other helper process beside them.
+    assert sorted(int(c) for c in children) == pids
+    cores = len(os.sched_getaffinity(0))
+    for pid in pids:
+        environ = dict(entry.split("=", 1) for entry in
+                       Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0") if "=" in entry)
+        assert environ["MALLOC_ARENA_MAX"] == "2"
+        assert environ["OMP_NUM_THREADS"] == os.environ.get("OMP_NUM_THREADS", str(max(1, cores // 2)))
+        assert b"server.worker" in Path(f"/proc/{pid}/cmdline").read_bytes()

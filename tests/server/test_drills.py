@@ -73,3 +73,32 @@ def test_restart_keeps_the_queue_and_requeues_the_running_prompt_once(tmp_path):
             http.interrupt(running)
     finally:
         restarted.stop()
+
+
+def test_prompt_running_at_two_server_deaths_fails_and_the_queue_survives(tmp_path):
+    first = start_server(tmp_path)
+    with Client(first.url, timeout=60) as http:
+        victim = http.submit(slow_prompt(steps=400, delay=0.05, previews=False))["prompt_id"]
+        _wait(lambda: _worker(http)["running"] == victim)
+    first.stop(signal.SIGKILL)  # attempt 1 lost without a word
+
+    second = start_server(tmp_path, port=first.port)
+    with Client(second.url, timeout=60) as http:
+        _wait(lambda: _worker(http)["running"] == victim)
+        assert http.history(victim)[victim]["status"]["attempts"] == 2
+        queued = [http.submit(color_prompt(blue=i + 1))["prompt_id"] for i in range(3)]
+        assert [e[1] for e in http.queue()["queue_pending"]] == queued
+    second.stop()  # a clean stop (SIGTERM) with the victim running and three prompts queued
+
+    third = start_server(tmp_path, port=first.port)
+    try:
+        with Client(third.url, timeout=60) as http:
+            status = http.history(victim)[victim]["status"]
+            assert status["state"] == "error" and status["attempts"] == 2
+            assert status["error"]["type"] == "server_restart" and "2 time(s)" in status["error"]["message"]
+            assert status["messages"][-1][0] == "execution_error"
+            for prompt_id in queued:
+                _wait(lambda pid=prompt_id: http.history(pid)[pid]["status"]["status_str"] == "success")
+            assert http.history(queued[0])[queued[0]]["status"]["attempts"] == 1
+    finally:
+        third.stop()

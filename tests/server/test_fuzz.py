@@ -117,8 +117,8 @@ def test_generated_prompts_get_200_or_a_400_naming_node_and_input(fuzz_server: R
     outcomes: set[int] = set()
 
     @given(prompts(info))
-    @example({"1": {"class_type": "TestColor", "inputs": {"red": 255}},
-              "2": {"class_type": "TestSave", "inputs": {"color": ["1", 0], "size": 1}}})
+    @example({"1": {"class_type": "TestColor", "inputs": {"red": 255, "green": 0, "blue": 0}},
+              "2": {"class_type": "TestSave", "inputs": {"color": ["1", 0], "filename_prefix": "x", "size": 1}}})
     @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
     def submit(prompt: dict[str, Any]) -> None:
         # json.dumps as Python clients send it: infinities go out as the non-standard Infinity.
