@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from graph_runtime.cache import OutputCache
-from graph_runtime.context import InterruptFlag
+from graph_runtime.context import InterruptFlag, Services
 from graph_runtime.events import Event, Executing, ExecutionError, ExecutionSuccess, Progress
 from graph_runtime.executor import RunResult, Runtime
 from graph_runtime.folders import FolderPaths, configure
@@ -66,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--cache-policy", choices=("lru", "none"), default="lru")
     common.add_argument("--cache-max-entries", type=int, default=1024)
     common.add_argument("--cache-max-bytes", type=int, default=4 << 30)
+    add_model_options(common)
     common.add_argument("-v", "--verbose", action="store_true", help="show Python tracebacks")
 
     runs = argparse.ArgumentParser(add_help=False)
@@ -136,6 +137,21 @@ class _Env:
     folders: FolderPaths
 
 
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """Options for the model manager of the diffusion nodes (shared with ``nodeloom serve``)."""
+    parser.add_argument("--device", help="execution device, e.g. cpu or cuda:0 (default: cuda if present)")
+    parser.add_argument("--ram-budget", metavar="SIZE", help="RAM for loaded models, e.g. 8GB (default: unbounded)")
+    parser.add_argument("--vram-budget", metavar="SIZE", help="GPU memory for loaded models, e.g. 6GB")
+    parser.add_argument("--channels-last", action="store_true", help="channels_last memory format for UNet/VAE")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the UNet (slow first run)")
+
+
+def model_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """What nodes read from ``ctx.services.get("settings")``."""
+    return {"device": args.device, "ram_budget": args.ram_budget, "vram_budget": args.vram_budget,
+            "channels_last": args.channels_last, "compile": args.compile}
+
+
 def _environment(args: argparse.Namespace) -> _Env:
     base = Path(args.base).resolve()
     folders = FolderPaths(base=base, models_roots=[Path(args.models).resolve()] if args.models else [],
@@ -153,7 +169,8 @@ def _environment(args: argparse.Namespace) -> _Env:
             print(f"warning: plugin {record.name}: node {node} skipped: {reason}", file=sys.stderr)
     cache = OutputCache(policy=args.cache_policy, max_entries=args.cache_max_entries,
                         max_bytes=args.cache_max_bytes)
-    return _Env(registry, Runtime(registry, cache=cache, folders=folders), folders)
+    services = Services(settings=model_settings(args))
+    return _Env(registry, Runtime(registry, cache=cache, folders=folders, services=services), folders)
 
 
 def _load(path: Path, registry: NodeRegistry, overrides: list[str]) -> Workflow:
@@ -283,6 +300,8 @@ class _ProgressBars:
         if self.plain and isinstance(event, Executing):
             print(f"[{event.workflow.fraction * 100:3.0f}%] node {event.node_id} {event.class_type}",
                   file=sys.stderr, flush=True)
+        elif self.plain and isinstance(event, ExecutionSuccess):
+            print("[100%] workflow finished", file=sys.stderr, flush=True)
         if self.workflow is None:
             return
         if isinstance(event, Executing):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -372,5 +373,14 @@ def _reject(value: Any) -> Any:
 
 
 def _short(value: Any) -> Any:
-    text = repr(value)
-    return value if len(text) <= 200 else text[:200] + "…"
+    """The received value as error details carry it: strict JSON (no NaN/Infinity, which clients
+    cannot parse), and short."""
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return _truncate(repr(value))
+    return value if len(text) <= 200 else _truncate(text)
+
+
+def _truncate(text: str) -> str:
+    return text if len(text) <= 200 else text[:200] + "…"

@@ -4,3 +4,18 @@ Its packs (``nodes.core``, ``nodes.diffusion``) are plugins like any other: each
 classes through the ``nodeloom_register_nodes`` hook, and the registry loads them first
 (``graph_runtime.registry.BUILTIN_PLUGINS``).
 """
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+
+from graph_runtime import Node
+
+
+def collect_nodes(package: str, modules: Iterable[str]) -> list[type[Node]]:
+    """The ``NODES`` lists of a pack's modules, in order (imported only when the pack registers)."""
+    classes: list[type[Node]] = []
+    for name in modules:
+        classes += importlib.import_module(f"{package}.{name}").NODES
+    return classes

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from graph_runtime.cli import add_model_options, model_settings
 from graph_runtime.folders import FolderPaths
 from server.settings import TOKEN_ENV, ServerSettings
 
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds a completion webhook receiver may take to answer")
     parser.add_argument("--frontend-root", type=Path, help="static frontend folder to serve at /")
     parser.add_argument("--allow-origin", action="append", default=[], help="allowed cross-site origin (CORS)")
+    add_model_options(parser)
     parser.add_argument("--log-level", default="info")
     return parser
 
@@ -57,7 +59,8 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
                           builtin_plugins=tuple(p.strip() for p in args.node_packs.split(",") if p.strip()),
                           max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
                           webhook_timeout=args.webhook_timeout, client_send_queue=args.ws_send_queue,
-                          frontend_root=args.frontend_root, allow_origins=list(args.allow_origin))
+                          frontend_root=args.frontend_root, allow_origins=list(args.allow_origin),
+                          model_settings=model_settings(args))
 
 
 def main(argv: list[str] | None = None) -> int:

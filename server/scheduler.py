@@ -74,6 +74,7 @@ class Scheduler:
                             plugin_dirs=list(self.settings.plugin_dirs),
                             builtin_plugins=tuple(self.settings.builtin_plugins),
                             cache_entries=self.settings.cache_entries,
+                            model_settings=dict(self.settings.model_settings),
                             threads=max(1, _cores() // len(self.settings.devices)))
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -220,6 +221,7 @@ class Scheduler:
             self.hub.send_binary(client_id, frame, frame)
 
     def worker_done(self, worker: WorkerHandle, prompt_id: str, summary: dict[str, Any]) -> None:
+        worker.model_stats = summary.get("models")
         status = summary["status"]
         error = summary.get("error")
         if status == "error" and error is not None and error.get("type") in ("validation", "internal"):

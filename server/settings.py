@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from graph_runtime.folders import FolderPaths
 
@@ -39,6 +40,8 @@ class ServerSettings:
     allow_origins: list[str] = field(default_factory=list)
     # Per websocket client: messages buffered before a client too slow to read them is dropped.
     client_send_queue: int = 1024
+    # Model manager options every worker gets (ram_budget, vram_budget, channels_last, compile).
+    model_settings: dict[str, Any] = field(default_factory=dict)
     # Outputs cached per worker (graph_runtime OutputCache entries).
     cache_entries: int = 256
     # How many times a prompt interrupted by a server restart is run again before it fails.

@@ -38,6 +38,8 @@ class WorkerConfig:
     # CPU threads for torch's pools: the machine's cores shared among the workers, so that two
     # CPU workers do not each start a pool as large as the machine.
     threads: int | None = None
+    # Model manager options (ram_budget, vram_budget, channels_last, compile), read by the nodes.
+    model_settings: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -86,7 +88,9 @@ class _Worker:
 
         local_device = "cpu" if config.device == "cpu" else "cuda:0"
         self.runtime = Runtime(self.registry, cache=OutputCache(max_entries=config.cache_entries),
-                               folders=config.folders, services=Services(device=local_device))
+                               folders=config.folders,
+                               services=Services(device=local_device,
+                                                 settings={**config.model_settings, "device": local_device}))
         torch = sys.modules.get("torch")
         if torch is not None and config.threads is not None:
             torch.set_num_threads(config.threads)
@@ -177,15 +181,20 @@ class _Worker:
                                  "exception_message": str(exc),
                                  "traceback": traceback.format_exception(exc)}}
         self.current = None
+        summary["models"] = self.model_stats()
         self.send(("done", job.prompt_id, summary))
+
+    def model_stats(self) -> dict[str, Any] | None:
+        """What the model manager holds (the diffusion nodes create it on first use)."""
+        manager = self.runtime.services.get("model_manager")
+        return manager.stats() if manager is not None else None
 
     def free(self) -> None:
         self.free_requested.clear()
         self.runtime.cache.clear()
-        for name, service in self.runtime.services.items():
-            unload = getattr(service, "unload_all", None) or getattr(service, "clear", None)
-            if callable(unload) and name != "device":
-                unload()
+        manager = self.runtime.services.get("model_manager")
+        if manager is not None:
+            manager.free(unload_models=True)
         gc.collect()
         torch = sys.modules.get("torch")
         if torch is not None and torch.cuda.is_available():

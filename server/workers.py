@@ -60,6 +60,8 @@ class WorkerHandle:
     restarts: int = 0
     started_at: float = 0.0
     failures_in_a_row: int = 0
+    # The worker's model manager report after its last prompt (None until a model node ran).
+    model_stats: dict[str, Any] | None = None
     send_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -90,7 +92,8 @@ class WorkerHandle:
     def describe(self) -> dict[str, Any]:
         return {"index": self.index, "device": self.device, "pid": self.pid, "state": self.state,
                 "running": self.running, "queued": self.inflight[1:] if self.running else self.inflight,
-                "restarts": self.restarts, "models": list(self.models)}
+                "restarts": self.restarts, "models": list(self.models),
+                "model_manager": self.model_stats}
 
 
 class WorkerPool:

@@ -77,20 +77,25 @@ def repeat_to_batch(tensor: torch.Tensor, batch: int) -> torch.Tensor:
 
 # -- resizing --------------------------------------------------------------------------------
 
+def center_crop(samples: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Cut ``[..., H, W]`` samples to the aspect ratio of ``width``×``height``, keeping the centre."""
+    old_h, old_w = samples.shape[-2], samples.shape[-1]
+    old_aspect, new_aspect = old_w / old_h, width / height
+    x = y = 0
+    if old_aspect > new_aspect:
+        x = round((old_w - old_w * (new_aspect / old_aspect)) / 2)
+    elif old_aspect < new_aspect:
+        y = round((old_h - old_h * (old_aspect / new_aspect)) / 2)
+    return samples[..., y:old_h - y, x:old_w - x]
+
+
 def resize(samples: torch.Tensor, width: int, height: int, method: str,
            crop: str = "disabled") -> torch.Tensor:
     """Resize ``[B, C, H, W]`` samples as ComfyUI's common_upscale does: optional centre crop to
     the target aspect first, then torch interpolation or PIL's Lanczos."""
     assert method in UPSCALE_METHODS, f"upscale_method must be one of {UPSCALE_METHODS}, got {method!r}"
     if crop == "center":
-        old_h, old_w = samples.shape[-2], samples.shape[-1]
-        old_aspect, new_aspect = old_w / old_h, width / height
-        x = y = 0
-        if old_aspect > new_aspect:
-            x = round((old_w - old_w * (new_aspect / old_aspect)) / 2)
-        elif old_aspect < new_aspect:
-            y = round((old_h - old_h * (old_aspect / new_aspect)) / 2)
-        samples = samples.narrow(-2, y, old_h - y * 2).narrow(-1, x, old_w - x * 2)
+        samples = center_crop(samples, width, height)
     if method == "lanczos":
         return _lanczos(samples, width, height)
     resized = F.interpolate(samples, size=(height, width), mode=method)

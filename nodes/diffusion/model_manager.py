@@ -123,6 +123,8 @@ class ModelManager:
             module.to(dtype=self.dtype)  # the VAE stays fp32: SD/SDXL VAEs overflow in fp16
         if self.channels_last and part in ("unet", "vae"):
             module.to(memory_format=torch.channels_last)
+        if self.compile and part == "unet":
+            module.compile()  # in place and lazy: the first sampling step pays for compilation
         return module
 
     # -- use ---------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from graph_runtime.context import Context
 from graph_runtime.node import Combo, Float, Int, Link, Node, Output
 
+from nodes.core.imaging import center_crop
 from nodes.diffusion import vae_ops
 from nodes.diffusion.model_manager import manager_from
 from nodes.diffusion.models import VaeModel
@@ -125,17 +126,6 @@ def _resize(samples: torch.Tensor, height: int, width: int, method: str) -> torc
     return F.interpolate(samples, size=(height, width), mode=method, **kwargs)
 
 
-def _center_crop(samples: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    old_w, old_h = samples.shape[-1], samples.shape[-2]
-    old_aspect, new_aspect = old_w / old_h, width / height
-    x = y = 0
-    if old_aspect > new_aspect:
-        x = round((old_w - old_w * (new_aspect / old_aspect)) / 2)
-    elif old_aspect < new_aspect:
-        y = round((old_h - old_h * (old_aspect / new_aspect)) / 2)
-    return samples[..., y:old_h - y, x:old_w - x]
-
-
 class LatentUpscale(Node):
     category = "latent"
     description = "Resize latents to a pixel size (0 keeps the aspect ratio from the other side)."
@@ -154,7 +144,7 @@ class LatentUpscale(Node):
         if height == 0:
             height = max(64, round(latent.shape[-2] * width / latent.shape[-1] * 8))
         if crop == "center":
-            latent = _center_crop(latent, width, height)
+            latent = center_crop(latent, width, height)
         out = dict(samples)
         out["samples"] = _resize(latent, height // 8, width // 8, upscale_method)
         out.pop("noise_mask", None)

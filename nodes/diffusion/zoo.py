@@ -337,21 +337,39 @@ def _save_clip_vision(root: Path, seed: int) -> Path:
 
 # -- command line -------------------------------------------------------------------------------
 
+def write_example_inputs(input_dir: Path, *, seed: int = 0) -> list[Path]:
+    """The images the example workflows load: ``nodeloom_example.png`` (img2img) and
+    ``nodeloom_inpaint.png``, whose transparent square is the area to inpaint (LoadImage's mask)."""
+    import numpy as np
+    from PIL import Image
+
+    input_dir.mkdir(parents=True, exist_ok=True)
+    rgb = (np.random.default_rng(seed).random((64, 64, 3)) * 255).astype(np.uint8)
+    alpha = np.full((64, 64), 255, np.uint8)
+    alpha[16:48, 16:48] = 0
+    example, inpaint = input_dir / "nodeloom_example.png", input_dir / "nodeloom_inpaint.png"
+    Image.fromarray(rgb).save(example)
+    Image.fromarray(np.dstack([rgb, alpha])).save(inpaint)
+    return [example, inpaint]
+
+
 def main(argv: list[str]) -> int:
-    """``nodeloom models tiny [--root DIR] [--seed N]``."""
+    """``nodeloom models tiny [--root DIR] [--seed N] [--inputs DIR]``."""
     parser = argparse.ArgumentParser(prog="nodeloom models", description="Model utilities.")
     sub = parser.add_subparsers(dest="command", required=True)
     tiny = sub.add_parser("tiny", help="write the tiny random-weight model zoo (no downloads)")
     tiny.add_argument("--root", type=Path, default=Path("models"), help="models root (default ./models)")
     tiny.add_argument("--seed", type=int, default=0, help="seed the weights derive from (default 0)")
+    tiny.add_argument("--inputs", type=Path, default=Path("input"),
+                      help="where to write the example workflows' input images (default ./input)")
     args = parser.parse_args(argv)
     import time
 
     started = time.perf_counter()
-    paths = write_tiny_zoo(args.root, seed=args.seed)
+    paths = write_tiny_zoo(args.root, seed=args.seed) + write_example_inputs(args.inputs, seed=args.seed)
     for path in paths:
         print(path)
-    print(f"tiny zoo: {len(paths)} models written to {args.root} in {time.perf_counter() - started:.1f}s")
+    print(f"tiny zoo: {len(paths)} files written to {args.root} in {time.perf_counter() - started:.1f}s")
     return 0
 
 

@@ -85,6 +85,15 @@ def test_budget_smaller_than_two_models_evicts_and_stays_correct(make_ctx) -> No
 
 
 @pytest.mark.slow
+def test_compiled_and_channels_last_unet_give_the_same_image(make_ctx) -> None:
+    ctx = make_ctx()
+    expected = txt2img(ctx, "tiny-sd15.safetensors", steps=2)
+    ctx.services.set("model_manager", ModelManager(device="cpu", compile=True, channels_last=True))
+    image = txt2img(ctx, "tiny-sd15.safetensors", steps=2)
+    assert torch.allclose(image, expected, atol=2e-3)
+
+
+@pytest.mark.slow
 def test_no_leak_across_50_runs(make_ctx) -> None:
     import gc
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -17,16 +16,11 @@ def runtime(zoo_root: Path, tmp_path_factory: pytest.TempPathFactory):
     from graph_runtime.executor import Runtime
     from graph_runtime.folders import FolderPaths, configure
     from graph_runtime.registry import load_registry
+    from nodes.diffusion.zoo import write_example_inputs
 
     base = tmp_path_factory.mktemp("base")
     folders = configure(FolderPaths(base=base, models_roots=[zoo_root]))
-    folders.input_dir.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    rgb = (rng.random((64, 64, 3)) * 255).astype(np.uint8)
-    Image.fromarray(rgb).save(folders.input_dir / "nodeloom_example.png")
-    alpha = np.full((64, 64), 255, np.uint8)
-    alpha[16:48, 16:48] = 0  # transparent = the area to inpaint
-    Image.fromarray(np.dstack([rgb, alpha])).save(folders.input_dir / "nodeloom_inpaint.png")
+    write_example_inputs(folders.input_dir)
     registry = load_registry(builtins=("nodes.core", "nodes.diffusion"), entry_points=False)
     return Runtime(registry, folders=folders)
 

@@ -131,8 +131,8 @@ def test_set_overrides_and_out_folder(base: Path) -> None:
 
 def test_progress_bars_do_not_break_a_run(base: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert nodeloom(base, "run", str(base / "wf.json")) == 0
-    err = capsys.readouterr().err
-    assert "workflow" in err and "100%" in err
+    err = capsys.readouterr().err  # not a terminal: one plain line per node, no redrawn bars
+    assert "node 1 CliNumber" in err and "[100%] workflow finished" in err
 
 
 def test_invalid_workflow_exits_2_listing_every_error(base: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -300,3 +300,15 @@ def test_real_process_exit_code_for_an_invalid_workflow(base: Path) -> None:
         capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "node 1 (CliNumber), input 'value': Value 101 bigger than max of 100" in result.stderr
+
+
+def test_model_manager_options_reach_the_nodes(tmp_path: Path) -> None:
+    """--device/--ram-budget/--vram-budget/... end up where the diffusion nodes read them."""
+    from graph_runtime.cli import _environment, _parser
+
+    args = _parser().parse_args(["validate", "w.json", "--base", str(tmp_path), "--plugins-dir", str(tmp_path),
+                                 "--device", "cpu", "--ram-budget", "2GB", "--vram-budget", "512MB",
+                                 "--channels-last"])
+    settings = _environment(args).runtime.services.get("settings")
+    assert settings == {"device": "cpu", "ram_budget": "2GB", "vram_budget": "512MB",
+                        "channels_last": True, "compile": False}

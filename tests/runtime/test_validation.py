@@ -144,3 +144,13 @@ def test_optional_input_may_be_absent_and_widget_accepts_link(registry: NodeRegi
               "2": {"class_type": "Add", "inputs": {"a": ["1", 0], "b": ["1", 0], "offset": ["1", 0]}},
               "3": sink("2")}
     assert check(prompt, registry).ok
+
+
+def test_error_bodies_are_strict_json_even_for_infinite_values(registry: NodeRegistry) -> None:
+    import json
+
+    prompt = {"1": {"class_type": "Number", "inputs": {"value": float("inf")}},
+              "2": {"class_type": "Scale", "inputs": {"x": ["1", 0], "factor": float("nan")}}, "3": sink("2")}
+    result = check(prompt, registry)
+    assert {(e.node_id, e.type) for e in result.node_errors} == {("1", "invalid_input_type"), ("2", "invalid_input_type")}
+    json.dumps(result.to_comfy(), allow_nan=False)  # what HTTP clients must be able to parse
