@@ -31,7 +31,7 @@ from graph_runtime.validation import WorkflowInvalid
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 # Subcommands owned by other packages; their arguments are passed through untouched.
 DELEGATED: dict[str, tuple[str, str]] = {
-    "models": ("nodes.diffusion.zoo", "download, list and build the models NodeLoom uses"),
+    "models": ("nodes.diffusion.zoo", "write the tiny random-weight model zoo (models tiny)"),
     "serve": ("server.cli", "start the ComfyUI-compatible HTTP and websocket server"),
 }
 

@@ -209,7 +209,7 @@ class Node:
     # -- hooks a node may override -------------------------------------------------------------
 
     def run(self, ctx: Context, **inputs: Any) -> tuple[Any, ...] | Result:
-        raise NotImplementedError  # abstract: every concrete node implements run
+        raise TypeError(f"node {type(self).__name__} declares no run() method")
 
     @classmethod
     def fingerprint(cls, **widgets: Any) -> Any:

@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import uvicorn
 
-    uvicorn.run(app, host=settings.host, port=settings.port, ws="websockets", log_level=args.log_level,
+    # The websockets library through uvicorn's sans-I/O binding (its legacy binding is deprecated).
+    uvicorn.run(app, host=settings.host, port=settings.port, ws="websockets-sansio", log_level=args.log_level,
                 access_log=False)
     return 0
 
