@@ -103,13 +103,9 @@ def _frame_tensors(frame: Image.Image) -> tuple[torch.Tensor, torch.Tensor | Non
     return rgb, 1.0 - pil_to_tensor(alpha)[..., 0]
 
 
-class LoadImage(Node):
-    display_name = "Load Image"
-    category = "image"
-    description = ("Load an image from the input folder. MASK is 1 where the image is transparent; "
-                   "frames of an animated file become a batch.")
-    inputs = [Combo("image", input_images, image_upload=True)]
-    outputs = [Output("IMAGE"), Output("MASK")]
+class _InputImageFile(Node):
+    """Nodes reading an ``image`` file of the input folder: a missing file is a validation error
+    naming the folder, and a changed file (by content) runs the node again."""
 
     @classmethod
     def validate_inputs(cls, image: str | None = None, **_widgets: Any) -> str | None:
@@ -118,6 +114,15 @@ class LoadImage(Node):
     @classmethod
     def fingerprint(cls, image: str | None = None, **_widgets: Any) -> Any:
         return _file_hash(image)
+
+
+class LoadImage(_InputImageFile):
+    display_name = "Load Image"
+    category = "image"
+    description = ("Load an image from the input folder. MASK is 1 where the image is transparent; "
+                   "frames of an animated file become a batch.")
+    inputs = [Combo("image", input_images, image_upload=True)]
+    outputs = [Output("IMAGE"), Output("MASK")]
 
     def run(self, ctx: Context, *, image: str) -> tuple[torch.Tensor, torch.Tensor]:
         images: list[torch.Tensor] = []
@@ -135,7 +140,7 @@ class LoadImage(Node):
         return torch.stack(images), torch.stack(full)
 
 
-class LoadImageMask(Node):
+class LoadImageMask(_InputImageFile):
     display_name = "Load Image (as Mask)"
     category = "mask"
     description = ("Load one channel of an image from the input folder as a mask; the alpha "
@@ -143,14 +148,6 @@ class LoadImageMask(Node):
     inputs = [Combo("image", input_images, image_upload=True),
               Combo("channel", ("alpha", "red", "green", "blue"))]
     outputs = [Output("MASK")]
-
-    @classmethod
-    def validate_inputs(cls, image: str | None = None, **_widgets: Any) -> str | None:
-        return _file_problem(image)
-
-    @classmethod
-    def fingerprint(cls, image: str | None = None, **_widgets: Any) -> Any:
-        return _file_hash(image)
 
     def run(self, ctx: Context, *, image: str, channel: str) -> tuple[torch.Tensor]:
         with Image.open(resolve_image(image, ctx.folders)) as picture:
