@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import torch
 
 from nodes.diffusion.model_manager import ModelManager
 from nodes.diffusion.models import VaeModel
+
+T = TypeVar("T")
 
 # Rough peak activation bytes per output pixel of a full-size SD VAE decoder in fp32 (measured
 # order of magnitude: ~3.5 GB at 1024^2); used to pick tiling before an out-of-memory happens.
@@ -58,13 +61,18 @@ def decode(manager: ModelManager, vae_model: VaeModel, samples: torch.Tensor, *,
         z = (samples.float() / vae_model.scaling_factor + vae_model.shift_factor).to(device, dtype)
         pixels = z.shape[0] * z.shape[-2] * z.shape[-1] * vae_model.downscale ** 2
         use_tiles = _needs_tiling(vae, pixels) if tiled is None else tiled
-        try:
-            image = _decode(vae, z, use_tiles, tile_size, overlap)
-        except torch.OutOfMemoryError:
-            if use_tiles:
-                raise
-            image = _decode(vae, z, True, tile_size, overlap)
+        image = _tiles_on_oom(lambda tiles: _decode(vae, z, tiles, tile_size, overlap), use_tiles)
     return (image.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu()
+
+
+def _tiles_on_oom(run: Callable[[bool], T], use_tiles: bool) -> T:
+    """``run(use_tiles)``; when the whole image does not fit in memory after all, again in tiles."""
+    try:
+        return run(use_tiles)
+    except torch.OutOfMemoryError:
+        if use_tiles:
+            raise
+        return run(True)
 
 
 def _decode(vae: torch.nn.Module, z: torch.Tensor, tiled: bool, tile_size: int, overlap: int) -> torch.Tensor:
@@ -82,12 +90,7 @@ def encode(manager: ModelManager, vae_model: VaeModel, image: torch.Tensor, *, t
         device, dtype = next(vae.parameters()).device, next(vae.parameters()).dtype
         x = (image[..., :3].permute(0, 3, 1, 2).float() * 2 - 1).to(device, dtype)
         use_tiles = _needs_tiling(vae, x.shape[0] * x.shape[-2] * x.shape[-1]) if tiled is None else tiled
-        try:
-            dist = _encode(vae, x, use_tiles, tile_size, overlap)
-        except torch.OutOfMemoryError:
-            if use_tiles:
-                raise
-            dist = _encode(vae, x, True, tile_size, overlap)
+        dist = _tiles_on_oom(lambda tiles: _encode(vae, x, tiles, tile_size, overlap), use_tiles)
     return ((dist.mode().float() - vae_model.shift_factor) * vae_model.scaling_factor).cpu()
 
 
