@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
@@ -19,10 +20,22 @@ from nodes.diffusion.sampling import SampleSettings, sample
 SEED_MAX = 2**64 - 1
 
 
+# Previews at most this often (plus the first and last step): a client cannot show more than a few
+# frames a second, while encoding one per step costs fast samplers a noticeable share of each step.
+PREVIEW_INTERVAL_S = 0.1
+
+
 def _progress(ctx: Context, family: str) -> Any:
+    last_preview = -PREVIEW_INTERVAL_S
+
     def on_step(step: int, total: int, latent: torch.Tensor) -> None:
-        preview = Preview(image_type="JPEG", data=preview_jpeg(latent, family))
-        ctx.progress(step, total, preview)  # also where an interrupt takes effect
+        nonlocal last_preview
+        preview = None
+        now = time.monotonic()
+        if step in (1, total) or now - last_preview >= PREVIEW_INTERVAL_S:
+            preview = Preview(image_type="JPEG", data=preview_jpeg(latent, family))
+            last_preview = now
+        ctx.progress(step, total, preview)  # every step: also where an interrupt takes effect
     return on_step
 
 

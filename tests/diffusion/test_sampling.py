@@ -61,6 +61,17 @@ def test_progress_reports_previews(make_ctx) -> None:
     assert events[-1][3].image_type == "JPEG" and events[-1][3].data[:2] == b"\xff\xd8"
 
 
+def test_previews_are_rate_limited_but_progress_reports_every_step(make_ctx, monkeypatch) -> None:
+    from nodes.diffusion import nodes_sampling
+
+    monkeypatch.setattr(nodes_sampling, "PREVIEW_INTERVAL_S", 3600.0)
+    ctx = make_ctx()
+    txt2img(ctx, "tiny-sd15.safetensors", steps=6)
+    events = make_ctx.recorder.events
+    assert [e[1] for e in events] == [1, 2, 3, 4, 5, 6]
+    assert [e[1] for e in events if e[3] is not None] == [1, 6]
+
+
 def test_same_file_is_loaded_once(make_ctx) -> None:
     ctx = make_ctx()
     a = load(ctx, "tiny-sd15.safetensors")
