@@ -8,27 +8,23 @@ progress report).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import glob
 import json
-import signal
 import sys
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from graph_runtime.cache import OutputCache
-from graph_runtime.context import InterruptFlag, Services
-from graph_runtime.events import Event, Executing, ExecutionError, ExecutionSuccess, Progress
-from graph_runtime.executor import RunResult, Runtime
-from graph_runtime.folders import FolderPaths, configure
-from graph_runtime.formats import Workflow, WorkflowFormatError, apply_overrides, load_workflow_file
-from graph_runtime.registry import NodeRegistry, load_registry
+from graph_runtime.context import InterruptFlag
+from graph_runtime.events import Event, Executing, ExecutionSuccess, Progress
+from graph_runtime.executor import RunResult
+from graph_runtime.folders import FolderPaths
+from graph_runtime.formats import WorkflowFormatError
+from graph_runtime.batch import cmd_batch
+from graph_runtime.headless import (
+    EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, add_model_options, describe_failure,
+    environment, load_workflow, output_files, sigint_sets,
+)
 from graph_runtime.validation import WorkflowInvalid
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 # Subcommands owned by other packages; their arguments are passed through untouched.
 DELEGATED: dict[str, tuple[str, str]] = {
     "models": ("nodes.diffusion.zoo", "write the tiny random-weight model zoo (models tiny)"),
@@ -91,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--manifest", type=Path,
                        help="JSONL manifest of results; items already done in it are skipped "
                             "(default: OUT/manifest.jsonl)")
-    batch.set_defaults(handler=_cmd_batch)
+    batch.set_defaults(handler=cmd_batch)
 
     validate = sub.add_parser("validate", parents=[common], help="check a workflow without running it")
     validate.add_argument("workflow", type=Path)
@@ -127,62 +123,6 @@ def _delegate(command: str, argv: list[str]) -> int:
     return int(module.main(argv) or 0)
 
 
-# -- environment -----------------------------------------------------------------------------
-
-
-@dataclass
-class _Env:
-    registry: NodeRegistry
-    runtime: Runtime
-    folders: FolderPaths
-
-
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """Options for the model manager of the diffusion nodes (shared with ``nodeloom serve``)."""
-    parser.add_argument("--device", help="execution device, e.g. cpu or cuda:0 (default: cuda if present)")
-    parser.add_argument("--ram-budget", metavar="SIZE", help="RAM for loaded models, e.g. 8GB (default: unbounded)")
-    parser.add_argument("--vram-budget", metavar="SIZE", help="GPU memory for loaded models, e.g. 6GB")
-    parser.add_argument("--channels-last", action="store_true", help="channels_last memory format for UNet/VAE")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the UNet (slow first run)")
-
-
-def model_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """What nodes read from ``ctx.services.get("settings")``."""
-    return {"device": args.device, "ram_budget": args.ram_budget, "vram_budget": args.vram_budget,
-            "channels_last": args.channels_last, "compile": args.compile}
-
-
-def _environment(args: argparse.Namespace) -> _Env:
-    base = Path(args.base).resolve()
-    folders = FolderPaths(base=base, models_roots=[Path(args.models).resolve()] if args.models else [],
-                          output_dir=getattr(args, "out", None))
-    if args.extra_model_paths:
-        folders.load_extra_model_paths(args.extra_model_paths)
-    configure(folders)
-    plugin_dirs = args.plugins_dir if args.plugins_dir else [p for p in [Path("plugins")] if p.is_dir()]
-    registry = load_registry(plugin_dirs=plugin_dirs)
-    registry.startup({"base": str(base), "models": [str(r) for r in folders.models_roots]})
-    for record in registry.plugins:
-        if record.status == "failed":
-            print(f"warning: plugin {record.name} skipped: {record.error}", file=sys.stderr)
-        for node, reason in record.skipped.items():
-            print(f"warning: plugin {record.name}: node {node} skipped: {reason}", file=sys.stderr)
-    cache = OutputCache(policy=args.cache_policy, max_entries=args.cache_max_entries,
-                        max_bytes=args.cache_max_bytes)
-    services = Services(settings=model_settings(args))
-    return _Env(registry, Runtime(registry, cache=cache, folders=folders, services=services), folders)
-
-
-def _load(path: Path, registry: NodeRegistry, overrides: list[str]) -> Workflow:
-    """Read and override a workflow; raises WorkflowFormatError for anything unreadable."""
-    if not path.exists():
-        raise WorkflowFormatError(f"{path}: no such file")
-    workflow = load_workflow_file(path, registry)
-    if overrides:
-        workflow.prompt = apply_overrides(workflow.prompt, overrides)
-    return workflow
-
-
 # -- run -------------------------------------------------------------------------------------
 
 
@@ -191,14 +131,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if source is None or (args.from_png and args.workflow):
         print("nodeloom run: give one workflow file or --from-png PNG", file=sys.stderr)
         return EXIT_INVALID
-    env = _environment(args)
+    env = environment(args)
     try:
-        workflow = _load(source, env.registry, args.overrides)
+        workflow = load_workflow(source, env.registry, args.overrides)
     except WorkflowFormatError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
     interrupt = InterruptFlag()
-    with _ProgressBars(enabled=not args.no_progress) as bars, _sigint_sets(interrupt):
+    with _ProgressBars(enabled=not args.no_progress) as bars, sigint_sets(interrupt):
         try:
             result = env.runtime.execute(workflow.prompt, extra_data=workflow.extra_data,
                                          listeners=[bars], interrupt=interrupt)
@@ -224,47 +164,6 @@ def _report(result: RunResult, folders: FolderPaths, *, verbose: bool, out: Text
     print(f"done in {result.seconds:.2f} s: {len(result.executed)} node(s) executed, "
           f"{len(result.cached)} cached", file=out)
     return EXIT_OK
-
-
-def describe_failure(error: ExecutionError) -> str:
-    return (f"node {error.node_id} ({error.node_type}) failed: "
-            f"{error.exception_type}: {error.exception_message}")
-
-
-def output_files(result: RunResult, folders: FolderPaths) -> list[str]:
-    """Paths of the files the output nodes reported ({"images": [{filename, subfolder, type}]})."""
-    paths: list[str] = []
-    for ui in result.outputs.values():
-        for items in ui.values():
-            for item in items if isinstance(items, list) else []:
-                if isinstance(item, dict) and "filename" in item:
-                    try:
-                        folder = folders.directory_for(item.get("type", "output"))
-                    except ValueError:
-                        continue
-                    paths.append(str(folder / item.get("subfolder", "") / item["filename"]))
-    return paths
-
-
-@contextlib.contextmanager
-def _sigint_sets(flag: InterruptFlag) -> Iterator[None]:
-    """While running, Ctrl-C asks the run to stop (at the next node boundary or progress report)
-    instead of killing the process mid-write; a second Ctrl-C kills as usual."""
-    def handler(signum: int, frame: Any) -> None:
-        if flag.is_set():
-            raise KeyboardInterrupt
-        flag.set()
-        print("\ninterrupting… (Ctrl-C again to abort)", file=sys.stderr)
-
-    try:
-        previous = signal.signal(signal.SIGINT, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 class _ProgressBars:
@@ -325,115 +224,13 @@ class _ProgressBars:
         self.workflow.refresh()
 
 
-# -- batch -----------------------------------------------------------------------------------
-
-
-@dataclass
-class _Item:
-    name: str
-    path: Path
-    overrides: list[str]
-
-
-def _cmd_batch(args: argparse.Namespace) -> int:
-    env = _environment(args)
-    try:
-        items = _batch_items(args)
-    except (WorkflowFormatError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INVALID
-    manifest = args.manifest or (env.folders.output_dir or Path("output")) / "manifest.jsonl"
-    done = _done_items(manifest)
-    manifest.parent.mkdir(parents=True, exist_ok=True)
-    failures = 0
-    interrupt = InterruptFlag()
-    with manifest.open("a", encoding="utf-8") as log, _sigint_sets(interrupt):
-        for number, item in enumerate(items, 1):
-            if item.name in done:
-                print(f"[{number}/{len(items)}] {item.name}: already done, skipped")
-                continue
-            record = _run_item(env, item, args, interrupt)
-            if record["status"] == "interrupted":
-                print(f"[{number}/{len(items)}] {item.name}: interrupted", file=sys.stderr)
-                return EXIT_INTERRUPTED
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-            failures += record["status"] != "success"
-            detail = record["error"] if record["error"] else f"{len(record['outputs'])} output file(s)"
-            print(f"[{number}/{len(items)}] {item.name}: {record['status']} "
-                  f"({record['seconds']:.2f} s) {detail}")
-    print(f"batch: {len(items) - failures} of {len(items)} item(s) done; manifest {manifest}")
-    return EXIT_FAILED if failures else EXIT_OK
-
-
-def _batch_items(args: argparse.Namespace) -> list[_Item]:
-    if args.params is not None:
-        path = Path(args.source)
-        items = []
-        for number, line in enumerate(args.params.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                params = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise WorkflowFormatError(f"{args.params}:{number}: not JSON ({exc})") from exc
-            if not isinstance(params, dict):
-                raise WorkflowFormatError(f"{args.params}:{number}: expected an object of overrides")
-            name = str(params.pop("_id", f"line {number}"))
-            overrides = args.overrides + [f"{key}={json.dumps(value)}" for key, value in params.items()]
-            items.append(_Item(name, path, overrides))
-        return items
-    source = Path(args.source)
-    if source.is_dir():
-        paths = sorted(p for p in source.iterdir() if p.suffix.lower() in (".json", ".png"))
-    else:
-        paths = sorted(Path(p) for p in glob.glob(args.source))
-    if not paths:
-        raise WorkflowFormatError(f"no workflow files match {args.source!r}")
-    return [_Item(str(path), path, list(args.overrides)) for path in paths]
-
-
-def _done_items(manifest: Path) -> set[str]:
-    if not manifest.exists():
-        return set()
-    done = set()
-    for line in manifest.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short by a crash; that item simply runs again
-        if isinstance(record, dict) and record.get("status") == "success":
-            done.add(str(record.get("item")))
-    return done
-
-
-def _run_item(env: _Env, item: _Item, args: argparse.Namespace, interrupt: InterruptFlag) -> dict[str, Any]:
-    started = time.perf_counter()
-    record: dict[str, Any] = {"item": item.name, "status": "success", "outputs": [], "error": None}
-    try:
-        workflow = _load(item.path, env.registry, item.overrides)
-        result = env.runtime.execute(workflow.prompt, extra_data=workflow.extra_data, interrupt=interrupt)
-    except WorkflowFormatError as exc:
-        record.update(status="invalid", error=str(exc))
-    except WorkflowInvalid as exc:
-        record.update(status="invalid", error=exc.result.format())
-    else:
-        record["outputs"] = output_files(result, env.folders)
-        if result.status == "error" and result.error is not None:
-            record.update(status="error", error=describe_failure(result.error))
-        elif result.status == "interrupted":
-            record["status"] = "interrupted"
-    record["seconds"] = round(time.perf_counter() - started, 3)
-    return record
-
-
 # -- validate / convert / nodes / plugins -----------------------------------------------------
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    env = _environment(args)
+    env = environment(args)
     try:
-        workflow = _load(args.workflow, env.registry, args.overrides)
+        workflow = load_workflow(args.workflow, env.registry, args.overrides)
     except WorkflowFormatError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
@@ -448,9 +245,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    env = _environment(args)
+    env = environment(args)
     try:
-        workflow = _load(args.workflow, env.registry, [])
+        workflow = load_workflow(args.workflow, env.registry, [])
     except WorkflowFormatError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
@@ -463,7 +260,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_nodes(args: argparse.Namespace) -> int:
-    env = _environment(args)
+    env = environment(args)
     registry = env.registry
     if args.json:
         from graph_runtime.schema import object_info
@@ -481,7 +278,7 @@ def _cmd_nodes(args: argparse.Namespace) -> int:
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
-    env = _environment(args)
+    env = environment(args)
     if args.json:
         print(json.dumps([record.as_dict() for record in env.registry.plugins], indent=2))
         return EXIT_OK

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from graph_runtime.cli import add_model_options, model_settings
+from graph_runtime.headless import add_model_options, model_settings
 from graph_runtime.folders import FolderPaths
 from server.settings import TOKEN_ENV, ServerSettings
 

@@ -8,7 +8,6 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 from starlette.websockets import WebSocket
 

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from nodes.diffusion.model_manager import ModelManager, manager_from
-from nodes.diffusion.nodes_latent import EmptyLatentImage
 from nodes.diffusion.nodes_sampling import KSampler, KSamplerAdvanced
 from nodes.diffusion.samplers import SAMPLER_NAMES, check_combination
 

@@ -304,11 +304,12 @@ def test_real_process_exit_code_for_an_invalid_workflow(base: Path) -> None:
 
 def test_model_manager_options_reach_the_nodes(tmp_path: Path) -> None:
     """--device/--ram-budget/--vram-budget/... end up where the diffusion nodes read them."""
-    from graph_runtime.cli import _environment, _parser
+    from graph_runtime.cli import _parser
+    from graph_runtime.headless import environment
 
     args = _parser().parse_args(["validate", "w.json", "--base", str(tmp_path), "--plugins-dir", str(tmp_path),
                                  "--device", "cpu", "--ram-budget", "2GB", "--vram-budget", "512MB",
                                  "--channels-last"])
-    settings = _environment(args).runtime.services.get("settings")
+    settings = environment(args).runtime.services.get("settings")
     assert settings == {"device": "cpu", "ram_budget": "2GB", "vram_budget": "512MB",
                         "channels_last": True, "compile": False}

@@ -7,7 +7,7 @@ import sys
 
 
 def test_importing_graph_runtime_leaves_torch_out() -> None:
-    code = ("import sys, graph_runtime, graph_runtime.ui_format, graph_runtime.png, graph_runtime.cli; "
+    code = ("import sys, graph_runtime, graph_runtime.ui_format, graph_runtime.png, graph_runtime.cli, graph_runtime.batch; "
             "print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
