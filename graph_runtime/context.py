@@ -59,6 +59,15 @@ class Services:
         return list(self._objects.items())
 
 
+@dataclass(frozen=True)
+class HookContext:
+    """What a node's class-level hooks may look at outside their inputs: ``fingerprint``,
+    ``validate_inputs`` and computed COMBO choices receive it. It carries the folders of the run
+    (the server's or the command's ``--base``), never a process-wide global."""
+
+    folders: FolderPaths
+
+
 ProgressSink = Callable[[str, float, float, Preview | None, str | None], None]
 
 

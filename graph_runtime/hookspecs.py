@@ -1,22 +1,37 @@
-"""Plugin hook specifications. Built-in nodes register through these hooks too.
+"""Plugin hook specifications. Built-in node packs and the server register through these too.
 
 A plugin is a module (or package) that defines functions named like the specs below, decorated
 with ``graph_runtime.hookimpl``. It is found through the ``nodeloom.plugins`` entry-point group or
-as a package in the plugins folder.
+as a package in the plugins folder. Hooks are called with keyword arguments; an implementation may
+accept any subset of a spec's arguments. An implementation whose name matches no spec (a typo,
+say) fails its plugin with an error naming the plugin, the hook and the nearest spec.
+
+A family of plugins can define hooks of its own (the diffusion pack's sampler and denoiser hooks)
+through ``nodeloom_addhooks``, as pytest plugins do with ``pytest_addhooks``.
 """
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 if TYPE_CHECKING:
+    from graph_runtime.context import Services
     from graph_runtime.node import Node
+    from graph_runtime.registry import NodeRegistry
 
 PROJECT = "nodeloom"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def nodeloom_addhooks(pluginmanager: pluggy.PluginManager) -> None:
+    """Add hook specifications of this plugin's own (``pluginmanager.add_hookspecs(module)``), so
+    that other plugins can implement them. Called when the plugin is registered."""
 
 
 @hookspec
@@ -27,10 +42,41 @@ def nodeloom_register_nodes() -> list[type[Node]]:  # type: ignore[empty-body]
 
 @hookspec
 def nodeloom_register_types() -> dict[str, str]:  # type: ignore[empty-body]
-    """Return the link types this plugin introduces, as ``{TYPE_NAME: description}``."""
+    """Return the link types this plugin introduces, as ``{TYPE_NAME: description}``. Every link
+    type a node declares must be a core type or registered here."""
 
 
 @hookspec
-def nodeloom_startup(config: dict[str, Any]) -> None:
+def nodeloom_startup(config: Mapping[str, Any], registry: NodeRegistry) -> None:
     """Called once per process after every plugin is registered (``config``: the runtime's
-    settings, read-only). Set up long-lived resources lazily rather than here when possible."""
+    settings, read-only; ``registry``: the loaded nodes, types and plugin manager). Set up
+    long-lived resources lazily rather than here when possible."""
+
+
+@hookspec
+def nodeloom_add_options(parser: argparse.ArgumentParser) -> None:
+    """Add command-line options shared by the commands that execute workflows (``run``,
+    ``batch``, ``serve``), e.g. the diffusion pack's ``--device`` and ``--vram-budget``."""
+
+
+@hookspec
+def nodeloom_settings(options: Mapping[str, Any]) -> dict[str, Any] | None:  # type: ignore[empty-body]
+    """Turn the parsed options (``vars(args)``) into the settings this plugin's nodes read from
+    ``ctx.services.get("settings")``. The results of all plugins are merged."""
+
+
+@hookspec
+def nodeloom_add_commands(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
+    """Add ``nodeloom`` subcommands (``subparsers.add_parser(name, parents=parents, …)`` with
+    ``set_defaults(handler=callable(args) -> int)``). ``parents`` carry the shared options."""
+
+
+@hookspec
+def nodeloom_resource_stats(services: Services) -> dict[str, Any] | None:  # type: ignore[empty-body]
+    """What this plugin's long-lived resources in ``services`` hold (loaded models, bytes), for
+    ``/system_stats``; ``{name: value}`` merged across plugins."""
+
+
+@hookspec
+def nodeloom_free_resources(services: Services, unload_models: bool, free_memory: bool) -> None:
+    """Release this plugin's long-lived resources in ``services`` (``POST /free``)."""

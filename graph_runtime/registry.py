@@ -169,6 +169,8 @@ def load_registry(*, plugin_dirs: Iterable[Path] = (), builtins: Iterable[str] =
             registry.register_plugin(module, name=module_name, source="builtin")
     if entry_points:
         for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if any(record.name == entry.name for record in registry.plugins):
+                continue
             try:
                 module = entry.load()
             except Exception as exc:  # noqa: BLE001

@@ -1,0 +1,1 @@
+"""The server's plugin: adds the ``nodeloom serve`` command through the runtime's CLI hooks."""
