@@ -83,6 +83,11 @@ class NodeRegistry:
         self._manager = pluggy.PluginManager(hookspecs.PROJECT)
         self._manager.add_hookspecs(hookspecs)
 
+    @property
+    def hook(self) -> Any:
+        """The plugin manager's hook caller: ``registry.hook.nodeloom_…(**kwargs)``."""
+        return self._manager.hook
+
     def get(self, class_type: str) -> type[Node] | None:
         return self.nodes.get(class_type)
 

@@ -140,7 +140,8 @@ class Scheduler:
         if not isinstance(prompt_id, str) or self.store.get(prompt_id) is not None:
             raise SubmissionError(_error("invalid_prompt", "prompt_id must be a new, unique string"))
         client_id = body.get("client_id")
-        client_id = client_id if isinstance(client_id, str) else extra.get("client_id")
+        if not isinstance(client_id, str):
+            client_id = extra.get("client_id") if isinstance(extra.get("client_id"), str) else None
         if client_id is not None:
             extra["client_id"] = client_id
         number = body.get("number")

@@ -185,20 +185,18 @@ class _Worker:
         self.send(("done", job.prompt_id, summary))
 
     def model_stats(self) -> dict[str, Any] | None:
-        """What the model manager holds (the diffusion nodes create it on first use)."""
-        manager = self.runtime.services.get("model_manager")
-        return manager.stats() if manager is not None else None
+        """What the plugins' long-lived resources hold (the model manager's report, say)."""
+        merged: dict[str, Any] = {}
+        for part in self.registry.hook.nodeloom_resource_stats(services=self.runtime.services):
+            merged.update(part or {})
+        return merged.get("model_manager")
 
     def free(self) -> None:
         self.free_requested.clear()
         self.runtime.cache.clear()
-        manager = self.runtime.services.get("model_manager")
-        if manager is not None:
-            manager.free(unload_models=True)
+        self.registry.hook.nodeloom_free_resources(services=self.runtime.services,
+                                                   unload_models=True, free_memory=True)
         gc.collect()
-        torch = sys.modules.get("torch")
-        if torch is not None and torch.cuda.is_available():
-            torch.cuda.empty_cache()
 
 
 def _event_dict(event: Event) -> dict[str, Any]:
