@@ -2,7 +2,7 @@
 and plugins. It never imports torch; nodes that need it live in the ``nodes`` package."""
 
 from graph_runtime.cache import OutputCache
-from graph_runtime.context import Context, Interrupted, InterruptFlag, Services
+from graph_runtime.context import Context, HookContext, Interrupted, InterruptFlag, Services
 from graph_runtime.events import Preview
 from graph_runtime.executor import RunResult, Runtime
 from graph_runtime.folders import FolderPaths
@@ -11,13 +11,13 @@ from graph_runtime.hookspecs import hookimpl
 from graph_runtime.node import (
     Boolean, Combo, Float, Hidden, InputSpec, Int, Link, ModelFile, Node, Output, Result, String,
 )
-from graph_runtime.registry import NodeRegistry, load_registry
+from graph_runtime.registry import NodeRegistry, load_plugins, load_registry
 from graph_runtime.validation import ValidationResult, WorkflowInvalid, validate
 
 __all__ = [
-    "Boolean", "Combo", "Context", "Float", "FolderPaths", "Hidden", "InputSpec", "Int",
+    "Boolean", "Combo", "Context", "Float", "FolderPaths", "Hidden", "HookContext", "InputSpec", "Int",
     "InterruptFlag", "Interrupted", "Link", "ModelFile", "Node", "NodeRegistry", "Output",
     "OutputCache", "Preview", "Result", "RunResult", "Runtime", "Services", "String",
-    "ValidationResult", "Workflow", "WorkflowInvalid", "hookimpl", "load_registry",
+    "ValidationResult", "Workflow", "WorkflowInvalid", "hookimpl", "load_plugins", "load_registry",
     "parse_workflow", "validate",
 ]

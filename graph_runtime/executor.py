@@ -18,20 +18,17 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from graph_runtime.cache import OutputCache
-from graph_runtime.context import Context, Interrupted, InterruptFlag, Services
+from graph_runtime.context import Context, HookContext, Interrupted, InterruptFlag, Services
 from graph_runtime.events import (
     EventBus, Executed, Executing, ExecutionCached, ExecutionError, ExecutionInterrupted,
     ExecutionStart, ExecutionSuccess, Listener, Preview, Progress, WorkflowProgress,
 )
 from graph_runtime.folders import FolderPaths
-from graph_runtime.folders import current as current_folders
 from graph_runtime.formats import ApiPrompt, is_link
-from graph_runtime.node import Node, Result
+from graph_runtime.node import Node
+from graph_runtime.node_calls import Outputs, call_mapped, describe_value, qualname
 from graph_runtime.registry import NodeRegistry
 from graph_runtime.validation import ValidationResult, WorkflowInvalid, node_sort_key, validate
-
-Outputs = tuple[list[Any], ...]
-
 
 @dataclass
 class RunResult:
@@ -57,21 +54,37 @@ class NodeFailed(Exception):
 
 
 class Runtime:
-    """Validates and executes workflows against one registry, one cache and one set of services.
+    """Validates and executes workflows against one registry, one set of folders, one cache and
+    one set of services.
 
     One run at a time per Runtime (a worker process owns one); ``interrupt`` flags are per run.
+    Two runtimes in one process with different ``folders`` each validate against, and name in
+    their errors, their own folders.
     """
 
-    def __init__(self, registry: NodeRegistry, *, cache: OutputCache | None = None,
-                 folders: FolderPaths | None = None, services: Services | None = None) -> None:
+    def __init__(self, registry: NodeRegistry, *, folders: FolderPaths, cache: OutputCache | None = None,
+                 services: Services | None = None) -> None:
         self.registry = registry
+        self.folders = folders
+        self.hook_context = HookContext(folders=folders)
         self.cache = cache if cache is not None else OutputCache()
-        self.folders = folders or current_folders()
         self.services = services or Services()
         self._lock = threading.Lock()
 
     def validate(self, prompt: ApiPrompt, *, targets: list[str] | None = None) -> ValidationResult:
-        return validate(prompt, self.registry, targets=targets)
+        return validate(prompt, self.registry, ctx=self.hook_context, targets=targets)
+
+    def resource_stats(self) -> dict[str, Any]:
+        """What the plugins' long-lived resources in this runtime's services hold, merged
+        (``{"model_manager": {...}}`` from the diffusion pack, say)."""
+        return self.registry.resource_stats(self.services)
+
+    def free(self, *, unload_models: bool = True, free_memory: bool = True) -> None:
+        """ComfyUI's ``POST /free``: drop cached outputs and let every plugin release its
+        resources (unload models, empty the GPU cache)."""
+        if unload_models:
+            self.cache.clear()
+        self.registry.free_resources(self.services, unload_models=unload_models, free_memory=free_memory)
 
     def execute(self, prompt: ApiPrompt, *, prompt_id: str | None = None,
                 targets: list[str] | None = None, extra_data: dict[str, Any] | None = None,
@@ -135,11 +148,11 @@ class _Run:
             self.result.status = "error"
             self.result.error = ExecutionError(
                 prompt_id=self.prompt_id, node_id=failure.node_id, node_type=failure.class_type,
-                executed=list(self.result.executed), exception_type=_qualname(failure.cause),
+                executed=list(self.result.executed), exception_type=qualname(failure.cause),
                 exception_message=str(failure.cause),
                 traceback=traceback.format_exception(failure.cause),
-                current_inputs={k: _describe(v) for k, v in failure.inputs.items()},
-                current_outputs={k: [_describe(x) for x in v] for k, v in self.results.items()})
+                current_inputs={k: describe_value(v) for k, v in failure.inputs.items()},
+                current_outputs={k: [describe_value(x) for x in v] for k, v in self.results.items()})
             self.bus.emit(self.result.error)
         self.result.seconds = time.perf_counter() - started
         self.result.values = {nid: self.results[nid] for nid in self.keep if nid in self.results}
@@ -150,7 +163,7 @@ class _Run:
             cls = self.classes[node_id]
             constants = self.constants.get(node_id, {})
             try:
-                fingerprint = cls.fingerprint(**constants)
+                fingerprint = cls.fingerprint(self.runtime.hook_context, **constants)
             except Exception as exc:  # noqa: BLE001 - reported as that node's failure
                 raise NodeFailed(node_id, cls.__name__, exc, constants) from exc
             links = sorted((name, self.signatures[str(v[0])], v[1])
@@ -245,7 +258,7 @@ class _Run:
         inputs = self._gather_inputs(node_id, cls, lazy_pending=cls.lazy_input_names())
         ctx = self._context(node_id, cls)
         try:
-            outputs, ui = _call_mapped(cls(), ctx, inputs, cls)
+            outputs, ui = call_mapped(cls(), ctx, inputs, cls)
         except Interrupted:
             raise
         except Exception as exc:  # noqa: BLE001 - any node failure ends the run with an event
@@ -313,64 +326,3 @@ class _Run:
         total = max(self.total, 1)
         return WorkflowProgress(nodes_done=self.done, nodes_total=self.total,
                                 fraction=min((self.done + node_fraction) / total, 1.0))
-
-
-def _call_mapped(node: Node, ctx: Context, inputs: dict[str, list[Any]],
-                 cls: type[Node]) -> tuple[Outputs, dict[str, Any] | None]:
-    """Run a node with ComfyUI's list semantics: once with whole lists (input_is_list), or once
-    per index up to the longest list (shorter lists repeat their last item); outputs declared
-    is_list are flattened."""
-    if cls.input_is_list:
-        return _collect([node.run(ctx, **inputs)], cls)
-    lengths = [len(values) for values in inputs.values()]
-    count = max(lengths, default=1)
-    if lengths and min(lengths) == 0:
-        count = 0
-    if count == 1:
-        return _collect([node.run(ctx, **{k: v[0] for k, v in inputs.items()})], cls)
-    returns = []
-    for index in range(count):
-        ctx.check_interrupted()
-        returns.append(node.run(ctx, **{k: v[min(index, len(v) - 1)] for k, v in inputs.items()}))
-    return _collect(returns, cls)
-
-
-def _collect(returns: list[Any], cls: type[Node]) -> tuple[Outputs, dict[str, Any] | None]:
-    outputs: list[list[Any]] = [[] for _ in cls.outputs]
-    ui: dict[str, Any] | None = None
-    for returned in returns:
-        if isinstance(returned, Result):
-            values, shown = tuple(returned.outputs), returned.ui
-        else:
-            values, shown = returned, None
-        if not isinstance(values, tuple) or len(values) != len(cls.outputs):
-            raise TypeError(f"{cls.__name__}.run must return a tuple of {len(cls.outputs)} value(s) "
-                            f"or a Result, got {type(values).__name__}")
-        for slot, (spec, value) in enumerate(zip(cls.outputs, values)):
-            if spec.is_list:
-                outputs[slot].extend(value)
-            else:
-                outputs[slot].append(value)
-        if shown:
-            ui = ui or {}
-            for key, items in shown.items():
-                existing = ui.setdefault(key, [])
-                existing.extend(items if isinstance(items, list) else [items])
-    return tuple(outputs), ui
-
-
-def _qualname(exc: BaseException) -> str:
-    kind = type(exc)
-    return kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
-
-
-def _describe(value: Any) -> Any:
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    shape = getattr(value, "shape", None)
-    if shape is not None:
-        return f"{type(value).__name__}{list(shape)} {getattr(value, 'dtype', '')}".strip()
-    if isinstance(value, list):
-        return [_describe(v) for v in value[:8]]
-    return type(value).__name__
-

@@ -153,21 +153,3 @@ def safe_join(directory: Path, name: str) -> Path:
     if candidate != root and root not in candidate.parents:
         raise UnsafePath(f"refusing file name {name!r}: it leaves {directory}")
     return candidate
-
-
-_current: FolderPaths | None = None
-
-
-def configure(folders: FolderPaths) -> FolderPaths:
-    """Make ``folders`` the process-wide configuration that COMBO choice lists read."""
-    global _current
-    _current = folders
-    return folders
-
-
-def current() -> FolderPaths:
-    """The process-wide folder configuration (the current working directory by default)."""
-    global _current
-    if _current is None:
-        _current = FolderPaths(base=Path(os.environ.get("NODELOOM_BASE", os.getcwd())))
-    return _current

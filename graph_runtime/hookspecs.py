@@ -28,10 +28,11 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
-@hookspec
+@hookspec(historic=True)
 def nodeloom_addhooks(pluginmanager: pluggy.PluginManager) -> None:
     """Add hook specifications of this plugin's own (``pluginmanager.add_hookspecs(module)``), so
-    that other plugins can implement them. Called when the plugin is registered."""
+    that other plugins can implement them. Called when the plugin is registered; implementations
+    of those hooks registered earlier in the same load are matched to them afterwards."""
 
 
 @hookspec

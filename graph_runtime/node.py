@@ -25,14 +25,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 if TYPE_CHECKING:
-    from graph_runtime.context import Context
+    from graph_runtime.context import Context, HookContext
 
 WidgetKind = Literal["INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"]
 WIDGET_KINDS: frozenset[str] = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
 HIDDEN_KINDS: frozenset[str] = frozenset({"PROMPT", "EXTRA_PNGINFO", "UNIQUE_ID", "DYNPROMPT"})
 RESERVED_NAMES: frozenset[str] = frozenset({"ctx", "self"})
 
-Choices = Sequence[str] | Callable[[], Sequence[str]]
+# A fixed list, or a callable given the run's HookContext (e.g. the files in a models folder).
+Choices = Sequence[str] | Callable[["HookContext"], Sequence[str]]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,14 +63,16 @@ class InputSpec:
     def is_widget(self) -> bool:
         return self.type in WIDGET_KINDS and not self.force_input
 
-    def current_choices(self) -> list[str]:
+    def current_choices(self, ctx: HookContext) -> list[str]:
+        """The COMBO's choices now; a computed list is evaluated against ``ctx`` (its folders)."""
         if self.choices is None:
             return []
-        values = self.choices() if callable(self.choices) else self.choices
+        values = self.choices(ctx) if callable(self.choices) else self.choices
         return list(values)
 
-    def schema(self) -> list[Any]:
-        """The ``[TYPE, {options}]`` pair ComfyUI's /object_info uses for this input."""
+    def schema(self, ctx: HookContext) -> list[Any]:
+        """The ``[TYPE, {options}]`` pair ComfyUI's /object_info uses for this input; a COMBO
+        lists its choices as they are in ``ctx``'s folders."""
         opts: dict[str, Any] = {}
         if self.default is not None:
             opts["default"] = self.default
@@ -87,7 +90,7 @@ class InputSpec:
             opts["tooltip"] = self.tooltip
         opts.update(self.options)
         if self.type == "COMBO":
-            return [self.current_choices(), opts]
+            return [self.current_choices(ctx), opts]
         return [self.type, opts] if opts else [self.type]
 
 
@@ -135,18 +138,17 @@ def Boolean(name: str, default: bool = False, *, optional: bool = False, lazy: b
 
 def Combo(name: str, choices: Choices, *, default: str | None = None, optional: bool = False,
           lazy: bool = False, tooltip: str | None = None, **options: Any) -> InputSpec:
-    """A choice among strings; ``choices`` may be a callable evaluated on every schema/validation
-    (e.g. the files currently in a models folder)."""
+    """A choice among strings; ``choices`` may be a callable ``(ctx: HookContext) -> list[str]``
+    evaluated on every schema/validation (e.g. the files currently in the run's input folder)."""
     return InputSpec(name=name, type="COMBO", choices=choices, default=default,
                      optional=optional, lazy=lazy, tooltip=tooltip, options=options)
 
 
 def ModelFile(name: str, folder: str, *, optional: bool = False, tooltip: str | None = None,
               **options: Any) -> InputSpec:
-    """A COMBO of the model files currently present in a models folder ("checkpoints", …)."""
-    from graph_runtime.folders import current
-
-    return InputSpec(name=name, type="COMBO", choices=lambda: current().list_models(folder),
+    """A COMBO of the model files currently present in a models folder ("checkpoints", …) of the
+    run's folders (``ctx.folders``)."""
+    return InputSpec(name=name, type="COMBO", choices=lambda ctx: ctx.folders.list_models(folder),
                      model_folder=folder, optional=optional, tooltip=tooltip, options=options)
 
 
@@ -212,16 +214,17 @@ class Node:
         raise TypeError(f"node {type(self).__name__} declares no run() method")
 
     @classmethod
-    def fingerprint(cls, **widgets: Any) -> Any:
+    def fingerprint(cls, ctx: HookContext, **widgets: Any) -> Any:
         """Something that changes when the node's external input changes (a file's mtime and
-        size, say). Called before every run with the widget values; the result joins the cache
-        key. ``None`` (default) means: nothing outside the inputs matters."""
+        size, say). Called before every run with the run's context (its folders) and the widget
+        values; the result joins the cache key. ``None`` (default) means: nothing outside the
+        inputs matters."""
         return None
 
     @classmethod
-    def validate_inputs(cls, **widgets: Any) -> str | None:
-        """Extra checks on widget values, run at validation time. Return an error message, or
-        None when valid."""
+    def validate_inputs(cls, ctx: HookContext, **widgets: Any) -> str | None:
+        """Extra checks on widget values, run at validation time against the run's context (its
+        folders). Return an error message, or None when valid."""
         return None
 
     def check_lazy(self, ctx: Context, **available: Any) -> list[str]:

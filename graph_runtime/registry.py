@@ -1,10 +1,11 @@
 """Plugin discovery and the node registry.
 
-Plugins come from three places, all loaded the same way (pluggy): the built-in node packs, the
-``nodeloom.plugins`` entry-point group of installed distributions, and the packages or modules in
-the plugins folder. A plugin that fails to import, or whose hook raises, is recorded as failed and
-skipped; a node whose name another plugin already took is skipped and reported. Neither stops the
-process.
+Plugins come from the ``nodeloom.plugins`` entry-point group of installed distributions (the
+built-in node packs and the server are registered there too), the packages or modules in the
+plugins folder, and, for tests, modules named explicitly; all are loaded the same way (pluggy). A
+plugin that fails to import, whose hook raises, or that implements a hook no specification
+declares is recorded as failed and skipped; a node whose name another plugin already took, or
+that declares an unknown link type, is skipped and reported. Neither stops the process.
 """
 
 from __future__ import annotations
@@ -14,74 +15,43 @@ import importlib.metadata
 import importlib.util
 import logging
 import sys
-import traceback
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from graph_runtime import hookspecs
 from graph_runtime.node import Node
+from graph_runtime.plugin_records import CORE_TYPES, PluginRecord, Source, fail_plugin
+from graph_runtime.plugin_checks import call_impl, pending_failure, undeclared_type_reason, unknown_link_types
+
+if TYPE_CHECKING:
+    from graph_runtime.context import Services
 
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "nodeloom.plugins"
-BUILTIN_PLUGINS: tuple[str, ...] = ("nodes.core", "nodes.diffusion")
-
-CORE_TYPES: dict[str, str] = {
-    "MODEL": "a diffusion model (UNet) with its patches",
-    "CLIP": "text encoder(s) and tokenizer(s)",
-    "VAE": "image autoencoder",
-    "CONDITIONING": "encoded prompt: list of [embeddings, extras]",
-    "LATENT": "{'samples': tensor [B,C,h,w], optional 'noise_mask', 'batch_index'}",
-    "IMAGE": "float tensor [B,H,W,C] in 0..1",
-    "MASK": "float tensor [B,H,W] in 0..1",
-    "CONTROL_NET": "a ControlNet model",
-    "UPSCALE_MODEL": "an image-to-image upscaler (spandrel descriptor)",
-    "CLIP_VISION": "an image encoder",
-    "CLIP_VISION_OUTPUT": "image encoder outputs",
-    "SAMPLER": "a sampling algorithm",
-    "SIGMAS": "a noise schedule",
-    "NOISE": "a noise source",
-    "GUIDER": "a guidance method",
-    "INT": "integer", "FLOAT": "float", "STRING": "string", "BOOLEAN": "boolean",
-    "*": "any type",
-}
-
-Source = Literal["builtin", "entry_point", "folder"]
-
-
-@dataclass
-class PluginRecord:
-    name: str
-    source: Source
-    location: str
-    status: Literal["loaded", "failed"] = "loaded"
-    error: str | None = None
-    nodes: list[str] = field(default_factory=list)
-    types: list[str] = field(default_factory=list)
-    # Node names this plugin declared but could not register, with the reason.
-    skipped: dict[str, str] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "source": self.source, "location": self.location,
-                "status": self.status, "error": self.error, "nodes": self.nodes,
-                "types": self.types, "skipped": self.skipped}
-
 
 class NodeRegistry:
-    """Node classes by ``class_type``, the link types, and the plugins they came from."""
+    """Node classes by ``class_type``, the link types, and the plugins they came from.
+
+    Loading has two steps, so a command line can be built from the plugins' hooks without
+    importing any node module: ``register_plugin`` (each plugin) then ``check_plugins`` (hook
+    names), and later ``load_nodes`` (types and node classes of every plugin, checked).
+    """
 
     def __init__(self) -> None:
         self.nodes: dict[str, type[Node]] = {}
         self.origin: dict[str, str] = {}
         self.types: dict[str, str] = dict(CORE_TYPES)
         self.plugins: list[PluginRecord] = []
+        self.nodes_loaded = False
         self._manager = pluggy.PluginManager(hookspecs.PROJECT)
         self._manager.add_hookspecs(hookspecs)
+        # Historic: a plugin registered later still gets its own hook specs added.
+        self._manager.hook.nodeloom_addhooks.call_historic(kwargs={"pluginmanager": self._manager})
 
     @property
     def hook(self) -> Any:
@@ -102,38 +72,107 @@ class NodeRegistry:
         self.nodes[name] = cls
         self.origin[name] = plugin
 
+    # -- loading -----------------------------------------------------------------------------
+
     def register_plugin(self, module: ModuleType, *, name: str, source: Source,
                         location: str = "") -> PluginRecord:
+        """Register a plugin module's hooks (its ``nodeloom_addhooks`` runs now); its nodes are
+        collected by ``load_nodes``. A plugin that fails is recorded as failed, never raised."""
         record = PluginRecord(name=name, source=source, location=location or getattr(module, "__file__", "") or "")
         self.plugins.append(record)
         try:
             self._manager.register(module, name=name)
         except Exception as exc:  # noqa: BLE001 - a bad plugin is reported, never fatal
-            return _fail(record, exc)
+            self._drop(name)
+            return fail_plugin(record, exc)
+        return record
+
+    def check_plugins(self) -> None:
+        """After every plugin is registered: fail (and unregister) each plugin implementing a
+        hook no specification declares, naming plugin, hook and the nearest spec."""
+        while (problem := pending_failure(self._manager)) is not None:
+            name = self._manager.get_name(problem.plugin)
+            self._drop(name)
+            record = self._record_of(name)
+            if record is not None:
+                fail_plugin(record, problem)
+
+    def load_nodes(self) -> None:
+        """Collect every loaded plugin's link types, then its node classes; a node declaring a
+        link type no plugin registered is skipped with the reason. Runs once."""
+        if self.nodes_loaded:
+            return
+        self.nodes_loaded = True
+        self.check_plugins()
         for hook_name in ("nodeloom_register_types", "nodeloom_register_nodes"):
-            for impl in getattr(self._manager.hook, hook_name).get_hookimpls():
-                if impl.plugin_name != name:
+            # pluggy lists implementations last-registered first; plugins load in order.
+            for impl in reversed(getattr(self._manager.hook, hook_name).get_hookimpls()):
+                record = self._record_of(impl.plugin_name)
+                if record is None or record.status == "failed":
                     continue
                 try:
                     value = impl.function()
                 except Exception as exc:  # noqa: BLE001
-                    self._manager.unregister(name=name)
-                    return _fail(record, exc)
+                    self._drop(impl.plugin_name)
+                    fail_plugin(record, exc)
+                    continue
                 if hook_name == "nodeloom_register_types":
                     self._add_types(record, value or {})
                 else:
                     self._add_nodes(record, value or [])
-        return record
 
-    def startup(self, config: dict[str, Any]) -> None:
-        for impl in self._manager.hook.nodeloom_startup.get_hookimpls():
+    # -- calls into every plugin ---------------------------------------------------------------
+
+    def settings(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The plugins' ``nodeloom_settings`` results for the parsed options, merged in load order
+        (what nodes read from ``ctx.services.get("settings")``)."""
+        merged: dict[str, Any] = {}
+        for part in reversed(self._manager.hook.nodeloom_settings(options=options)):
+            merged.update(part or {})
+        return merged
+
+    def startup(self, config: Mapping[str, Any]) -> None:
+        """Call every plugin's ``nodeloom_startup(config, registry)``; one that raises is recorded
+        on its plugin and logged, the others still run."""
+        for impl in reversed(self._manager.hook.nodeloom_startup.get_hookimpls()):
             try:
-                impl.function(config=config)
+                call_impl(impl, config=config, registry=self)
             except Exception as exc:  # noqa: BLE001
-                record = next((p for p in self.plugins if p.name == impl.plugin_name), None)
+                record = self._record_of(impl.plugin_name)
                 if record is not None:
                     record.error = f"startup failed: {type(exc).__name__}: {exc}"
                 log.exception("plugin %s failed at startup", impl.plugin_name)
+
+    def resource_stats(self, services: Services) -> dict[str, Any]:
+        """What the plugins' long-lived resources in ``services`` hold, merged across plugins."""
+        merged: dict[str, Any] = {}
+        for part in reversed(self._manager.hook.nodeloom_resource_stats(services=services)):
+            merged.update(part or {})
+        return merged
+
+    def free_resources(self, services: Services, *, unload_models: bool, free_memory: bool) -> None:
+        """Ask every plugin to release its resources in ``services`` (``POST /free``)."""
+        self._manager.hook.nodeloom_free_resources(services=services, unload_models=unload_models,
+                                                   free_memory=free_memory)
+
+    def long_running(self, prompt: Mapping[str, Any]) -> bool:
+        """Whether the API-format ``prompt`` holds a node declared ``long_running`` (training,
+        say): the server runs such a prompt where it does not hold up short ones."""
+        for node in prompt.values():
+            class_type = node.get("class_type") if isinstance(node, dict) else None
+            cls = self.nodes.get(class_type) if isinstance(class_type, str) else None
+            if cls is not None and cls.long_running:
+                return True
+        return False
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _record_of(self, name: str | None) -> PluginRecord | None:
+        return next((p for p in self.plugins if p.name == name), None)
+
+    def _drop(self, name: str | None) -> None:
+        if name is not None and self._manager.has_plugin(name):
+            self._manager.unregister(name=name)
 
     def _add_types(self, record: PluginRecord, types: dict[str, str]) -> None:
         for type_name, description in types.items():
@@ -149,6 +188,10 @@ class NodeRegistry:
             if name in self.nodes:
                 record.skipped[name] = f"name already registered by plugin {self.origin[name]!r}"
                 continue
+            missing = unknown_link_types(cls, self.types)
+            if missing:
+                record.skipped[name] = undeclared_type_reason(missing, self.types)
+                continue
             if "python_module" not in cls.__dict__:
                 cls.python_module = record.name
             self.nodes[name] = cls
@@ -156,17 +199,13 @@ class NodeRegistry:
             record.nodes.append(name)
 
 
-def _fail(record: PluginRecord, exc: BaseException) -> PluginRecord:
-    record.status = "failed"
-    record.error = f"{type(exc).__name__}: {exc}"
-    log.warning("plugin %s skipped: %s", record.name, record.error)
-    log.debug("%s", "".join(traceback.format_exception(exc)))
-    return record
-
-
-def load_registry(*, plugin_dirs: Iterable[Path] = (), builtins: Iterable[str] = BUILTIN_PLUGINS,
-                  entry_points: bool = True) -> NodeRegistry:
-    """Build a registry from the built-in packs, installed entry points and plugin folders."""
+def load_plugins(*, plugin_dirs: Iterable[Path] = (), builtins: Iterable[str] = (),
+                 entry_points: bool = True) -> NodeRegistry:
+    """Register (without collecting nodes) the plugins: the modules named in ``builtins`` (tests
+    narrowing the packs), those of the ``nodeloom.plugins`` entry-point group (the built-in packs
+    ``nodes.core`` and ``nodes.diffusion`` are installed there like any third party) and those in
+    ``plugin_dirs``; then check their hook names. Importing a plugin module must stay cheap, so
+    this is what a command line is built from."""
     registry = NodeRegistry()
     for module_name in builtins:
         module = _import_named(registry, module_name, "builtin")
@@ -179,7 +218,7 @@ def load_registry(*, plugin_dirs: Iterable[Path] = (), builtins: Iterable[str] =
             try:
                 module = entry.load()
             except Exception as exc:  # noqa: BLE001
-                _fail(_record(registry, entry.name, "entry_point", entry.value), exc)
+                fail_plugin(_record(registry, entry.name, "entry_point", entry.value), exc)
                 continue
             registry.register_plugin(module, name=entry.name, source="entry_point", location=entry.value)
     for directory in plugin_dirs:
@@ -190,9 +229,18 @@ def load_registry(*, plugin_dirs: Iterable[Path] = (), builtins: Iterable[str] =
             try:
                 module = _import_path(path, plugin_name)
             except Exception as exc:  # noqa: BLE001 - includes SyntaxError in the plugin
-                _fail(_record(registry, plugin_name, "folder", str(path)), exc)
+                fail_plugin(_record(registry, plugin_name, "folder", str(path)), exc)
                 continue
             registry.register_plugin(module, name=plugin_name, source="folder", location=str(path))
+    registry.check_plugins()
+    return registry
+
+
+def load_registry(*, plugin_dirs: Iterable[Path] = (), builtins: Iterable[str] = (),
+                  entry_points: bool = True) -> NodeRegistry:
+    """``load_plugins`` then ``load_nodes``: a registry with every plugin's nodes, checked."""
+    registry = load_plugins(plugin_dirs=plugin_dirs, builtins=builtins, entry_points=entry_points)
+    registry.load_nodes()
     return registry
 
 
@@ -206,7 +254,7 @@ def _import_named(registry: NodeRegistry, module_name: str, source: Source) -> M
     try:
         return importlib.import_module(module_name)
     except Exception as exc:  # noqa: BLE001
-        _fail(_record(registry, module_name, source, module_name), exc)
+        fail_plugin(_record(registry, module_name, source, module_name), exc)
         return None
 
 

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from graph_runtime.context import HookContext
 from graph_runtime.node import Node
 from graph_runtime.registry import NodeRegistry
 
 
-def node_schema(cls: type[Node]) -> dict[str, Any]:
-    """The ``/object_info`` entry of one node class, in ComfyUI's shape."""
+log = logging.getLogger(__name__)
+
+
+def node_schema(cls: type[Node], ctx: HookContext) -> dict[str, Any]:
+    """The ``/object_info`` entry of one node class, in ComfyUI's shape, with COMBO choices as
+    they are in ``ctx``'s folders. ``long_running`` is our extra key (ComfyUI clients ignore it)."""
     sections: dict[str, dict[str, Any]] = {"required": {}, "optional": {}, "hidden": {}}
     for spec in cls.inputs:
         if spec.hidden:
             sections["hidden"][spec.name] = spec.type
         else:
-            sections["optional" if spec.optional else "required"][spec.name] = spec.schema()
+            sections["optional" if spec.optional else "required"][spec.name] = spec.schema(ctx)
     inputs = {key: value for key, value in sections.items() if value or key == "required"}
     order = {key: list(value) for key, value in inputs.items()}
     return {
@@ -33,20 +39,19 @@ def node_schema(cls: type[Node]) -> dict[str, Any]:
         "output_node": cls.output_node,
         "deprecated": cls.deprecated,
         "experimental": cls.experimental,
+        "long_running": cls.long_running,
     }
 
 
-def object_info(registry: NodeRegistry) -> dict[str, dict[str, Any]]:
+def object_info(registry: NodeRegistry, ctx: HookContext) -> dict[str, dict[str, Any]]:
     """Every registered class's schema, keyed by class_type. A class whose schema cannot be built
     (a choices callable that raises) is left out rather than failing the whole listing."""
     info: dict[str, dict[str, Any]] = {}
     for name, cls in sorted(registry.nodes.items()):
         try:
-            info[name] = node_schema(cls)
+            info[name] = node_schema(cls, ctx)
         except Exception:  # noqa: BLE001 - one broken plugin node must not hide the others
-            import logging
-
-            logging.getLogger(__name__).exception("schema of node %s failed", name)
+            log.exception("schema of node %s failed", name)
     return info
 
 

@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import functools
 import inspect
-import json
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import networkx as nx
 
-from graph_runtime.folders import current as current_folders
+from graph_runtime.context import HookContext
 from graph_runtime.formats import ApiPrompt, is_link
 from graph_runtime.node import InputSpec, Node
 from graph_runtime.registry import NodeRegistry
+from graph_runtime.widget_values import INVALID, check_widget, short_value
 
 
 @dataclass
@@ -127,8 +126,12 @@ def node_sort_key(node_id: str) -> tuple[int, float, str]:
         return (1, 0.0, node_id)
 
 
-def validate(prompt: ApiPrompt, registry: NodeRegistry, *,
+def validate(prompt: ApiPrompt, registry: NodeRegistry, *, ctx: HookContext,
              targets: list[str] | None = None) -> ValidationResult:
+    """Check a whole API-format prompt against the registry's node declarations, collecting every
+    error. COMBO choices, missing-file messages and ``validate_inputs`` see ``ctx``'s folders (the
+    runtime's or server's ``--base``, never the working directory). ``targets``: node ids to run
+    (ComfyUI's partial execution); default every output node."""
     result = ValidationResult(prompt=prompt, outputs=[])
     if not isinstance(prompt, dict):
         result.prompt_error = _prompt_error("invalid_prompt", "the prompt must be an object of nodes")
@@ -150,7 +153,7 @@ def validate(prompt: ApiPrompt, registry: NodeRegistry, *,
         if cls is None:
             continue
         try:
-            _check_inputs(node_id, prompt[node_id]["inputs"], cls, prompt, known, result)
+            _check_inputs(node_id, prompt[node_id]["inputs"], cls, prompt, known, result, ctx)
         except Exception as exc:  # noqa: BLE001 - a broken validator must not crash submission
             result.node_errors.append(NodeError(
                 node_id, cls.__name__, "exception_during_validation",
@@ -216,12 +219,12 @@ def _select_outputs(prompt: ApiPrompt, known: dict[str, type[Node]], targets: li
 
 
 def _check_inputs(node_id: str, inputs: dict[str, Any], cls: type[Node], prompt: ApiPrompt,
-                  known: dict[str, type[Node]], result: ValidationResult) -> None:
+                  known: dict[str, type[Node]], result: ValidationResult, ctx: HookContext) -> None:
     constants: dict[str, Any] = {}
     errors_before = len(result.node_errors)
 
     def fail(kind: str, spec: InputSpec, message: str, details: str = "", **extra: Any) -> None:
-        extra.setdefault("input_config", spec.schema())
+        extra.setdefault("input_config", spec.schema(ctx))
         result.node_errors.append(NodeError(node_id, cls.__name__, kind, message, details, spec.name, extra))
 
     self_checked = _self_checked_inputs(cls)
@@ -238,28 +241,25 @@ def _check_inputs(node_id: str, inputs: dict[str, Any], cls: type[Node], prompt:
             continue
         if not spec.is_widget:
             fail("invalid_input_type", spec, f"Input expects a link from a node producing {spec.type}",
-                 f"got the constant {value!r}", received_value=_short(value))
+                 f"got the constant {value!r}", received_value=short_value(value))
             continue
-        coerced = _check_widget(spec, value, fail, check_choices=spec.name not in self_checked)
-        if coerced is not _INVALID:
+        coerced = check_widget(spec, value, fail, ctx=ctx, check_choices=spec.name not in self_checked)
+        if coerced is not INVALID:
             constants[spec.name] = coerced
     result.constants[node_id] = constants
     if len(result.node_errors) == errors_before:
         widget_values = {spec.name: constants[spec.name] for spec in cls.inputs if spec.name in constants}
-        message = cls.validate_inputs(**widget_values)
+        message = cls.validate_inputs(ctx, **widget_values)
         if message:
             result.node_errors.append(NodeError(node_id, cls.__name__, "custom_validation_failed",
                                                 "Custom validation failed for node", str(message)))
-
-
-_INVALID = object()
 
 
 def _check_link(node_id: str, spec: InputSpec, value: list[Any], prompt: ApiPrompt,
                 known: dict[str, type[Node]], fail: Any) -> None:
     if not is_link(value):
         fail("bad_linked_input", spec, "Bad linked input, must be a length-2 list of [string, int]",
-             str(value), received_value=_short(value))
+             str(value), received_value=short_value(value))
         return
     source_id, index = str(value[0]), value[1]
     if source_id == node_id:
@@ -301,86 +301,5 @@ def _self_checked_inputs(cls: type[Node]) -> frozenset[str]:
     not enforced here: the node decides (LoadImage accepts "x.png [output]" and sub-folder files
     that are not among its choices, and names the folder when one is missing)."""
     params = inspect.signature(cls.validate_inputs).parameters.values()
-    return frozenset(p.name for p in params
-                     if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY))
-
-
-def _check_widget(spec: InputSpec, value: Any, fail: Any, *, check_choices: bool = True) -> Any:
-    kind = spec.type
-    try:
-        coerced = _coerce(kind, value)
-    except (TypeError, ValueError, OverflowError):
-        fail("invalid_input_type", spec, f"Failed to convert an input value to a {kind} value",
-             f"{spec.name}, {value!r}", received_value=_short(value))
-        return _INVALID
-    if kind == "COMBO" and check_choices:
-        choices = spec.current_choices()
-        if coerced not in choices:
-            if spec.model_folder:
-                folders = current_folders().describe_folder(spec.model_folder)
-                message = f"File not found in the '{spec.model_folder}' models folder"
-                details = (f"{spec.name}: {coerced!r} is not in {folders}; "
-                           f"available: {choices if choices else 'none (the folder is empty)'}")
-            else:
-                message = "Value not in list"
-                details = f"{spec.name}: {coerced!r} not in {choices}"
-            fail("value_not_in_list", spec, message, details, received_value=coerced)
-            return _INVALID
-        return coerced
-    if kind in ("INT", "FLOAT"):
-        if spec.min is not None and coerced < spec.min:
-            fail("value_smaller_than_min", spec, f"Value {coerced} smaller than min of {spec.min}",
-                 spec.name, received_value=coerced)
-            return _INVALID
-        if spec.max is not None and coerced > spec.max:
-            fail("value_bigger_than_max", spec, f"Value {coerced} bigger than max of {spec.max}",
-                 spec.name, received_value=coerced)
-            return _INVALID
-    return coerced
-
-
-def _coerce(kind: str, value: Any) -> Any:
-    if kind == "INT":
-        if isinstance(value, bool):
-            raise TypeError("bool is not an INT")
-        if isinstance(value, float):
-            if not value.is_integer():
-                raise ValueError("not an integer")
-            return int(value)
-        return int(value) if isinstance(value, (int, str)) else _reject(value)
-    if kind == "FLOAT":
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise TypeError("not a number")
-        number = float(value)
-        if not math.isfinite(number):
-            raise ValueError("not finite")
-        return number
-    if kind == "BOOLEAN":
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        return _reject(value)
-    if kind in ("STRING", "COMBO"):
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and kind == "STRING":
-            return str(value)
-        return value if isinstance(value, str) else _reject(value)
-    raise TypeError(f"unknown widget type {kind}")
-
-
-def _reject(value: Any) -> Any:
-    raise TypeError(f"unexpected {type(value).__name__}")
-
-
-def _short(value: Any) -> Any:
-    """The received value as error details carry it: strict JSON (no NaN/Infinity, which clients
-    cannot parse), and short."""
-    try:
-        text = json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError):
-        return _truncate(repr(value))
-    return value if len(text) <= 200 else _truncate(text)
-
-
-def _truncate(text: str) -> str:
-    return text if len(text) <= 200 else text[:200] + "…"
+    return frozenset(p.name for p in params if p.name != "ctx"
+                     and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY))

@@ -1,0 +1,97 @@
+"""Widget values in validation: coercion to the declared type ("42" → 42 for an INT), COMBO
+choices, min/max, and how a received value is quoted in an error."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from graph_runtime.context import HookContext
+from graph_runtime.node import InputSpec
+
+# Returned by check_widget for a value that failed (its error is already reported).
+INVALID = object()
+
+
+def check_widget(spec: InputSpec, value: Any, fail: Any, *, ctx: HookContext, check_choices: bool = True) -> Any:
+    """``value`` coerced to the widget's type and checked against its choices or range; on a
+    problem ``fail(kind, spec, message, details, **extra)`` is called and INVALID returned."""
+    kind = spec.type
+    try:
+        coerced = _coerce(kind, value)
+    except (TypeError, ValueError, OverflowError):
+        fail("invalid_input_type", spec, f"Failed to convert an input value to a {kind} value",
+             f"{spec.name}, {value!r}", received_value=short_value(value))
+        return INVALID
+    if kind == "COMBO" and check_choices:
+        choices = spec.current_choices(ctx)
+        if coerced not in choices:
+            if spec.model_folder:
+                folders = ctx.folders.describe_folder(spec.model_folder)
+                message = f"File not found in the '{spec.model_folder}' models folder"
+                details = (f"{spec.name}: {coerced!r} is not in {folders}; "
+                           f"available: {choices if choices else 'none (the folder is empty)'}")
+            else:
+                message = "Value not in list"
+                details = f"{spec.name}: {coerced!r} not in {choices}"
+            fail("value_not_in_list", spec, message, details, received_value=coerced)
+            return INVALID
+        return coerced
+    if kind in ("INT", "FLOAT"):
+        if spec.min is not None and coerced < spec.min:
+            fail("value_smaller_than_min", spec, f"Value {coerced} smaller than min of {spec.min}",
+                 spec.name, received_value=coerced)
+            return INVALID
+        if spec.max is not None and coerced > spec.max:
+            fail("value_bigger_than_max", spec, f"Value {coerced} bigger than max of {spec.max}",
+                 spec.name, received_value=coerced)
+            return INVALID
+    return coerced
+
+
+def _coerce(kind: str, value: Any) -> Any:
+    if kind == "INT":
+        if isinstance(value, bool):
+            raise TypeError("bool is not an INT")
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise ValueError("not an integer")
+            return int(value)
+        return int(value) if isinstance(value, (int, str)) else _reject(value)
+    if kind == "FLOAT":
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise TypeError("not a number")
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError("not finite")
+        return number
+    if kind == "BOOLEAN":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        return _reject(value)
+    if kind in ("STRING", "COMBO"):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and kind == "STRING":
+            return str(value)
+        return value if isinstance(value, str) else _reject(value)
+    raise TypeError(f"unknown widget type {kind}")
+
+
+def _reject(value: Any) -> Any:
+    raise TypeError(f"unexpected {type(value).__name__}")
+
+
+def short_value(value: Any) -> Any:
+    """The received value as error details carry it: strict JSON (no NaN/Infinity, which clients
+    cannot parse), and short."""
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return _truncate(repr(value))
+    return value if len(text) <= 200 else _truncate(text)
+
+
+def _truncate(text: str) -> str:
+    return text if len(text) <= 200 else text[:200] + "…"
