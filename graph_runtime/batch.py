@@ -104,7 +104,7 @@ def _run_item(env: Env, item: _Item, args: argparse.Namespace, interrupt: Interr
     started = time.perf_counter()
     record: dict[str, Any] = {"item": item.name, "status": "success", "outputs": [], "error": None}
     try:
-        workflow = load_workflow(item.path, env.registry, item.overrides)
+        workflow = load_workflow(item.path, env, item.overrides)
         result = env.runtime.execute(workflow.prompt, extra_data=workflow.extra_data, interrupt=interrupt)
     except WorkflowFormatError as exc:
         record.update(status="invalid", error=str(exc))

@@ -20,25 +20,21 @@ from graph_runtime.folders import FolderPaths
 from graph_runtime.formats import WorkflowFormatError
 from graph_runtime.batch import cmd_batch
 from graph_runtime.headless import (
-    EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, add_model_options, describe_failure,
-    environment, load_workflow, output_files, sigint_sets,
+    EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, describe_failure, environment,
+    load_workflow, output_files, plugin_dirs_of, sigint_sets,
 )
+from graph_runtime.registry import NodeRegistry, load_plugins
 from graph_runtime.validation import WorkflowInvalid
-
-# Subcommands owned by other packages; their arguments are passed through untouched.
-DELEGATED: dict[str, tuple[str, str]] = {
-    "models": ("nodes.diffusion.zoo", "write the tiny random-weight model zoo (models tiny)"),
-    "serve": ("server.cli", "start the ComfyUI-compatible HTTP and websocket server"),
-}
-
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in DELEGATED:
-        return _delegate(argv[0], argv[1:])
-    args = _parser().parse_args(argv)
+    # As pytest does: the plugins are loaded first (their options and subcommands join the
+    # parser), the plugin folders being found by a first pass over the arguments.
+    registry = load_plugins(plugin_dirs=plugin_dirs_of(_plugins_dirs_given(argv)))
+    parser = build_parser(registry)
+    args = parser.parse_args(argv)
     if args.command is None:
-        _parser().print_help()
+        parser.print_help()
         return EXIT_INVALID
     try:
         return int(args.handler(args))
@@ -50,7 +46,16 @@ def main(argv: list[str] | None = None) -> int:
 # -- argument parsing ------------------------------------------------------------------------
 
 
-def _parser() -> argparse.ArgumentParser:
+def _plugins_dirs_given(argv: list[str]) -> list[Path] | None:
+    first = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    first.add_argument("--plugins-dir", type=Path, action="append")
+    return first.parse_known_args(argv)[0].plugins_dir
+
+
+def build_parser(registry: NodeRegistry) -> argparse.ArgumentParser:
+    """The ``nodeloom`` parser: the built-in commands, plus the options (``nodeloom_add_options``)
+    and subcommands (``nodeloom_add_commands``, e.g. ``serve``, ``models``) of the plugins in
+    ``registry``, which every handler finds as ``args.registry``."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--base", type=Path, default=Path.cwd(),
                         help="folder holding input/, output/, temp/, user/ (and models/); default: cwd")
@@ -62,8 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--cache-policy", choices=("lru", "none"), default="lru")
     common.add_argument("--cache-max-entries", type=int, default=1024)
     common.add_argument("--cache-max-bytes", type=int, default=4 << 30)
-    add_model_options(common)
-    common.add_argument("-v", "--verbose", action="store_true", help="show Python tracebacks")
+    # The plugins' options (the diffusion pack's --device, --vram-budget, …), shared with serve.
+    plugin_options = argparse.ArgumentParser(add_help=False)
+    _warn(registry.call_each("nodeloom_add_options", parser=plugin_options))
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("-v", "--verbose", action="store_true", help="show Python tracebacks")
+    shared = [common, plugin_options, verbose]
 
     runs = argparse.ArgumentParser(add_help=False)
     runs.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.INPUT=VALUE",
@@ -72,14 +81,15 @@ def _parser() -> argparse.ArgumentParser:
     runs.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     parser = argparse.ArgumentParser(prog="nodeloom", description=__doc__.splitlines()[0])
+    parser.set_defaults(registry=registry)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = sub.add_parser("run", parents=[common, runs], help="validate and run one workflow")
+    run = sub.add_parser("run", parents=[*shared, runs], help="validate and run one workflow")
     run.add_argument("workflow", nargs="?", type=Path, help="workflow JSON (API or UI format) or PNG")
     run.add_argument("--from-png", type=Path, metavar="PNG", help="run the workflow embedded in a PNG")
     run.set_defaults(handler=_cmd_run)
 
-    batch = sub.add_parser("batch", parents=[common, runs],
+    batch = sub.add_parser("batch", parents=[*shared, runs],
                            help="run a workflow once per line of a params file, or many workflow files")
     batch.add_argument("source", help="a workflow file (with --params), or a folder or glob of workflows")
     batch.add_argument("--params", type=Path, metavar="FILE.jsonl",
@@ -89,38 +99,32 @@ def _parser() -> argparse.ArgumentParser:
                             "(default: OUT/manifest.jsonl)")
     batch.set_defaults(handler=cmd_batch)
 
-    validate = sub.add_parser("validate", parents=[common], help="check a workflow without running it")
+    validate = sub.add_parser("validate", parents=shared, help="check a workflow without running it")
     validate.add_argument("workflow", type=Path)
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.INPUT=VALUE")
     validate.add_argument("--json", action="store_true", help="ComfyUI's {error, node_errors} body")
     validate.set_defaults(handler=_cmd_validate)
 
-    convert = sub.add_parser("convert", parents=[common], help="print the API format of a workflow")
+    convert = sub.add_parser("convert", parents=shared, help="print the API format of a workflow")
     convert.add_argument("workflow", type=Path, help="UI-format JSON, API JSON or PNG")
     convert.add_argument("-o", "--output", type=Path, help="write to this file instead of stdout")
     convert.set_defaults(handler=_cmd_convert)
 
-    nodes = sub.add_parser("nodes", parents=[common], help="list node classes and their plugins")
+    nodes = sub.add_parser("nodes", parents=shared, help="list node classes and their plugins")
     nodes.add_argument("--json", action="store_true", help="full /object_info schemas plus plugin")
     nodes.set_defaults(handler=_cmd_nodes)
 
-    plugins = sub.add_parser("plugins", parents=[common], help="list plugins and their status")
+    plugins = sub.add_parser("plugins", parents=shared, help="list plugins and their status")
     plugins.add_argument("--json", action="store_true")
     plugins.set_defaults(handler=_cmd_plugins)
 
-    for name, (_, summary) in DELEGATED.items():
-        sub.add_parser(name, help=summary, add_help=False)
+    _warn(registry.call_each("nodeloom_add_commands", subparsers=sub, parents=[plugin_options]))
     return parser
 
 
-def _delegate(command: str, argv: list[str]) -> int:
-    module_name = DELEGATED[command][0]
-    try:
-        module = __import__(module_name, fromlist=["main"])
-    except ImportError as exc:
-        print(f"nodeloom {command}: not available ({exc})", file=sys.stderr)
-        return EXIT_FAILED
-    return int(module.main(argv) or 0)
+def _warn(failures: list[str]) -> None:
+    for failure in failures:
+        print(f"warning: {failure}", file=sys.stderr)
 
 
 # -- run -------------------------------------------------------------------------------------
@@ -133,7 +137,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     env = environment(args)
     try:
-        workflow = load_workflow(source, env.registry, args.overrides)
+        workflow = load_workflow(source, env, args.overrides)
     except WorkflowFormatError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
@@ -230,7 +234,7 @@ class _ProgressBars:
 def _cmd_validate(args: argparse.Namespace) -> int:
     env = environment(args)
     try:
-        workflow = load_workflow(args.workflow, env.registry, args.overrides)
+        workflow = load_workflow(args.workflow, env, args.overrides)
     except WorkflowFormatError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
@@ -247,7 +251,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_convert(args: argparse.Namespace) -> int:
     env = environment(args)
     try:
-        workflow = load_workflow(args.workflow, env.registry, [])
+        workflow = load_workflow(args.workflow, env, [])
     except WorkflowFormatError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
@@ -265,7 +269,7 @@ def _cmd_nodes(args: argparse.Namespace) -> int:
     if args.json:
         from graph_runtime.schema import object_info
 
-        info = object_info(registry)
+        info = object_info(registry, env.runtime.hook_context)
         for name, schema in info.items():
             schema["plugin"] = registry.origin.get(name)
         print(json.dumps(info, indent=2, default=str))
@@ -290,3 +294,7 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
         for node, reason in record.skipped.items():
             print(f"    skipped {node}: {reason}")
     return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from graph_runtime.context import HookContext
     from graph_runtime.registry import NodeRegistry
 
 ApiPrompt = dict[str, dict[str, Any]]
@@ -48,8 +49,10 @@ def is_api_format(document: Any) -> bool:
         isinstance(node, dict) and "class_type" in node for node in document.values())
 
 
-def parse_workflow(document: Any, registry: NodeRegistry | None = None) -> Workflow:
-    """Read any supported workflow document. UI format needs the registry (node schemas)."""
+def parse_workflow(document: Any, registry: NodeRegistry | None = None, *,
+                   ctx: HookContext | None = None) -> Workflow:
+    """Read any supported workflow document. UI format needs the registry (node schemas) and the
+    context whose folders its computed COMBO choices come from."""
     if isinstance(document, dict) and isinstance(document.get("prompt"), dict):
         extra = document.get("extra_data") or {}
         if not isinstance(extra, dict):
@@ -57,11 +60,11 @@ def parse_workflow(document: Any, registry: NodeRegistry | None = None) -> Workf
         ui = (extra.get("extra_pnginfo") or {}).get("workflow")
         return Workflow(_normalise(document["prompt"]), dict(extra), ui if isinstance(ui, dict) else None)
     if is_ui_format(document):
-        if registry is None:
-            raise WorkflowFormatError("a UI-format workflow needs the node schemas to convert")
+        if registry is None or ctx is None:
+            raise WorkflowFormatError("a UI-format workflow needs the node schemas and folders to convert")
         from graph_runtime.ui_format import ui_to_api
 
-        return Workflow(ui_to_api(document, registry), {"extra_pnginfo": {"workflow": document}}, document)
+        return Workflow(ui_to_api(document, registry, ctx), {"extra_pnginfo": {"workflow": document}}, document)
     if isinstance(document, dict) and (not document or is_api_format(document)):
         return Workflow(_normalise(document))
     raise WorkflowFormatError(
@@ -69,17 +72,19 @@ def parse_workflow(document: Any, registry: NodeRegistry | None = None) -> Workf
         "{'prompt': {...}}, or a UI-format file (nodes + links)")
 
 
-def load_workflow_file(path: Path, registry: NodeRegistry | None = None) -> Workflow:
+def load_workflow_file(path: Path, registry: NodeRegistry | None = None, *,
+                       ctx: HookContext | None = None) -> Workflow:
+    """A workflow file (API or UI JSON, or a PNG carrying one); see ``parse_workflow``."""
     path = Path(path)
     if path.suffix.lower() == ".png":
         from graph_runtime.png import read_png_workflow
 
-        return read_png_workflow(path, registry)
+        return read_png_workflow(path, registry, ctx=ctx)
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise WorkflowFormatError(f"{path}: not valid JSON ({exc})") from exc
-    return parse_workflow(document, registry)
+    return parse_workflow(document, registry, ctx=ctx)
 
 
 def _normalise(prompt: Any) -> ApiPrompt:

@@ -1,5 +1,5 @@
 """What the headless commands share: the environment a command runs in (folders, plugins, runtime,
-model options), workflow loading with overrides, Ctrl-C as interrupt, and result reporting."""
+the plugins' settings), workflow loading with overrides, Ctrl-C as interrupt, and result reporting."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from graph_runtime.cache import OutputCache
 from graph_runtime.context import InterruptFlag, Services
 from graph_runtime.events import ExecutionError
 from graph_runtime.executor import RunResult, Runtime
-from graph_runtime.folders import FolderPaths, configure
+from graph_runtime.folders import FolderPaths
 from graph_runtime.formats import Workflow, WorkflowFormatError, apply_overrides, load_workflow_file
-from graph_runtime.registry import NodeRegistry, load_registry
+from graph_runtime.registry import NodeRegistry
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -30,30 +30,23 @@ class Env:
     folders: FolderPaths
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """Options for the model manager of the diffusion nodes (shared with ``nodeloom serve``)."""
-    parser.add_argument("--device", help="execution device, e.g. cpu or cuda:0 (default: cuda if present)")
-    parser.add_argument("--ram-budget", metavar="SIZE", help="RAM for loaded models, e.g. 8GB (default: unbounded)")
-    parser.add_argument("--vram-budget", metavar="SIZE", help="GPU memory for loaded models, e.g. 6GB")
-    parser.add_argument("--channels-last", action="store_true", help="channels_last memory format for UNet/VAE")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the UNet (slow first run)")
-
-
-def model_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """What nodes read from ``ctx.services.get("settings")``."""
-    return {"device": args.device, "ram_budget": args.ram_budget, "vram_budget": args.vram_budget,
-            "channels_last": args.channels_last, "compile": args.compile}
+def plugin_dirs_of(given: list[Path] | None) -> list[Path]:
+    """The plugin folders of a command: those given with ``--plugins-dir``, else ./plugins if it
+    exists."""
+    return list(given) if given else [p for p in [Path("plugins")] if p.is_dir()]
 
 
 def environment(args: argparse.Namespace) -> Env:
+    """Folders, nodes, cache and services for a command. ``args.registry`` holds the plugins the
+    command line was built from; their nodes are collected here, their ``nodeloom_startup`` runs
+    and their ``nodeloom_settings`` (from the parsed options) become ``ctx.services``' settings."""
     base = Path(args.base).resolve()
     folders = FolderPaths(base=base, models_roots=[Path(args.models).resolve()] if args.models else [],
                           output_dir=getattr(args, "out", None))
     if args.extra_model_paths:
         folders.load_extra_model_paths(args.extra_model_paths)
-    configure(folders)
-    plugin_dirs = args.plugins_dir if args.plugins_dir else [p for p in [Path("plugins")] if p.is_dir()]
-    registry = load_registry(plugin_dirs=plugin_dirs)
+    registry: NodeRegistry = args.registry
+    registry.load_nodes()
     registry.startup({"base": str(base), "models": [str(r) for r in folders.models_roots]})
     for record in registry.plugins:
         if record.status == "failed":
@@ -62,19 +55,19 @@ def environment(args: argparse.Namespace) -> Env:
             print(f"warning: plugin {record.name}: node {node} skipped: {reason}", file=sys.stderr)
     cache = OutputCache(policy=args.cache_policy, max_entries=args.cache_max_entries,
                         max_bytes=args.cache_max_bytes)
-    services = Services(settings=model_settings(args))
-    return Env(registry, Runtime(registry, cache=cache, folders=folders, services=services), folders)
+    services = Services(settings=registry.settings(vars(args)))
+    return Env(registry, Runtime(registry, folders=folders, cache=cache, services=services), folders)
 
 
-def load_workflow(path: Path, registry: NodeRegistry, overrides: list[str]) -> Workflow:
-    """Read and override a workflow; raises WorkflowFormatError for anything unreadable."""
+def load_workflow(path: Path, env: Env, overrides: list[str]) -> Workflow:
+    """Read and override a workflow (a UI-format one converted with the env's nodes and folders);
+    raises WorkflowFormatError for anything unreadable."""
     if not path.exists():
         raise WorkflowFormatError(f"{path}: no such file")
-    workflow = load_workflow_file(path, registry)
+    workflow = load_workflow_file(path, env.registry, ctx=env.runtime.hook_context)
     if overrides:
         workflow.prompt = apply_overrides(workflow.prompt, overrides)
     return workflow
-
 
 
 def describe_failure(error: ExecutionError) -> str:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from graph_runtime.formats import Workflow, WorkflowFormatError, parse_workflow
 
 if TYPE_CHECKING:
+    from graph_runtime.context import HookContext
     from graph_runtime.registry import NodeRegistry
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -65,7 +66,8 @@ def _decode_text_chunk(kind: bytes, body: bytes) -> tuple[str, str]:
     return name, text.decode("utf-8")
 
 
-def read_png_workflow(path: Path, registry: NodeRegistry | None = None) -> Workflow:
+def read_png_workflow(path: Path, registry: NodeRegistry | None = None, *,
+                      ctx: HookContext | None = None) -> Workflow:
     """The workflow a PNG carries: the embedded API ``prompt`` when present (exactly what ran),
     else the UI ``workflow`` converted with the registry's schemas. Every other JSON text chunk
     (the UI workflow included) is kept in ``extra_data["extra_pnginfo"]`` so saving again embeds it."""
@@ -85,9 +87,9 @@ def read_png_workflow(path: Path, registry: NodeRegistry | None = None) -> Workf
             prompt = json.loads(prompt_text)
         except json.JSONDecodeError as exc:
             raise WorkflowFormatError(f"{path}: its 'prompt' chunk is not valid JSON ({exc})") from exc
-        workflow = parse_workflow(prompt, registry)
+        workflow = parse_workflow(prompt, registry, ctx=ctx)
     elif ui is not None:
-        workflow = parse_workflow(ui, registry)
+        workflow = parse_workflow(ui, registry, ctx=ctx)
     else:
         raise WorkflowFormatError(f"{path}: no workflow in this PNG (no 'prompt' or 'workflow' text chunk)")
     workflow.extra_data = {**workflow.extra_data, "extra_pnginfo": pnginfo}

@@ -132,16 +132,26 @@ class NodeRegistry:
         return merged
 
     def startup(self, config: Mapping[str, Any]) -> None:
-        """Call every plugin's ``nodeloom_startup(config, registry)``; one that raises is recorded
-        on its plugin and logged, the others still run."""
-        for impl in reversed(self._manager.hook.nodeloom_startup.get_hookimpls()):
+        """Call every plugin's ``nodeloom_startup(config, registry)`` once its nodes are loaded."""
+        for failure in self.call_each("nodeloom_startup", config=config, registry=self):
+            log.warning("%s", failure)
+
+    def call_each(self, hook_name: str, **kwargs: Any) -> list[str]:
+        """Call each plugin's implementation of ``hook_name`` in load order (those of the command
+        line and startup hooks). One that raises is recorded on its plugin and logged while the
+        others still run; returns those failures, described."""
+        failures: list[str] = []
+        for impl in reversed(getattr(self._manager.hook, hook_name).get_hookimpls()):
             try:
-                call_impl(impl, config=config, registry=self)
-            except Exception as exc:  # noqa: BLE001
+                call_impl(impl, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - one plugin must not take the others down
+                failure = f"{hook_name} failed: {type(exc).__name__}: {exc}"
                 record = self._record_of(impl.plugin_name)
                 if record is not None:
-                    record.error = f"startup failed: {type(exc).__name__}: {exc}"
-                log.exception("plugin %s failed at startup", impl.plugin_name)
+                    record.error = failure
+                log.debug("plugin %s: %s", impl.plugin_name, failure, exc_info=True)
+                failures.append(f"plugin {impl.plugin_name}: {failure}")
+        return failures
 
     def resource_stats(self, services: Services) -> dict[str, Any]:
         """What the plugins' long-lived resources in ``services`` hold, merged across plugins."""

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from graph_runtime.context import HookContext
 from graph_runtime.formats import ApiPrompt, WorkflowFormatError
 from graph_runtime.node import InputSpec, Node
 from graph_runtime.registry import NodeRegistry
@@ -54,6 +55,8 @@ class _Scope:
     nodes: dict[str, dict[str, Any]]
     links: dict[str, _Link]
     definitions: dict[str, dict[str, Any]]
+    # The folders computed COMBO choices are listed from.
+    ctx: HookContext
     parent: _Scope | None = None
     # The subgraph node (in ``parent``) this scope is the interior of.
     instance: dict[str, Any] | None = None
@@ -78,7 +81,7 @@ class _Scope:
         return _Scope(prefix=f"{self.full_id(instance['id'])}:",
                       nodes=_index_nodes(definition.get("nodes") or [], definition.get("name", "subgraph")),
                       links=_index_links(definition.get("links") or []), definitions=self.definitions,
-                      parent=self, instance=instance, depth=self.depth + 1)
+                      ctx=self.ctx, parent=self, instance=instance, depth=self.depth + 1)
 
 
 @dataclass(frozen=True)
@@ -92,15 +95,16 @@ class _Constant:
 _Resolved = list[Any] | _Constant | None
 
 
-def ui_to_api(document: dict[str, Any], registry: NodeRegistry) -> ApiPrompt:
-    """The API-format prompt of a UI-format workflow. Raises WorkflowFormatError naming the node
-    for node types no loaded plugin provides and for structure we cannot read."""
+def ui_to_api(document: dict[str, Any], registry: NodeRegistry, ctx: HookContext) -> ApiPrompt:
+    """The API-format prompt of a UI-format workflow; COMBO choices (which tell a saved control
+    value from a choice) are those of ``ctx``'s folders. Raises WorkflowFormatError naming the
+    node for node types no loaded plugin provides and for structure we cannot read."""
     if not isinstance(document.get("nodes"), list):
         raise WorkflowFormatError("a UI-format workflow needs a 'nodes' list")
     definitions = {str(d.get("id")): d for d in (document.get("definitions") or {}).get("subgraphs") or []
                    if isinstance(d, dict)}
     root = _Scope(prefix="", nodes=_index_nodes(document["nodes"], "workflow"),
-                  links=_index_links(document.get("links") or []), definitions=definitions)
+                  links=_index_links(document.get("links") or []), definitions=definitions, ctx=ctx)
     real = list(_real_nodes(root))
     unknown = [(scope.full_id(node["id"]), node.get("type")) for scope, node in real
                if registry.get(str(node.get("type"))) is None]
@@ -161,7 +165,7 @@ def _real_nodes(scope: _Scope) -> Iterator[tuple[_Scope, dict[str, Any]]]:
 
 
 def _node_inputs(scope: _Scope, node: dict[str, Any], cls: type[Node]) -> dict[str, Any]:
-    inputs = _widget_values(node, cls)
+    inputs = _widget_values(node, cls, scope.ctx)
     for slot, entry in enumerate(node.get("inputs") or []):
         if not isinstance(entry, dict):
             continue
@@ -183,7 +187,7 @@ def widget_specs(cls: type[Node]) -> list[InputSpec]:
     return [s for s in specs if not s.optional] + [s for s in specs if s.optional]
 
 
-def _widget_values(node: dict[str, Any], cls: type[Node]) -> dict[str, Any]:
+def _widget_values(node: dict[str, Any], cls: type[Node], ctx: HookContext) -> dict[str, Any]:
     saved = node.get("widgets_values")
     specs = widget_specs(cls)
     if isinstance(saved, dict):
@@ -199,12 +203,12 @@ def _widget_values(node: dict[str, Any], cls: type[Node]) -> dict[str, Any]:
             result[spec.name] = spec.default  # the editor would have created the widget with it
         position += 1
         following = specs[index + 1] if index + 1 < len(specs) else None
-        if position < len(values) and _has_extra_slot(spec, values[position], following):
+        if position < len(values) and _has_extra_slot(spec, values[position], following, ctx):
             position += 1
     return result
 
 
-def _has_extra_slot(spec: InputSpec, value: Any, following: InputSpec | None) -> bool:
+def _has_extra_slot(spec: InputSpec, value: Any, following: InputSpec | None, ctx: HookContext) -> bool:
     """Whether the slot after ``spec`` belongs to a frontend-only companion widget."""
     if any(key.endswith("_upload") and flag for key, flag in spec.options.items()):
         return True  # LoadImage's upload button saves its own value ("image")
@@ -216,7 +220,7 @@ def _has_extra_slot(spec: InputSpec, value: Any, following: InputSpec | None) ->
     # control value can only be this number's companion unless the next widget accepts it.
     if spec.type not in ("INT", "FLOAT"):
         return False
-    return following is None or not (following.type == "STRING" or value in following.current_choices())
+    return following is None or not (following.type == "STRING" or value in following.current_choices(ctx))
 
 
 def _resolve(scope: _Scope, link: _Link, depth: int = 0) -> _Resolved:

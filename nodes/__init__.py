@@ -1,8 +1,8 @@
 """NodeLoom's built-in node library.
 
 Its packs (``nodes.core``, ``nodes.diffusion``) are plugins like any other: each registers its node
-classes through the ``nodeloom_register_nodes`` hook, and the registry loads them first
-(``graph_runtime.registry.BUILTIN_PLUGINS``).
+classes through the ``nodeloom_register_nodes`` hook and is installed in the ``nodeloom.plugins``
+entry-point group, where the registry finds it as it finds third-party packs.
 """
 
 from __future__ import annotations

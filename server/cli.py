@@ -8,13 +8,29 @@ import os
 import sys
 from pathlib import Path
 
-from graph_runtime.headless import add_model_options, model_settings
+from typing import Any
+
 from graph_runtime.folders import FolderPaths
+from graph_runtime.registry import NodeRegistry, load_plugins
 from server.settings import TOKEN_ENV, ServerSettings
 
+DESCRIPTION = __doc__
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nodeloom serve", description=__doc__)
+
+def build_parser(registry: NodeRegistry) -> argparse.ArgumentParser:
+    """``python -m server.cli``'s parser: serve's options and the plugins' shared options (the
+    diffusion pack's --device, --ram-budget, …); ``nodeloom serve`` builds the same through the
+    CLI hooks."""
+    parser = argparse.ArgumentParser(prog="nodeloom serve", description=DESCRIPTION)
+    for failure in registry.call_each("nodeloom_add_options", parser=parser):
+        print(f"warning: {failure}", file=sys.stderr)
+    add_serve_arguments(parser)
+    parser.set_defaults(registry=registry)
+    return parser
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``nodeloom serve`` itself (the plugins add theirs through parents)."""
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1; anything else needs --token)")
     parser.add_argument("--port", type=int, default=8188)
@@ -32,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--user-dir", type=Path)
     parser.add_argument("--db", type=Path, help="SQLite file for the queue and history (default USER/nodeloom.sqlite3)")
     parser.add_argument("--plugins", type=Path, action="append", default=[], help="plugin folder (repeatable)")
-    parser.add_argument("--node-packs", default="nodes.core,nodes.diffusion",
-                        help="built-in node packs the workers load (comma-separated; empty for none)")
+    parser.add_argument("--node-packs", default=None,
+                        help="node packs the workers load (comma-separated modules; empty for none; "
+                             "default: every pack of the nodeloom.plugins entry-point group)")
     parser.add_argument("--max-upload-mb", type=float, default=100.0)
     parser.add_argument("--ws-send-queue", type=int, default=1024,
                         help="messages buffered per websocket client before a client too slow to read is dropped")
@@ -41,12 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds a completion webhook receiver may take to answer")
     parser.add_argument("--frontend-root", type=Path, help="static frontend folder to serve at /")
     parser.add_argument("--allow-origin", action="append", default=[], help="allowed cross-site origin (CORS)")
-    add_model_options(parser)
     parser.add_argument("--log-level", default="info")
-    return parser
 
 
-def settings_from(args: argparse.Namespace) -> ServerSettings:
+def settings_from(args: argparse.Namespace, model_settings: dict[str, Any]) -> ServerSettings:
+    """The server's settings from serve's parsed options; ``model_settings`` are the plugins'
+    settings for them (``registry.settings(vars(args))``)."""
     folders = FolderPaths(base=args.base, models_roots=list(args.models), input_dir=args.input_dir,
                           output_dir=args.output_dir, user_dir=args.user_dir)
     if args.extra_model_paths:
@@ -56,18 +73,24 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
                           user_dir=args.user_dir, db_path=args.db,
                           devices=[d.strip() for d in args.devices.split(",") if d.strip()],
                           plugin_dirs=plugin_dirs,
-                          builtin_plugins=tuple(p.strip() for p in args.node_packs.split(",") if p.strip()),
+                          builtin_plugins=None if args.node_packs is None else
+                          tuple(p.strip() for p in args.node_packs.split(",") if p.strip()),
                           max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
                           webhook_timeout=args.webhook_timeout, client_send_queue=args.ws_send_queue,
                           frontend_root=args.frontend_root, allow_origins=list(args.allow_origin),
-                          model_settings=model_settings(args))
+                          model_settings=model_settings)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """``python -m server.cli``: the same as ``nodeloom serve``."""
+    return serve(build_parser(load_plugins()).parse_args(argv))
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run the server from parsed options (``args.registry``: the loaded plugins)."""
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        settings = settings_from(args)
+        settings = settings_from(args, args.registry.settings(vars(args)))
         from server.app import create_app
 
         app = create_app(settings)

@@ -16,6 +16,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from graph_runtime.context import HookContext
 from graph_runtime.events import ExecutionStart
 from graph_runtime.formats import WorkflowFormatError, parse_workflow
 from graph_runtime.validation import validate
@@ -58,6 +59,8 @@ class Scheduler:
         self.hub = Hub(queue_size=settings.client_send_queue)
         assert settings.user_dir is not None
         self.catalog = SchemaCatalog(settings.folders, settings.user_dir / ".cache" / "object_info.json")
+        # What validation and UI-format conversion list choices from: the server's own folders.
+        self.hook_context = HookContext(folders=settings.folders)
         self.pool = WorkerPool(settings.devices, self._worker_config, self)
         self.schemas_ready = asyncio.Event()
         # Pending prompts not yet handed to a worker, in queue order: (number, prompt_id).
@@ -72,7 +75,7 @@ class Scheduler:
     def _worker_config(self, device: str) -> WorkerConfig:
         return WorkerConfig(device=device, folders=self.settings.folders,
                             plugin_dirs=list(self.settings.plugin_dirs),
-                            builtin_plugins=tuple(self.settings.builtin_plugins),
+                            builtin_plugins=self.settings.builtin_plugins,
                             cache_entries=self.settings.cache_entries,
                             model_settings=dict(self.settings.model_settings),
                             threads=max(1, _cores() // len(self.settings.devices)))
@@ -118,7 +121,7 @@ class Scheduler:
         document = body.get("prompt")
         try:
             workflow = parse_workflow({"prompt": document} if _is_api(document) else document,
-                                      self.catalog.registry)
+                                      self.catalog.registry, ctx=self.hook_context)
         except (WorkflowFormatError, ImportError) as exc:
             raise SubmissionError(_error("invalid_prompt", "Cannot read the prompt", str(exc))) from None
         except (ValueError, KeyError, TypeError) as exc:
@@ -129,11 +132,11 @@ class Scheduler:
         targets = body.get("partial_execution_targets")
         if targets is not None and not (isinstance(targets, list) and all(isinstance(t, str) for t in targets)):
             raise SubmissionError(_error("invalid_prompt", "partial_execution_targets must be a list of node ids"))
-        result = validate(workflow.prompt, self.catalog.registry, targets=targets)
+        result = validate(workflow.prompt, self.catalog.registry, ctx=self.hook_context, targets=targets)
         if not result.ok and any(e.type == "value_not_in_list" for e in result.node_errors):
             # Choices may have changed since the schemas were taken (an uploaded image): refresh once.
             await self.refresh_schemas()
-            result = validate(workflow.prompt, self.catalog.registry, targets=targets)
+            result = validate(workflow.prompt, self.catalog.registry, ctx=self.hook_context, targets=targets)
         if not result.ok:
             raise SubmissionError(result.to_comfy())
         prompt_id = body.get("prompt_id") or str(uuid.uuid4())

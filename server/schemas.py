@@ -113,6 +113,7 @@ def _stand_in(name: str, schema: dict[str, Any], model_folders: dict[str, str],
     attrs = {"inputs": specs, "outputs": outputs, "output_node": bool(schema.get("output_node")),
              "category": schema.get("category", ""), "description": schema.get("description", ""),
              "display_name": schema.get("display_name"), "python_module": schema.get("python_module", ""),
+             "long_running": bool(schema.get("long_running")),
              "run": run, "__module__": __name__}
     return type(name, (Node,), attrs)
 
@@ -127,7 +128,7 @@ def _input_spec(name: str, entry: Any, optional: bool, model_folder: str | None,
             fields[field_name] = opts.pop(key)
     if isinstance(kind, list) or kind == "COMBO":
         if model_folder is not None:
-            fields["choices"] = lambda: folders.list_models(model_folder)
+            fields["choices"] = lambda ctx: ctx.folders.list_models(model_folder)
         else:
             fields["choices"] = list(kind) if isinstance(kind, list) else list(opts.pop("options", []))
         kind = "COMBO"

@@ -31,8 +31,9 @@ class ServerSettings:
     # One worker process per entry: "cpu", "cuda:0", "cuda:1", …
     devices: list[str] = field(default_factory=lambda: ["cpu"])
     plugin_dirs: list[Path] = field(default_factory=list)
-    # Node packs the workers load as built-ins (tests narrow this to stay torch-free).
-    builtin_plugins: tuple[str, ...] = ("nodes.core", "nodes.diffusion")
+    # Node pack modules the workers load; None: every pack of the nodeloom.plugins entry-point
+    # group (tests narrow this to stay torch-free).
+    builtin_plugins: tuple[str, ...] | None = None
     max_upload_bytes: int = 100 * 1024 * 1024
     # A static frontend build to serve at "/"; None serves the installed comfyui-frontend-package.
     frontend_root: Path | None = None

@@ -22,7 +22,7 @@ from typing import Any
 from graph_runtime.cache import OutputCache
 from graph_runtime.context import InterruptFlag, Services
 from graph_runtime.events import Event
-from graph_runtime.folders import FolderPaths, configure
+from graph_runtime.folders import FolderPaths
 from graph_runtime.registry import load_registry
 from graph_runtime.schema import model_inputs, object_info
 from graph_runtime.validation import WorkflowInvalid
@@ -33,7 +33,8 @@ class WorkerConfig:
     device: str
     folders: FolderPaths
     plugin_dirs: list[Path] = field(default_factory=list)
-    builtin_plugins: tuple[str, ...] = ("nodes.core", "nodes.diffusion")
+    # Node pack modules to load; None: the nodeloom.plugins entry-point group.
+    builtin_plugins: tuple[str, ...] | None = None
     cache_entries: int = 256
     # CPU threads for torch's pools: the machine's cores shared among the workers, so that two
     # CPU workers do not each start a pool as large as the machine.
@@ -81,8 +82,8 @@ class _Worker:
         self.current: str | None = None
         self.interrupt = InterruptFlag()
         self.free_requested = threading.Event()
-        configure(config.folders)
-        self.registry = load_registry(plugin_dirs=config.plugin_dirs, builtins=config.builtin_plugins)
+        self.registry = load_registry(plugin_dirs=config.plugin_dirs, builtins=config.builtin_plugins or (),
+                                      entry_points=config.builtin_plugins is None)
         self.registry.startup({"device": config.device})
         from graph_runtime.executor import Runtime
 
@@ -103,7 +104,7 @@ class _Worker:
             self.conn.send(message)
 
     def schemas(self) -> dict[str, Any]:
-        return {"object_info": object_info(self.registry), "model_inputs": model_inputs(self.registry),
+        return {"object_info": object_info(self.registry, self.runtime.hook_context), "model_inputs": model_inputs(self.registry),
                 "plugins": [p.as_dict() for p in self.registry.plugins], "pid": os.getpid()}
 
     # -- control thread ----------------------------------------------------------------------

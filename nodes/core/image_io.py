@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from PIL import Image, ImageOps, ImageSequence
 
-from graph_runtime import Combo, Context, Hidden, Link, Node, Output, Result, String
-from graph_runtime.folders import FolderPaths, UnsafePath, current, safe_join
+from graph_runtime import Combo, Context, Hidden, HookContext, Link, Node, Output, Result, String
+from graph_runtime.folders import FolderPaths, UnsafePath, safe_join
 from nodes.core.imaging import pil_to_tensor, save_png_batch
 
 # ComfyUI refers to files outside the input folder as "name.png [output]" / "name.png [temp]".
@@ -29,9 +29,9 @@ NO_ALPHA_MASK_SIZE = 64
 mimetypes.add_type("image/webp", ".webp")
 
 
-def input_images() -> list[str]:
-    """The image files directly in the input folder: LoadImage's choices."""
-    folder = current().input_dir
+def input_images(ctx: HookContext) -> list[str]:
+    """The image files directly in the run's input folder: LoadImage's choices."""
+    folder = ctx.folders.input_dir
     if folder is None or not folder.is_dir():
         return []
     return sorted(entry.name for entry in folder.iterdir()
@@ -53,21 +53,21 @@ def resolve_image(name: str, folders: FolderPaths) -> Path:
     return path
 
 
-def _file_problem(image: str | None) -> str | None:
+def _file_problem(image: str | None, folders: FolderPaths) -> str | None:
     if image is None:  # linked from another node: checked when it runs
         return None
     try:
-        resolve_image(image, current())
+        resolve_image(image, folders)
     except (FileNotFoundError, UnsafePath) as exc:
         return f"Invalid image file: {exc}"
     return None
 
 
-def _file_hash(image: str | None) -> str | None:
+def _file_hash(image: str | None, folders: FolderPaths) -> str | None:
     if image is None:
         return None
     try:
-        path = resolve_image(image, current())
+        path = resolve_image(image, folders)
     except (FileNotFoundError, UnsafePath):
         return None  # run() reports it, naming the folder
     return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -108,12 +108,12 @@ class _InputImageFile(Node):
     naming the folder, and a changed file (by content) runs the node again."""
 
     @classmethod
-    def validate_inputs(cls, image: str | None = None, **_widgets: Any) -> str | None:
-        return _file_problem(image)
+    def validate_inputs(cls, ctx: HookContext, image: str | None = None, **_widgets: Any) -> str | None:
+        return _file_problem(image, ctx.folders)
 
     @classmethod
-    def fingerprint(cls, image: str | None = None, **_widgets: Any) -> Any:
-        return _file_hash(image)
+    def fingerprint(cls, ctx: HookContext, image: str | None = None, **_widgets: Any) -> Any:
+        return _file_hash(image, ctx.folders)
 
 
 class LoadImage(_InputImageFile):

@@ -11,6 +11,7 @@ from typing import Any
 
 from graph_runtime import Node, Services, hookimpl
 from nodes import collect_nodes
+from nodes.diffusion.options import nodeloom_add_commands, nodeloom_add_options, nodeloom_settings  # noqa: F401
 
 MODULES: tuple[str, ...] = ("nodes_loaders", "nodes_conditioning", "nodes_latent", "nodes_sampling")
 

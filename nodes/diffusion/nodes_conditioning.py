@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from graph_runtime.context import Context
+from graph_runtime.context import Context, HookContext
 from graph_runtime.node import Combo, Float, Int, Link, Node, Output, String
 
 from nodes.diffusion.model_manager import manager_from
@@ -114,7 +114,7 @@ class PromptTemplate(Node):
     outputs = [Output("STRING", "positive"), Output("STRING", "negative")]
 
     @classmethod
-    def validate_inputs(cls, **widgets: Any) -> str | None:
+    def validate_inputs(cls, ctx: HookContext, **widgets: Any) -> str | None:
         custom = widgets.get("custom_template")
         if custom and "{prompt}" not in custom:
             return "custom_template must contain {prompt}"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from graph_runtime.context import Context
-from graph_runtime.folders import current
+from graph_runtime.context import Context, HookContext
+from graph_runtime.folders import FolderPaths
 from graph_runtime.node import Float, Int, Link, ModelFile, Node, Output
 
 from nodes.diffusion import ldm_keys, loading
@@ -15,12 +15,12 @@ from nodes.diffusion.model_manager import manager_from
 from nodes.diffusion.models import ClipModel, DiffusionModel
 
 
-def _file_fingerprint(folder: str, name: str | None) -> Any:
+def _file_fingerprint(folders: FolderPaths, folder: str, name: str | None) -> Any:
     """mtime and size of the chosen file: a replaced file is loaded again."""
     if not name:
         return None
     try:
-        path = current().model_path(folder, name)
+        path = folders.model_path(folder, name)
         target = path / "model_index.json" if path.is_dir() else path
         stat = target.stat()
         return (stat.st_mtime_ns, stat.st_size)
@@ -36,8 +36,8 @@ class CheckpointLoaderSimple(Node):
     outputs = [Output("MODEL"), Output("CLIP"), Output("VAE")]
 
     @classmethod
-    def fingerprint(cls, *, ckpt_name: str | None = None, **_: Any) -> Any:
-        return _file_fingerprint("checkpoints", ckpt_name)
+    def fingerprint(cls, ctx: HookContext, *, ckpt_name: str | None = None, **_: Any) -> Any:
+        return _file_fingerprint(ctx.folders, "checkpoints", ckpt_name)
 
     def run(self, ctx: Context, *, ckpt_name: str) -> tuple[Any, ...]:
         path = ctx.folders.model_path("checkpoints", ckpt_name)
@@ -52,8 +52,8 @@ class DiffusersLoader(Node):
     outputs = [Output("MODEL"), Output("CLIP"), Output("VAE")]
 
     @classmethod
-    def fingerprint(cls, *, model_path: str | None = None, **_: Any) -> Any:
-        return _file_fingerprint("diffusers", model_path)
+    def fingerprint(cls, ctx: HookContext, *, model_path: str | None = None, **_: Any) -> Any:
+        return _file_fingerprint(ctx.folders, "diffusers", model_path)
 
     def run(self, ctx: Context, *, model_path: str) -> tuple[Any, ...]:
         folder = ctx.folders.model_path("diffusers", model_path)
@@ -67,8 +67,8 @@ class VAELoader(Node):
     outputs = [Output("VAE")]
 
     @classmethod
-    def fingerprint(cls, *, vae_name: str | None = None, **_: Any) -> Any:
-        return _file_fingerprint("vae", vae_name)
+    def fingerprint(cls, ctx: HookContext, *, vae_name: str | None = None, **_: Any) -> Any:
+        return _file_fingerprint(ctx.folders, "vae", vae_name)
 
     def run(self, ctx: Context, *, vae_name: str) -> tuple[Any, ...]:
         path = ctx.folders.model_path("vae", vae_name)
@@ -120,8 +120,8 @@ class LoraLoader(Node):
     outputs = [Output("MODEL"), Output("CLIP")]
 
     @classmethod
-    def fingerprint(cls, *, lora_name: str | None = None, **_: Any) -> Any:
-        return _file_fingerprint("loras", lora_name)
+    def fingerprint(cls, ctx: HookContext, *, lora_name: str | None = None, **_: Any) -> Any:
+        return _file_fingerprint(ctx.folders, "loras", lora_name)
 
     def run(self, ctx: Context, *, model: DiffusionModel, clip: ClipModel, lora_name: str,
             strength_model: float, strength_clip: float) -> tuple[Any, ...]:
@@ -138,8 +138,8 @@ class LoraLoaderModelOnly(Node):
     outputs = [Output("MODEL")]
 
     @classmethod
-    def fingerprint(cls, *, lora_name: str | None = None, **_: Any) -> Any:
-        return _file_fingerprint("loras", lora_name)
+    def fingerprint(cls, ctx: HookContext, *, lora_name: str | None = None, **_: Any) -> Any:
+        return _file_fingerprint(ctx.folders, "loras", lora_name)
 
     def run(self, ctx: Context, *, model: DiffusionModel, lora_name: str, strength_model: float) -> tuple[Any, ...]:
         return (_model_patch(ctx, model, _read(ctx, lora_name), strength_model, lora_name),)

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from graph_runtime.context import Context
+from graph_runtime.context import Context, HookContext
 from graph_runtime.events import Preview
 from graph_runtime.node import Combo, Float, Int, Link, Node, Output
 
@@ -58,7 +58,7 @@ class KSampler(Node):
     outputs = [Output("LATENT")]
 
     @classmethod
-    def validate_inputs(cls, **widgets: Any) -> str | None:
+    def validate_inputs(cls, ctx: HookContext, **widgets: Any) -> str | None:
         return _check(**widgets)
 
     def run(self, ctx: Context, *, model: DiffusionModel, seed: int, steps: int, cfg: float, sampler_name: str,
@@ -84,7 +84,7 @@ class KSamplerAdvanced(Node):
     outputs = [Output("LATENT")]
 
     @classmethod
-    def validate_inputs(cls, **widgets: Any) -> str | None:
+    def validate_inputs(cls, ctx: HookContext, **widgets: Any) -> str | None:
         return _check(**widgets)
 
     def run(self, ctx: Context, *, model: DiffusionModel, add_noise: str, noise_seed: int, steps: int, cfg: float,
