@@ -166,13 +166,20 @@ class _Run:
                 fingerprint = cls.fingerprint(self.runtime.hook_context, **constants)
             except Exception as exc:  # noqa: BLE001 - reported as that node's failure
                 raise NodeFailed(node_id, cls.__name__, exc, constants) from exc
-            links = sorted((name, self.signatures[str(v[0])], v[1])
-                           for name, v in self.prompt[node_id]["inputs"].items() if is_link(v))
+            links = sorted((name, self.signatures[source], index)
+                           for name, source, index in self._links(node_id))
             parts = [cls.__name__, sorted(constants.items()), repr(fingerprint), links]
             if cls.not_idempotent:
                 parts.append(uuid.uuid4().hex)
             text = json.dumps(parts, default=repr, separators=(",", ":"))
             self.signatures[node_id] = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+    def _links(self, node_id: str) -> list[tuple[str, str, int]]:
+        """``(input, source node, output index)`` of the node's linked inputs. Validation ignores
+        undeclared and hidden ones, and so does the run: they may name any node, or none."""
+        cls = self.classes[node_id]
+        return [(name, str(value[0]), value[1]) for name, value in self.prompt[node_id]["inputs"].items()
+                if is_link(value) and (spec := cls.input_spec(name)) is not None and not spec.hidden]
 
     def _plan(self) -> tuple[set[str], list[str]]:
         """The nodes this run needs (walking up from the outputs, stopping at cached nodes) and,
@@ -185,16 +192,16 @@ class _Run:
                 continue
             needed.add(node_id)
             if self.signatures[node_id] not in self.runtime.cache:
-                stack.extend(str(v[0]) for v in self.prompt[node_id]["inputs"].values() if is_link(v))
+                stack.extend(source for _, source, _ in self._links(node_id))
         cached = [nid for nid in self.order if self.signatures[nid] in self.runtime.cache]
         return needed, sorted(cached, key=node_sort_key)
 
     def _count_uses(self, needed: set[str]) -> dict[str, int]:
         uses: dict[str, int] = {nid: 0 for nid in needed}
         for node_id in needed:
-            for value in self.prompt[node_id]["inputs"].values():
-                if is_link(value) and str(value[0]) in uses:
-                    uses[str(value[0])] += 1
+            for _, source, _ in self._links(node_id):
+                if source in uses:
+                    uses[source] += 1
         return uses
 
     def _evaluate(self) -> None:
@@ -213,9 +220,8 @@ class _Run:
             cls = self.classes[node_id]
             lazy = cls.lazy_input_names()
             wanted = requested.setdefault(node_id, set())
-            missing = [str(v[0]) for name, v in self.prompt[node_id]["inputs"].items()
-                       if is_link(v) and (name not in lazy or name in wanted)
-                       and str(v[0]) not in self.results]
+            missing = [source for name, source, _ in self._links(node_id)
+                       if (name not in lazy or name in wanted) and source not in self.results]
             if missing:
                 stack.extend(dict.fromkeys(reversed(missing)))
                 continue
@@ -244,7 +250,7 @@ class _Run:
         inputs = self._gather_inputs(node_id, cls, lazy_pending=cls.lazy_input_names() - wanted)
         first = {name: values[0] if values else None for name, values in inputs.items()}
         asked = cls().check_lazy(self._context(node_id, cls), **first)
-        links = {name for name, v in self.prompt[node_id]["inputs"].items() if is_link(v)}
+        links = {name for name, _, _ in self._links(node_id)}
         return [name for name in asked if name in links and name not in wanted]
 
     def _run_node(self, node_id: str, cls: type[Node]) -> None:
@@ -273,10 +279,7 @@ class _Run:
 
     def _finish(self, node_id: str) -> None:
         self.done += 1
-        for value in self.prompt[node_id]["inputs"].values():
-            if not is_link(value):
-                continue
-            source = str(value[0])
+        for _, source, _ in self._links(node_id):
             uses = self.remaining_uses.get(source)
             if uses is None:
                 continue

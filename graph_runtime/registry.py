@@ -105,8 +105,8 @@ class NodeRegistry:
         self.nodes_loaded = True
         self.check_plugins()
         for hook_name in ("nodeloom_register_types", "nodeloom_register_nodes"):
-            # pluggy lists implementations last-registered first; plugins load in order.
-            for impl in reversed(getattr(self._manager.hook, hook_name).get_hookimpls()):
+            # In registration order (plugins load in order); a hook call would go last-first.
+            for impl in getattr(self._manager.hook, hook_name).get_hookimpls():
                 record = self._record_of(impl.plugin_name)
                 if record is None or record.status == "failed":
                     continue
@@ -127,6 +127,7 @@ class NodeRegistry:
         """The plugins' ``nodeloom_settings`` results for the parsed options, merged in load order
         (what nodes read from ``ctx.services.get("settings")``)."""
         merged: dict[str, Any] = {}
+        # A hook call answers last-registered first: reversed, later plugins override earlier ones.
         for part in reversed(self._manager.hook.nodeloom_settings(options=options)):
             merged.update(part or {})
         return merged
@@ -141,7 +142,7 @@ class NodeRegistry:
         line and startup hooks). One that raises is recorded on its plugin and logged while the
         others still run; returns those failures, described."""
         failures: list[str] = []
-        for impl in reversed(getattr(self._manager.hook, hook_name).get_hookimpls()):
+        for impl in getattr(self._manager.hook, hook_name).get_hookimpls():
             try:
                 call_impl(impl, **kwargs)
             except Exception as exc:  # noqa: BLE001 - one plugin must not take the others down

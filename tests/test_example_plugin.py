@@ -8,9 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import graph_runtime.folders
-from graph_runtime import FolderPaths, Runtime, WorkflowInvalid, load_registry
-from graph_runtime.folders import configure
+from graph_runtime import FolderPaths, HookContext, Runtime, WorkflowInvalid, load_registry
 from graph_runtime.schema import node_schema
 
 PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
@@ -22,9 +20,8 @@ def registry():
 
 
 @pytest.fixture
-def runtime(registry, tmp_path, monkeypatch):
-    monkeypatch.setattr(graph_runtime.folders, "_current", None)
-    return Runtime(registry, folders=configure(FolderPaths(base=tmp_path)))
+def runtime(registry, tmp_path):
+    return Runtime(registry, folders=FolderPaths(base=tmp_path))
 
 
 def node(class_type: str, **inputs):
@@ -47,10 +44,10 @@ def test_plugin_registers_its_type_and_nodes(registry):
     assert record.status == "loaded" and record.source == "folder", record.error
     assert record.types == ["PALETTE"] and "PALETTE" in registry.types
     assert sorted(record.nodes) == ["ExtractPalette", "PaletteSwatch"]
-    schema = node_schema(registry.nodes["PaletteSwatch"])
+    schema = node_schema(registry.nodes["PaletteSwatch"], HookContext(FolderPaths(base=PLUGINS)))
     assert schema["input"]["required"]["palette"] == ["PALETTE"]
     assert schema["python_module"] == "plugins.example_plugin"
-    assert node_schema(registry.nodes["ExtractPalette"])["output"] == ["PALETTE"]
+    assert node_schema(registry.nodes["ExtractPalette"], HookContext(FolderPaths(base=PLUGINS)))["output"] == ["PALETTE"]
 
 
 def test_palette_extracted_and_drawn(runtime):

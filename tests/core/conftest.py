@@ -9,9 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import graph_runtime.folders
 from graph_runtime import FolderPaths, NodeRegistry, RunResult, Runtime, load_registry
-from graph_runtime.folders import configure
 
 
 @pytest.fixture(scope="session")
@@ -56,9 +54,8 @@ class Graphs:
 
 
 @pytest.fixture
-def graphs(core_registry: NodeRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Graphs:
-    monkeypatch.setattr(graph_runtime.folders, "_current", None)  # restored after the test
-    folders = configure(FolderPaths(base=tmp_path))
+def graphs(core_registry: NodeRegistry, tmp_path: Path) -> Graphs:
+    folders = FolderPaths(base=tmp_path)
     assert folders.input_dir is not None
     folders.input_dir.mkdir(parents=True)
     return Graphs(core_registry, folders)

@@ -126,7 +126,7 @@ def test_load_image_choices_list_the_input_folder(graphs, core_registry):
     graphs.put_image("a.webp", Image.new("RGB", (2, 2)))
     (graphs.folders.input_dir / "notes.txt").write_text("not an image")
     spec = core_registry.nodes["LoadImage"].input_spec("image")
-    assert spec.schema() == [["a.webp", "b.png"], {"image_upload": True}]
+    assert spec.schema(graphs.runtime.hook_context) == [["a.webp", "b.png"], {"image_upload": True}]
 
 
 def test_missing_input_file_is_a_validation_error_naming_the_folder(graphs):

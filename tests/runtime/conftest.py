@@ -5,8 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from graph_runtime import FolderPaths, NodeRegistry, OutputCache, Runtime
-from graph_runtime.folders import configure, current
+from graph_runtime import FolderPaths, HookContext, NodeRegistry, OutputCache, Runtime
 
 from . import comfy_like, toynodes
 
@@ -19,12 +18,15 @@ def _clear_calls() -> Iterator[None]:
 
 
 @pytest.fixture
-def folders(tmp_path: Path) -> Iterator[FolderPaths]:
-    """A fresh base folder, made the process-wide configuration for the test's duration."""
-    previous = current()
-    configured = configure(FolderPaths(base=tmp_path))
-    yield configured
-    configure(previous)
+def folders(tmp_path: Path) -> FolderPaths:
+    """A fresh base folder."""
+    return FolderPaths(base=tmp_path)
+
+
+@pytest.fixture
+def hook_context(folders: FolderPaths) -> HookContext:
+    """What validation and UI-format conversion list computed choices from."""
+    return HookContext(folders=folders)
 
 
 @pytest.fixture

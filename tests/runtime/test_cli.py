@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from graph_runtime.cli import main
-from graph_runtime.folders import configure, current
 
 DATA = Path(__file__).parent / "data" / "ui"
 
@@ -99,9 +98,7 @@ def base(tmp_path: Path) -> Iterator[Path]:
     (plugins / "comfyish.py").write_text(COMFYISH)
     (plugins / "broken.py").write_text("raise ImportError('needs a GPU driver')\n")
     (tmp_path / "wf.json").write_text(json.dumps(WORKFLOW))
-    previous = current()
     yield tmp_path
-    configure(previous)
     for name in [m for m in sys.modules if m.startswith("plugins.")]:
         del sys.modules[name]
 
@@ -273,11 +270,17 @@ def test_usage_errors(base: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "give one workflow file" in capsys.readouterr().err
 
 
-def test_delegated_command_reports_a_missing_module(monkeypatch: pytest.MonkeyPatch,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_plugin_command_that_cannot_load_is_reported(monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """The server plugin's serve command needs server.cli: without it the other commands still
+    work, and asking for serve names the plugin and the reason."""
     monkeypatch.setitem(sys.modules, "server.cli", None)  # importing it raises ImportError
-    assert main(["serve", "--port", "1"]) == 1
-    assert "nodeloom serve: not available" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--port", "1"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "plugin server: nodeloom_add_commands failed: ModuleNotFoundError" in err
+    assert "invalid choice: 'serve'" in err
 
 
 def test_models_dispatches_its_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -303,11 +306,13 @@ def test_real_process_exit_code_for_an_invalid_workflow(base: Path) -> None:
 
 
 def test_model_manager_options_reach_the_nodes(tmp_path: Path) -> None:
-    """--device/--ram-budget/--vram-budget/... end up where the diffusion nodes read them."""
-    from graph_runtime.cli import _parser
+    """--device/--ram-budget/--vram-budget/... (the diffusion pack's options) end up where the
+    diffusion nodes read them."""
+    from graph_runtime.cli import build_parser
     from graph_runtime.headless import environment
+    from graph_runtime.registry import load_plugins
 
-    args = _parser().parse_args(["validate", "w.json", "--base", str(tmp_path), "--plugins-dir", str(tmp_path),
+    args = build_parser(load_plugins()).parse_args(["validate", "w.json", "--base", str(tmp_path), "--plugins-dir", str(tmp_path),
                                  "--device", "cpu", "--ram-budget", "2GB", "--vram-budget", "512MB",
                                  "--channels-last"])
     settings = environment(args).runtime.services.get("settings")

@@ -4,7 +4,6 @@ its output PNG carries the workflow, and ``--from-png`` runs it again."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,6 @@ from PIL import Image
 
 from graph_runtime import load_registry
 from graph_runtime.cli import main
-from graph_runtime.folders import configure, current
 from graph_runtime.png import read_png_text
 
 DATA = Path(__file__).parent / "data" / "ui"
@@ -20,15 +18,13 @@ NEEDED = {"LoadImage", "ImageScale", "ImageInvert", "SaveImage"}
 
 
 @pytest.fixture
-def base(tmp_path: Path) -> Iterator[Path]:
+def base(tmp_path: Path) -> Path:
     if not NEEDED <= set(load_registry(builtins=("nodes.core",), entry_points=False).nodes):
         pytest.skip("nodes.core does not provide the core image nodes")
     (tmp_path / "input").mkdir()
     Image.new("RGB", (64, 32), (200, 50, 10)).save(tmp_path / "input" / "photo.png")
     (tmp_path / "plugins").mkdir()
-    previous = current()
-    yield tmp_path
-    configure(previous)
+    return tmp_path
 
 
 def nodeloom(base: Path, *args: str) -> int:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from graph_runtime import NodeRegistry, parse_workflow
+from graph_runtime import FolderPaths, HookContext, NodeRegistry, parse_workflow
 from graph_runtime.formats import WorkflowFormatError, apply_overrides, is_link, load_workflow_file
 
 API = {"3": {"class_type": "Number", "inputs": {"value": 1}, "_meta": {"title": "Seed"}},
@@ -36,10 +36,10 @@ def test_load_file_reports_bad_json_with_the_path(tmp_path: Path, registry: Node
     path = tmp_path / "w.json"
     path.write_text("{oops")
     with pytest.raises(WorkflowFormatError, match="not valid JSON") as info:
-        load_workflow_file(path, registry)
+        load_workflow_file(path, registry, ctx=HookContext(FolderPaths(base=tmp_path)))
     assert str(path) in str(info.value)
     path.write_text(json.dumps({"prompt": API}))
-    assert load_workflow_file(path, registry).prompt["6"]["class_type"] == "Collect"
+    assert load_workflow_file(path, registry, ctx=HookContext(FolderPaths(base=tmp_path))).prompt["6"]["class_type"] == "Collect"
 
 
 def test_overrides_parse_json_or_keep_strings() -> None:

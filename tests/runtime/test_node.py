@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from graph_runtime import Combo, Context, Hidden, Int, Link, Node, Output
+from graph_runtime import Combo, Context, FolderPaths, Hidden, HookContext, Int, Link, Node, Output
 from graph_runtime.node import NodeDefinitionError
+
+NO_FILES = HookContext(FolderPaths(base=Path("/nonexistent-nodeloom-base")))
 
 
 def define(body: dict[str, Any], name: str = "Broken") -> type[Node]:
@@ -57,15 +60,15 @@ def test_valid_node_exposes_its_declaration() -> None:
     class Blend(Node):
         category = "image"
         inputs = [Link("a", "IMAGE"), Int("amount", 5, min=0, max=10, control_after_generate=True),
-                  Combo("mode", lambda: ["add", "mul"], default="add"), Int("extra", 0, optional=True, lazy=True)]
+                  Combo("mode", lambda ctx: ["add", "mul"], default="add"), Int("extra", 0, optional=True, lazy=True)]
         outputs = [Output("IMAGE", "blended")]
 
         def run(self, ctx: Context, **inputs: Any) -> tuple[Any]:
             return (inputs,)
 
-    assert Blend.input_spec("amount").schema() == ["INT", {"default": 5, "min": 0, "max": 10,
+    assert Blend.input_spec("amount").schema(NO_FILES) == ["INT", {"default": 5, "min": 0, "max": 10,
                                                           "control_after_generate": True}]
-    assert Blend.input_spec("mode").schema() == [["add", "mul"], {"default": "add"}]
+    assert Blend.input_spec("mode").schema(NO_FILES) == [["add", "mul"], {"default": "add"}]
     assert Blend.lazy_input_names() == {"extra"}
     assert Blend.title() == "Blend" and Blend.outputs[0].display_name == "blended"
 

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from graph_runtime import NodeRegistry
+from graph_runtime import FolderPaths, HookContext, NodeRegistry
 from graph_runtime.formats import WorkflowFormatError, load_workflow_file
 from graph_runtime.png import read_png_text, read_png_workflow
 
@@ -45,7 +45,7 @@ def test_prefers_the_api_prompt_and_keeps_the_ui_workflow(tmp_path: Path, regist
 def test_ui_workflow_alone_is_converted(tmp_path: Path, ui_registry: NodeRegistry) -> None:
     ui = json.loads((DATA / "invert_and_scale_v04.json").read_text())
     path = save_png(tmp_path / "ui.png", {"workflow": json.dumps(ui)}, zip_keys=("workflow",))
-    workflow = load_workflow_file(path, ui_registry)  # .png dispatches to the PNG reader
+    workflow = load_workflow_file(path, ui_registry, ctx=HookContext(FolderPaths(base=tmp_path)))  # .png dispatches to the PNG reader
     assert workflow.prompt["4"]["inputs"]["width"] == 768
 
 

@@ -4,17 +4,20 @@ invalid workflow never runs a node."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from graph_runtime import NodeRegistry, OutputCache, Runtime, WorkflowInvalid, validate
+from graph_runtime import FolderPaths, HookContext, NodeRegistry, OutputCache, Runtime, WorkflowInvalid, validate
 from graph_runtime.validation import ValidationResult
 
 from . import toynodes
 
 REGISTRY = NodeRegistry()
+# No node of these prompts reads files; the folders only have to exist as a value.
+FOLDERS = FolderPaths(base=Path("/nonexistent-nodeloom-base"))
 for _cls in toynodes.NODES:
     if _cls is not toynodes.FileStamp:  # its fingerprint reads a real file
         REGISTRY.add_node(_cls)
@@ -52,10 +55,10 @@ def assert_structured(result: ValidationResult) -> None:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(prompts)
 def test_validation_only_returns_structured_errors_and_invalid_never_runs(prompt: dict[str, Any]) -> None:
-    result = validate(json.loads(json.dumps(prompt)), REGISTRY)
+    result = validate(json.loads(json.dumps(prompt)), REGISTRY, ctx=HookContext(FOLDERS))
     assert_structured(result)
     toynodes.CALLS.clear()
-    runtime = Runtime(REGISTRY, cache=OutputCache())
+    runtime = Runtime(REGISTRY, folders=FOLDERS, cache=OutputCache())
     try:
         run = runtime.execute(prompt)
     except WorkflowInvalid as exc:

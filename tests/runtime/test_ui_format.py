@@ -9,11 +9,13 @@ from typing import Any
 
 import pytest
 
-from graph_runtime import NodeRegistry, parse_workflow, validate
+from graph_runtime import FolderPaths, HookContext, NodeRegistry, parse_workflow, validate
 from graph_runtime.formats import WorkflowFormatError
 from graph_runtime.ui_format import ui_to_api
 
 DATA = Path(__file__).parent / "data" / "ui"
+# The folders computed choices are listed from (these files pick no model files).
+CTX = HookContext(FolderPaths(base=DATA))
 
 
 def load(name: str) -> dict[str, Any]:
@@ -30,7 +32,7 @@ def node(node_id: int, kind: str, *, inputs: list[dict[str, Any]] | None = None,
 
 
 def test_v04_file_reroute_primitive_note_muted_bypassed(ui_registry: NodeRegistry) -> None:
-    prompt = ui_to_api(load("invert_and_scale_v04.json"), ui_registry)
+    prompt = ui_to_api(load("invert_and_scale_v04.json"), ui_registry, CTX)
     # Reroute (2), PrimitiveNode (6), Note (7), muted PreviewImage (8), bypassed ImageBlur (9) vanish.
     assert sorted(prompt) == ["1", "3", "4", "5"]
     assert prompt["1"]["inputs"] == {"image": "photo.png"}  # the upload button's slot is skipped
@@ -40,23 +42,23 @@ def test_v04_file_reroute_primitive_note_muted_bypassed(ui_registry: NodeRegistr
     # The bypassed blur hands its IMAGE input straight to SaveImage.
     assert prompt["5"] == {"class_type": "SaveImage", "_meta": {"title": "Save inverted"},
                            "inputs": {"images": ["4", 0], "filename_prefix": "inverted"}}
-    assert validate(prompt, ui_registry).ok
+    assert validate(prompt, ui_registry, ctx=CTX).ok
 
 
 def test_v1_file_link_objects_titles_and_markdown_note(ui_registry: NodeRegistry) -> None:
-    prompt = ui_to_api(load("blur_invert_v1.json"), ui_registry)
+    prompt = ui_to_api(load("blur_invert_v1.json"), ui_registry, CTX)
     assert sorted(prompt) == ["10", "11", "12", "13", "14", "15"]
     assert prompt["11"]["inputs"] == {"image": ["10", 0], "blur_radius": 3, "sigma": 1.5}
     assert prompt["12"]["_meta"]["title"] == "Negative"
     assert prompt["13"]["inputs"] == {"images": ["12", 0], "filename_prefix": "blurred/negative"}
     assert prompt["14"]["inputs"]["width"] == 64 and prompt["14"]["inputs"]["height"] == 32
-    result = validate(prompt, ui_registry)
+    result = validate(prompt, ui_registry, ctx=CTX)
     assert result.ok and result.outputs == ["13", "15"]
 
 
 def test_parse_workflow_keeps_the_ui_document_for_pnginfo(ui_registry: NodeRegistry) -> None:
     document = load("blur_invert_v1.json")
-    workflow = parse_workflow(document, ui_registry)
+    workflow = parse_workflow(document, ui_registry, ctx=CTX)
     assert workflow.ui_workflow is document
     assert workflow.extra_data["extra_pnginfo"]["workflow"] is document
     with pytest.raises(WorkflowFormatError, match="node schemas"):
@@ -74,7 +76,7 @@ def sampler_document(widgets: Any, seed_input: dict[str, Any] | None = None) -> 
 
 def test_seed_control_after_generate_takes_one_extra_slot(ui_registry: NodeRegistry) -> None:
     document = sampler_document([156680208700286, "randomize", 20, 8, "euler", "normal", 1])
-    inputs = ui_to_api(document, ui_registry)["3"]["inputs"]
+    inputs = ui_to_api(document, ui_registry, CTX)["3"]["inputs"]
     assert inputs == {"seed": 156680208700286, "steps": 20, "cfg": 8, "sampler_name": "euler",
                       "scheduler": "normal", "denoise": 1}
 
@@ -84,7 +86,7 @@ def test_seed_converted_to_socket_keeps_its_slot_and_primitive_value_wins(ui_reg
                                 {"name": "seed", "type": "INT", "link": 9, "widget": {"name": "seed"}})
     document["nodes"].append(node(4, "PrimitiveNode", widgets=[42, "increment"], title="seed"))
     document["links"] = [[9, 4, 0, 3, 4, "INT"]]
-    inputs = ui_to_api(document, ui_registry)["3"]["inputs"]
+    inputs = ui_to_api(document, ui_registry, CTX)["3"]["inputs"]
     assert inputs["seed"] == 42 and inputs["steps"] == 30 and inputs["denoise"] == 0.75
 
 
@@ -93,7 +95,7 @@ def test_widgets_values_as_dict_and_missing_values_take_defaults(ui_registry: No
         node(1, "ImageScale", widgets={"width": 100, "height": 50, "unknown": 1, "upscale_method": "area"}),
         node(2, "ImageBlur"),  # saved before its widgets existed: the editor would use defaults
     ], "links": []}
-    prompt = ui_to_api(document, ui_registry)
+    prompt = ui_to_api(document, ui_registry, CTX)
     assert prompt["1"]["inputs"] == {"width": 100, "height": 50, "upscale_method": "area"}
     assert prompt["2"]["inputs"] == {"blur_radius": 1, "sigma": 1.0}
 
@@ -106,7 +108,7 @@ def test_bypass_picks_the_input_of_the_links_type(ui_registry: NodeRegistry) -> 
                                             {"name": "image", "type": "IMAGE", "link": 1}]),
         node(3, "PreviewImage", inputs=[{"name": "images", "type": "IMAGE", "link": 3}]),
     ], "links": [[1, 1, 0, 2, 1, "IMAGE"], [2, 1, 1, 2, 0, "MASK"], [3, 2, 0, 3, 0, "IMAGE"]]}
-    prompt = ui_to_api(document, ui_registry)
+    prompt = ui_to_api(document, ui_registry, CTX)
     assert prompt["3"]["inputs"] == {"images": ["1", 0]}
     assert "2" not in prompt  # bypassed nodes need no schema
 
@@ -116,9 +118,9 @@ def test_link_from_a_muted_node_leaves_the_input_missing(ui_registry: NodeRegist
         node(1, "LoadImage", widgets=["photo.png", "image"], mode=2),
         node(2, "PreviewImage", inputs=[{"name": "images", "type": "IMAGE", "link": 1}]),
     ], "links": [[1, 1, 0, 2, 0, "IMAGE"]]}
-    prompt = ui_to_api(document, ui_registry)
+    prompt = ui_to_api(document, ui_registry, CTX)
     assert prompt == {"2": {"class_type": "PreviewImage", "inputs": {}, "_meta": {"title": "PreviewImage"}}}
-    errors = validate(prompt, ui_registry).node_errors
+    errors = validate(prompt, ui_registry, ctx=CTX).node_errors
     assert [(e.node_id, e.type, e.input_name) for e in errors] == [("2", "required_input_missing", "images")]
 
 
@@ -126,16 +128,16 @@ def test_unknown_node_types_are_all_named(ui_registry: NodeRegistry) -> None:
     document = {"nodes": [node(1, "LoadImage", widgets=["photo.png"]), node(7, "FancyUpscaler"),
                           node(9, "MysteryNode")], "links": []}
     with pytest.raises(WorkflowFormatError) as info:
-        ui_to_api(document, ui_registry)
+        ui_to_api(document, ui_registry, CTX)
     message = str(info.value)
     assert "node 7 ('FancyUpscaler')" in message and "node 9 ('MysteryNode')" in message
 
 
 def test_malformed_documents_give_format_errors(ui_registry: NodeRegistry) -> None:
     with pytest.raises(WorkflowFormatError, match="'id' and a 'type'"):
-        ui_to_api({"nodes": [{"id": 1}], "links": []}, ui_registry)
+        ui_to_api({"nodes": [{"id": 1}], "links": []}, ui_registry, CTX)
     with pytest.raises(WorkflowFormatError, match="unreadable link"):
-        ui_to_api({"nodes": [], "links": ["nonsense"]}, ui_registry)
+        ui_to_api({"nodes": [], "links": ["nonsense"]}, ui_registry, CTX)
 
 
 def subgraph_document() -> dict[str, Any]:
@@ -177,13 +179,13 @@ def subgraph_document() -> dict[str, Any]:
 
 
 def test_subgraph_is_flattened_with_colon_ids(ui_registry: NodeRegistry) -> None:
-    prompt = ui_to_api(subgraph_document(), ui_registry)
+    prompt = ui_to_api(subgraph_document(), ui_registry, CTX)
     assert sorted(prompt) == ["10", "20:1", "20:2", "21"]
     # The promoted widget's value on the instance (9) wins over the interior default (2).
     assert prompt["20:1"]["inputs"] == {"image": ["10", 0], "blur_radius": 9, "sigma": 1.0}
     assert prompt["20:2"]["inputs"] == {"image": ["20:1", 0]}
     assert prompt["21"]["inputs"] == {"images": ["20:2", 0], "filename_prefix": "sub"}
-    assert validate(prompt, ui_registry).ok
+    assert validate(prompt, ui_registry, ctx=CTX).ok
 
 
 def test_subgraph_containing_itself_is_a_format_error(ui_registry: NodeRegistry) -> None:
@@ -191,13 +193,13 @@ def test_subgraph_containing_itself_is_a_format_error(ui_registry: NodeRegistry)
     definition = document["definitions"]["subgraphs"][0]
     definition["nodes"].append(node(3, definition["id"]))
     with pytest.raises(WorkflowFormatError, match="nested more than"):
-        ui_to_api(document, ui_registry)
+        ui_to_api(document, ui_registry, CTX)
 
 
 def test_conversion_does_not_modify_the_document(ui_registry: NodeRegistry) -> None:
     document = load("invert_and_scale_v04.json")
     before = copy.deepcopy(document)
-    ui_to_api(document, ui_registry)
+    ui_to_api(document, ui_registry, CTX)
     assert document == before
 
 
@@ -209,6 +211,6 @@ def test_real_core_nodes_convert_the_same_files() -> None:
     needed = {"LoadImage", "ImageScale", "ImageInvert", "SaveImage", "PreviewImage"}
     if not needed <= set(registry.nodes):
         pytest.skip("nodes.core does not provide the core image nodes yet")
-    prompt = ui_to_api(load("invert_and_scale_v04.json"), registry)
+    prompt = ui_to_api(load("invert_and_scale_v04.json"), registry, CTX)
     assert prompt["4"]["inputs"]["width"] == 768 and prompt["5"]["inputs"]["images"] == ["4", 0]
     assert prompt["1"]["inputs"]["image"] == "photo.png"

@@ -7,12 +7,15 @@ from typing import Any
 
 import pytest
 
-from graph_runtime import FolderPaths, NodeRegistry, validate
+from graph_runtime import FolderPaths, HookContext, NodeRegistry, validate
 from graph_runtime.validation import ValidationResult
 
+# Validation without files to look at: an empty base folder.
+NO_FILES = HookContext(FolderPaths(base=Path("/nonexistent-nodeloom-base")))
 
-def check(prompt: dict[str, Any], registry: NodeRegistry) -> ValidationResult:
-    return validate(prompt, registry)
+
+def check(prompt: dict[str, Any], registry: NodeRegistry, folders: FolderPaths | None = None) -> ValidationResult:
+    return validate(prompt, registry, ctx=HookContext(folders) if folders else NO_FILES)
 
 
 def errors(result: ValidationResult) -> list[tuple[str, str, str | None]]:
@@ -75,7 +78,7 @@ def test_missing_model_file_names_the_folder_and_the_choices(registry: NodeRegis
     checkpoints.mkdir(parents=True)
     (checkpoints / "tiny.safetensors").write_bytes(b"")
     prompt = {"1": {"class_type": "Checkpoint", "inputs": {"ckpt_name": "sdxl.safetensors"}}, "2": sink("1")}
-    (error,) = check(prompt, registry).node_errors
+    (error,) = check(prompt, registry, folders).node_errors
     assert error.type == "value_not_in_list" and error.input_name == "ckpt_name"
     assert "'checkpoints' models folder" in error.message
     assert str(checkpoints) in error.details and "tiny.safetensors" in error.details
@@ -83,7 +86,7 @@ def test_missing_model_file_names_the_folder_and_the_choices(registry: NodeRegis
 
 def test_empty_models_folder_says_so(registry: NodeRegistry, folders: FolderPaths) -> None:
     prompt = {"1": {"class_type": "Checkpoint", "inputs": {"ckpt_name": "x.safetensors"}}, "2": sink("1")}
-    (error,) = check(prompt, registry).node_errors
+    (error,) = check(prompt, registry, folders).node_errors
     assert "the folder is empty" in error.details
 
 
@@ -133,9 +136,9 @@ def test_errors_outside_the_requested_outputs_are_ignored(registry: NodeRegistry
     prompt = {"1": {"class_type": "Number", "inputs": {"value": 1}}, "2": sink("1"),
               "3": {"class_type": "Number", "inputs": {"value": "bad"}}}
     assert check(prompt, registry).ok
-    result = validate({**prompt, "4": sink("3")}, registry, targets=["2"])
+    result = validate({**prompt, "4": sink("3")}, registry, ctx=NO_FILES, targets=["2"])
     assert result.ok and result.outputs == ["2"]
-    missing = validate(prompt, registry, targets=["77"])
+    missing = validate(prompt, registry, ctx=NO_FILES, targets=["77"])
     assert missing.to_comfy()["error"]["type"] == "invalid_prompt"
 
 

@@ -163,7 +163,7 @@ class FileStamp(Node):
     outputs = [Output("STRING")]
 
     @classmethod
-    def fingerprint(cls, **widgets: Any) -> Any:
+    def fingerprint(cls, ctx: HookContext, **widgets: Any) -> Any:
         stat = os.stat(widgets["path"])
         return (stat.st_mtime_ns, stat.st_size)
 
@@ -178,7 +178,7 @@ class Even(Node):
     outputs = [Output("INT")]
 
     @classmethod
-    def validate_inputs(cls, **widgets: Any) -> str | None:
+    def validate_inputs(cls, ctx: HookContext, **widgets: Any) -> str | None:
         return None if widgets["value"] % 2 == 0 else f"value must be even, got {widgets['value']}"
 
     def run(self, ctx: Context, *, value: int) -> tuple[int]:
@@ -191,7 +191,7 @@ class BrokenCheck(Node):
     outputs = [Output("INT")]
 
     @classmethod
-    def validate_inputs(cls, **widgets: Any) -> str | None:
+    def validate_inputs(cls, ctx: HookContext, **widgets: Any) -> str | None:
         raise ZeroDivisionError("validator bug")
 
     def run(self, ctx: Context, *, value: int) -> tuple[int]:
