@@ -1,15 +1,20 @@
-"""The contract every registered core node keeps: ComfyUI's schema shape, names, input order,
-category and outputs; its defaults pass validation; it runs on them."""
+"""The contract every registered node keeps (core, diffusion and the example plugin's): its schema
+is plain JSON that states its declaration, and its defaults pass validation. The core nodes also
+match ComfyUI's schema (names, input order, category, outputs) and run on their defaults."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from graph_runtime import validate
+from graph_runtime import FolderPaths, HookContext, Node, NodeRegistry, Output, load_registry, validate
+from graph_runtime.folders import DIRECTORY_FOLDERS
 from graph_runtime.schema import node_schema
+
+PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
 
 # ComfyUI's declaration of each node: category, required inputs in order, optional inputs, outputs.
 COMFY: dict[str, tuple[str, list[str], list[str], list[str]]] = {
@@ -59,9 +64,9 @@ def test_registry_holds_exactly_the_core_nodes(core_registry):
 
 
 @pytest.mark.parametrize("name", sorted(COMFY))
-def test_schema_matches_comfyui(core_registry, name):
+def test_schema_matches_comfyui(core_registry, graphs, name):
     cls = core_registry.nodes[name]
-    schema = node_schema(cls)
+    schema = node_schema(cls, graphs.runtime.hook_context)
     assert json.loads(json.dumps(schema)) == schema  # plain JSON, as /object_info sends it
     category, required, optional, outputs = COMFY[name]
     assert schema["category"] == category
@@ -77,11 +82,11 @@ def test_schema_matches_comfyui(core_registry, name):
 
 
 @pytest.mark.parametrize("name", sorted(COMFY))
-def test_input_specs_have_comfy_shape(core_registry, name):
+def test_input_specs_have_comfy_shape(core_registry, graphs, name):
     for spec in core_registry.nodes[name].inputs:
         if spec.hidden:
             continue
-        entry = spec.schema()
+        entry = spec.schema(graphs.runtime.hook_context)
         assert isinstance(entry, list) and len(entry) in (1, 2)
         if spec.type == "COMBO":
             assert all(isinstance(choice, str) for choice in entry[0])
@@ -93,13 +98,13 @@ def test_input_specs_have_comfy_shape(core_registry, name):
             assert "default" in options, f"{name}.{spec.name} has no default"
 
 
-def _default_prompt(cls) -> dict:
+def _default_prompt(cls, ctx: HookContext) -> dict:
     inputs = {}
     for spec in cls.inputs:
         if spec.hidden or spec.optional:
             continue
         if spec.is_widget:
-            inputs[spec.name] = spec.default if spec.default is not None else spec.current_choices()[0]
+            inputs[spec.name] = spec.default if spec.default is not None else spec.current_choices(ctx)[0]
         else:
             inputs[spec.name] = ["src_" + spec.type, 0]
     prompt = {"src_" + kind: node for kind, node in SOURCES.items()}
@@ -111,8 +116,8 @@ def _default_prompt(cls) -> dict:
 def test_defaults_validate_and_run(core_registry, graphs, name):
     graphs.put_image("example.png", Image.new("RGBA", (16, 12), (10, 20, 30, 255)))
     cls = core_registry.nodes[name]
-    prompt = _default_prompt(cls)
-    checked = validate(prompt, core_registry, targets=["node"])
+    prompt = _default_prompt(cls, graphs.runtime.hook_context)
+    checked = graphs.runtime.validate(prompt, targets=["node"])
     assert checked.ok, checked.format()
     result = graphs.run(prompt, targets=["node"], keep=["node"])
     produced = result.values["node"]
@@ -124,3 +129,102 @@ def test_defaults_validate_and_run(core_registry, graphs, name):
             assert values[0].ndim == 3
     if cls.output_node:
         assert result.outputs["node"]["images"]
+
+
+# -- every registered node ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def every_registry() -> NodeRegistry:
+    """The built-in packs and the example plugin, loaded as the command line loads them."""
+    registry = load_registry(builtins=("nodes.core", "nodes.diffusion"), plugin_dirs=[PLUGINS],
+                             entry_points=False)
+    problems = {p.name: p.error or p.skipped for p in registry.plugins if p.status != "loaded" or p.skipped}
+    assert not problems, problems
+    return registry
+
+
+def _every_node() -> list[str]:
+    registry = load_registry(builtins=("nodes.core", "nodes.diffusion"), plugin_dirs=[PLUGINS],
+                             entry_points=False)
+    return sorted(registry.nodes)
+
+
+@pytest.fixture
+def stocked(tmp_path: Path, every_registry: NodeRegistry) -> HookContext:
+    """Folders holding one file for every models folder a node picks from, and an input image."""
+    folders = FolderPaths(base=tmp_path)
+    for cls in every_registry.nodes.values():
+        for spec in cls.inputs:
+            if spec.model_folder is None:
+                continue
+            folder = folders.models_roots[0] / spec.model_folder
+            if spec.model_folder in DIRECTORY_FOLDERS:  # a model folder, listed by its marker file
+                (folder / "contract").mkdir(parents=True, exist_ok=True)
+                for marker in ("model_index.json", "vocab.json"):
+                    (folder / "contract" / marker).write_text("{}")
+            else:
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / "contract.safetensors").write_bytes(b"")
+    assert folders.input_dir is not None
+    folders.input_dir.mkdir(parents=True)
+    Image.new("RGBA", (16, 12), (10, 20, 30, 255)).save(folders.input_dir / "example.png")
+    return HookContext(folders=folders)
+
+
+def test_every_pack_is_covered(every_registry):
+    assert {"nodes.core", "nodes.diffusion", "plugins.example_plugin"} <= set(every_registry.origin.values())
+
+
+@pytest.mark.parametrize("name", _every_node())
+def test_schema_round_trips_and_states_the_declaration(every_registry, stocked, name):
+    cls = every_registry.nodes[name]
+    schema = node_schema(cls, stocked)
+    assert json.loads(json.dumps(schema)) == schema  # plain JSON, as /object_info sends it
+    visible = [spec for spec in cls.inputs if not spec.hidden]
+    assert schema["input_order"].get("required", []) == [s.name for s in visible if not s.optional]
+    assert schema["input_order"].get("optional", []) == [s.name for s in visible if s.optional]
+    for spec in visible:
+        entry = schema["input"]["optional" if spec.optional else "required"][spec.name]
+        if spec.type == "COMBO":
+            assert isinstance(entry[0], list) and all(isinstance(c, str) for c in entry[0])
+        else:
+            assert entry[0] == spec.type and spec.type in every_registry.types
+    assert schema["output"] == [out.type for out in cls.outputs]
+    assert all(t in every_registry.types for out in cls.outputs for t in out.type.split(","))
+    assert schema["long_running"] is cls.long_running
+    assert schema["description"], f"{name} has no description"
+
+
+def _sources(registry: NodeRegistry) -> dict[str, type[Node]]:
+    """One source node per link type, so a node's links can be fed for validation."""
+    sources: dict[str, type[Node]] = {}
+    for index, kind in enumerate(sorted(registry.types)):
+        sources[kind] = type(f"ContractSource{index}", (Node,), {
+            "outputs": [Output(kind)], "run": lambda self, ctx: (None,), "__module__": __name__})
+    return sources
+
+
+@pytest.mark.parametrize("name", _every_node())
+def test_defaults_validate(every_registry, stocked, name):
+    cls = every_registry.nodes[name]
+    registry = NodeRegistry()
+    for other in every_registry.nodes.values():
+        registry.add_node(other)
+    prompt: dict = {}
+    inputs = {}
+    sources = _sources(every_registry)
+    for spec in cls.inputs:
+        if spec.hidden or spec.optional:
+            continue
+        if spec.is_widget:
+            choices = spec.current_choices(stocked)
+            inputs[spec.name] = spec.default if spec.default is not None else choices[0]
+        else:
+            source = sources[spec.type.split(",")[0]]
+            registry.add_node(source)
+            prompt[f"src_{spec.name}"] = {"class_type": source.__name__, "inputs": {}}
+            inputs[spec.name] = [f"src_{spec.name}", 0]
+    prompt["node"] = {"class_type": name, "inputs": inputs}
+    checked = validate(prompt, registry, ctx=stocked, targets=["node"])
+    assert checked.ok, checked.format()
