@@ -32,7 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     # parser), the plugin folders being found by a first pass over the arguments.
     registry = load_plugins(plugin_dirs=plugin_dirs_of(_plugins_dirs_given(argv)))
     parser = build_parser(registry)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if getattr(args, "passthrough", False):  # a command reading its arguments with its own parser
+        args.arguments = argv[argv.index(args.command) + 1:]
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command is None:
         parser.print_help()
         return EXIT_INVALID
@@ -81,6 +85,9 @@ def build_parser(registry: NodeRegistry) -> argparse.ArgumentParser:
     runs.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     parser = argparse.ArgumentParser(prog="nodeloom", description=__doc__.splitlines()[0])
+    # Also before COMMAND, for the plugins' own commands (``nodeloom --plugins-dir DIR hello``);
+    # documented with the commands' own --plugins-dir.
+    parser.add_argument("--plugins-dir", type=Path, action="append", help=argparse.SUPPRESS)
     parser.set_defaults(registry=registry)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 

@@ -69,7 +69,10 @@ def nodeloom_settings(options: Mapping[str, Any]) -> dict[str, Any] | None:  # t
 @hookspec
 def nodeloom_add_commands(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     """Add ``nodeloom`` subcommands (``subparsers.add_parser(name, parents=parents, …)`` with
-    ``set_defaults(handler=callable(args) -> int)``). ``parents`` carry the shared options."""
+    ``set_defaults(handler=callable(args) -> int)``). ``parents`` carry the shared options; the
+    handler finds the loaded plugins as ``args.registry``. A command that reads its arguments with
+    a parser of its own sets ``passthrough=True`` too and gets them untouched as
+    ``args.arguments``."""
 
 
 @hookspec

@@ -42,11 +42,10 @@ def nodeloom_settings(options: Mapping[str, Any]) -> dict[str, Any] | None:
 
 @hookimpl
 def nodeloom_add_commands(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
-    # Its own parser reads the arguments (``models tiny --root DIR``), so they pass through as is.
+    # Its own parser reads the arguments (``models tiny --root DIR``): they pass through as is.
     models = subparsers.add_parser("models", add_help=False,
                                    help="write the tiny random-weight model zoo (models tiny)")
-    models.add_argument("arguments", nargs=argparse.REMAINDER)
-    models.set_defaults(handler=run_models_command)
+    models.set_defaults(handler=run_models_command, passthrough=True)
 
 
 def run_models_command(args: argparse.Namespace) -> int:

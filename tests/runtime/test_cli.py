@@ -318,3 +318,105 @@ def test_model_manager_options_reach_the_nodes(tmp_path: Path) -> None:
     settings = environment(args).runtime.services.get("settings")
     assert settings == {"device": "cpu", "ram_budget": "2GB", "vram_budget": "512MB",
                         "channels_last": True, "compile": False}
+
+
+# -- commands and options from plugins -------------------------------------------------------
+
+COMMAND_PLUGIN = '''
+from graph_runtime import hookimpl
+
+
+@hookimpl
+def nodeloom_add_options(parser):
+    parser.add_argument("--shout", action="store_true", help="louder nodes")
+
+
+@hookimpl
+def nodeloom_settings(options):
+    return {"shout": options.get("shout")}
+
+
+@hookimpl
+def nodeloom_add_commands(subparsers, parents):
+    hello = subparsers.add_parser("hello", parents=parents, help="say hello")
+    hello.add_argument("--name", default="world")
+    hello.set_defaults(handler=lambda args: print(f"hello {args.name} shout={args.shout}") or 7)
+'''
+
+
+def test_a_folder_plugin_adds_a_command_and_shared_options(base: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (base / "plugins" / "hello.py").write_text(COMMAND_PLUGIN)
+    assert main(["--plugins-dir", str(base / "plugins"), "hello", "--name", "you", "--shout"]) == 7
+    assert "hello you shout=True" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["run", "--help", "--plugins-dir", str(base / "plugins")])
+    assert "--shout" in capsys.readouterr().out
+
+
+def test_plugin_settings_reach_the_nodes(base: Path) -> None:
+    from graph_runtime.cli import build_parser
+    from graph_runtime.headless import environment
+    from graph_runtime.registry import load_plugins
+
+    (base / "plugins" / "hello.py").write_text(COMMAND_PLUGIN)
+    registry = load_plugins(plugin_dirs=[base / "plugins"], entry_points=False)
+    args = build_parser(registry).parse_args(["validate", "w.json", "--base", str(base), "--shout"])
+    assert environment(args).runtime.services.get("settings") == {"shout": True}
+
+
+def test_serve_help_lists_serves_own_and_the_shared_options(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--host", "--port", "--token", "--devices", "--base", "--node-packs", "--plugins",
+                 "--frontend-root", "--log-level", "--device", "--vram-budget", "--compile"):
+        assert flag in out, flag
+
+
+def test_serve_runs_the_server_with_the_plugins_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import server.cli
+
+    seen: dict[str, Any] = {}
+
+    def fake_settings(args: Any, model_settings: dict[str, Any]) -> Any:
+        seen.update(model_settings=model_settings, base=args.base, packs=args.node_packs)
+        raise ValueError("stop before listening")
+
+    monkeypatch.setattr(server.cli, "settings_from", fake_settings)
+    assert main(["serve", "--base", str(tmp_path), "--node-packs", "nodes.core", "--vram-budget", "1GB"]) == 2
+    assert seen["base"] == tmp_path and seen["packs"] == "nodes.core"
+    assert seen["model_settings"]["vram_budget"] == "1GB" and seen["model_settings"]["compile"] is False
+
+
+def test_building_the_parser_imports_neither_torch_nor_diffusers(tmp_path: Path) -> None:
+    import subprocess
+
+    code = ("import sys; from graph_runtime.cli import build_parser; from graph_runtime import load_plugins; "
+            "build_parser(load_plugins()); print(sorted(m for m in ('torch', 'diffusers', 'transformers') "
+            "if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            cwd=tmp_path, timeout=120)
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_runtime_names_neither_nodes_nor_server() -> None:
+    """graph_runtime reaches the packs and the server only through plugin hooks."""
+    import ast
+
+    import graph_runtime
+
+    for path in Path(graph_runtime.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                names = [node.value]
+            for name in names:
+                root = name.split(".")[0]
+                assert not (root in ("nodes", "server") and (name != root or isinstance(node, ast.Import | ast.ImportFrom))), \
+                    f"{path.name} names {name!r}"
