@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from graph_runtime import FolderPaths, HookContext
+
 from nodes.diffusion.model_manager import ModelManager, manager_from
 from nodes.diffusion.nodes_sampling import KSampler, KSamplerAdvanced
 from nodes.diffusion.samplers import SAMPLER_NAMES, check_combination
@@ -20,9 +22,10 @@ def test_every_sampler_runs(make_ctx, sampler: str) -> None:
     assert torch.isfinite(out["samples"]).all()
 
 
-def test_unsupported_combination_rejected_at_validation() -> None:
-    assert "does not support" in KSampler.validate_inputs(sampler_name="ddim", scheduler="karras")
-    assert KSampler.validate_inputs(sampler_name="euler", scheduler="karras") is None
+def test_unsupported_combination_rejected_at_validation(tmp_path) -> None:
+    hook_context = HookContext(FolderPaths(base=tmp_path))
+    assert "does not support" in KSampler.validate_inputs(hook_context, sampler_name="ddim", scheduler="karras")
+    assert KSampler.validate_inputs(hook_context, sampler_name="euler", scheduler="karras") is None
     assert "not supported" in check_combination("magic", "normal")
 
 

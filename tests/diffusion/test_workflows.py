@@ -14,12 +14,12 @@ WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 @pytest.fixture(scope="module")
 def runtime(zoo_root: Path, tmp_path_factory: pytest.TempPathFactory):
     from graph_runtime.executor import Runtime
-    from graph_runtime.folders import FolderPaths, configure
+    from graph_runtime.folders import FolderPaths
     from graph_runtime.registry import load_registry
     from nodes.diffusion.zoo import write_example_inputs
 
     base = tmp_path_factory.mktemp("base")
-    folders = configure(FolderPaths(base=base, models_roots=[zoo_root]))
+    folders = FolderPaths(base=base, models_roots=[zoo_root])
     write_example_inputs(folders.input_dir)
     registry = load_registry(builtins=("nodes.core", "nodes.diffusion"), entry_points=False)
     return Runtime(registry, folders=folders)
