@@ -95,3 +95,8 @@ class TestModel(Node):
 @hookimpl
 def nodeloom_register_nodes():
     return [TestColor, TestSave, TestSlow, TestFail, TestCrash, TestModel]
+
+
+@hookimpl
+def nodeloom_register_types():
+    return {"COLOR": "an RGB colour as three ints in 0..255"}
