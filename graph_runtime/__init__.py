@@ -1,5 +1,5 @@
 """NodeLoom's graph runtime: workflow formats, the node API, validation, cached execution, events
-and plugins. It never imports torch; nodes that need it live in the ``nodes`` package."""
+and plugins. It never imports torch; nodes that need it live in node packs, which are plugins."""
 
 from graph_runtime.cache import OutputCache
 from graph_runtime.context import Context, HookContext, Interrupted, InterruptFlag, Services

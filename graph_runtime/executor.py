@@ -26,7 +26,7 @@ from graph_runtime.events import (
 from graph_runtime.folders import FolderPaths
 from graph_runtime.formats import ApiPrompt, is_link
 from graph_runtime.node import Node
-from graph_runtime.node_calls import Outputs, call_mapped, describe_value, qualname
+from graph_runtime.node_calls import NodeFailed, Outputs, call_mapped, describe_value, qualname
 from graph_runtime.registry import NodeRegistry
 from graph_runtime.validation import ValidationResult, WorkflowInvalid, node_sort_key, validate
 
@@ -42,15 +42,6 @@ class RunResult:
     seconds: float = 0.0
     # The outputs (as lists) of the nodes asked for with ``keep``, for tests and embedding.
     values: dict[str, Outputs] = field(default_factory=dict)
-
-
-class NodeFailed(Exception):
-    def __init__(self, node_id: str, class_type: str, cause: BaseException, inputs: dict[str, Any]) -> None:
-        super().__init__(f"node {node_id} ({class_type}) failed: {type(cause).__name__}: {cause}")
-        self.node_id = node_id
-        self.class_type = class_type
-        self.cause = cause
-        self.inputs = inputs
 
 
 class Runtime:

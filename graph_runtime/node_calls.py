@@ -11,6 +11,17 @@ from graph_runtime.node import Node, Result
 Outputs = tuple[list[Any], ...]
 
 
+class NodeFailed(Exception):
+    """A node's hook or ``run`` raised; carries the node, its class, the cause and its inputs."""
+
+    def __init__(self, node_id: str, class_type: str, cause: BaseException, inputs: dict[str, Any]) -> None:
+        super().__init__(f"node {node_id} ({class_type}) failed: {type(cause).__name__}: {cause}")
+        self.node_id = node_id
+        self.class_type = class_type
+        self.cause = cause
+        self.inputs = inputs
+
+
 def call_mapped(node: Node, ctx: Context, inputs: dict[str, list[Any]],
                  cls: type[Node]) -> tuple[Outputs, dict[str, Any] | None]:
     """Run a node with ComfyUI's list semantics: once with whole lists (input_is_list), or once
