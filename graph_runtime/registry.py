@@ -110,11 +110,14 @@ class NodeRegistry:
             self._manager.register(module, name=name)
         except Exception as exc:  # noqa: BLE001 - a bad plugin is reported, never fatal
             return _fail(record, exc)
-        for hook_name in ("nodeloom_register_types", "nodeloom_register_nodes"):
+        for hook_name in ("nodeloom_addhooks", "nodeloom_register_types", "nodeloom_register_nodes"):
             for impl in getattr(self._manager.hook, hook_name).get_hookimpls():
                 if impl.plugin_name != name:
                     continue
                 try:
+                    if hook_name == "nodeloom_addhooks":
+                        impl.function(pluginmanager=self._manager)
+                        continue
                     value = impl.function()
                 except Exception as exc:  # noqa: BLE001
                     self._manager.unregister(name=name)
@@ -128,7 +131,7 @@ class NodeRegistry:
     def startup(self, config: dict[str, Any]) -> None:
         for impl in self._manager.hook.nodeloom_startup.get_hookimpls():
             try:
-                impl.function(config=config)
+                impl.function(**{k: v for k, v in (("config", config), ("registry", self)) if k in impl.argnames})
             except Exception as exc:  # noqa: BLE001
                 record = next((p for p in self.plugins if p.name == impl.plugin_name), None)
                 if record is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nodes.diffusion.model_manager import ModelManager, manager_from
+from nodes.infra.model_manager import ModelManager, manager_from
 from nodes.diffusion.nodes_sampling import KSampler, KSamplerAdvanced
 from nodes.diffusion.samplers import SAMPLER_NAMES, check_combination
 
