@@ -107,12 +107,11 @@ class DenoiserHooks:
         if not isinstance(hook, DenoiserHook):
             raise ValueError(f"denoiser hook from {source}: {hook!r} is not a DenoiserHook "
                              f"(needs a name and __call__(call) -> UNetInputs | None)")
-        if any(h is hook for h in self._hooks):
-            return
-        if hook.name in self.origin:
+        if hook.name in self.origin and self.origin[hook.name] != source:
             raise ValueError(f"denoiser hook {hook.name!r} from {source} is already registered by "
                              f"{self.origin[hook.name]}")
-        self._hooks.append(hook)
+        # A plugin registering again (another registry in the process) replaces its own hook.
+        self._hooks = [h for h in self._hooks if h.name != hook.name] + [hook]
         self.origin[hook.name] = source
 
     def __iter__(self) -> Iterator[DenoiserHook]:

@@ -122,8 +122,7 @@ class SamplerRegistry:
         if not isinstance(factory, SamplerFactory):
             raise ValueError(f"sampler {name!r} from {source}: {factory!r} is not a SamplerFactory "
                              f"(needs guidance, scheduler_class() and build(config, seed=...))")
-        current = self._factories.get(name)
-        if current is not None and current is not factory:
+        if name in self._factories and self.origin[name] != source:  # a plugin may re-register its own
             raise ValueError(f"sampler {name!r} from {source} is already registered by {self.origin[name]}")
         self._factories[name] = factory
         self.origin[name] = source
