@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from nodes.diffusion.families import SD15
 from nodes.diffusion.zoo.sd import plain_config
 from nodes.infra.files import METADATA_KEY, save_safetensors
 
@@ -24,4 +25,4 @@ def save_controlnet(root: Path, sd15: dict[str, Any], seed: int) -> Path:
                 param.normal_(0.0, 0.05)
     config = plain_config(net)
     return save_safetensors(net.state_dict(), root / "controlnet" / "tiny-controlnet-sd15.safetensors",
-                             {METADATA_KEY: json.dumps({"controlnet": config, "family": "sd15"})})
+                             {METADATA_KEY: json.dumps({"controlnet": config, "family": SD15.name})})

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from nodes.diffusion.families import family
+from nodes.diffusion.families import SD15, SDXL, family
 from nodes.infra import ldm_keys
 from nodes.infra.files import METADATA_KEY, save_safetensors
 from nodes.infra.tokenizer import TINY_TOKENIZER, tiny_vocab
@@ -54,7 +54,7 @@ def tiny_sd15(seed: int) -> dict[str, Any]:
     torch.manual_seed(seed)
     te_cfg = tiny_text_config(projection=False, act="quick_gelu")
     vae_cfg = dict(TINY_VAE, scaling_factor=0.18215)
-    return {"family": "sd15", "unet": UNet2DConditionModel(**TINY_SD15_UNET), "vae": AutoencoderKL(**vae_cfg),
+    return {"family": SD15.name, "unet": UNet2DConditionModel(**TINY_SD15_UNET), "vae": AutoencoderKL(**vae_cfg),
             "text_encoders": [CLIPTextModel(CLIPTextConfig(**te_cfg))], "te_configs": [te_cfg]}
 
 
@@ -66,7 +66,7 @@ def tiny_sdxl(seed: int) -> dict[str, Any]:
     te1 = tiny_text_config(projection=False, act="quick_gelu")
     te2 = tiny_text_config(projection=True, act="gelu")
     vae_cfg = dict(TINY_VAE, scaling_factor=0.13025)
-    return {"family": "sdxl", "unet": UNet2DConditionModel(**TINY_SDXL_UNET), "vae": AutoencoderKL(**vae_cfg),
+    return {"family": SDXL.name, "unet": UNet2DConditionModel(**TINY_SDXL_UNET), "vae": AutoencoderKL(**vae_cfg),
             "text_encoders": [CLIPTextModel(CLIPTextConfig(**te1)), CLIPTextModelWithProjection(CLIPTextConfig(**te2))],
             "te_configs": [te1, te2]}
 
