@@ -29,18 +29,20 @@ def _full_size_checkpoint(root: Path, family: str) -> str:
     """A random-weight checkpoint with the published UNet size and the tiny text encoders/VAE."""
     from safetensors.torch import save_file
 
-    from nodes.diffusion import ldm_keys
-    from nodes.diffusion.checkpoint import METADATA_KEY, read_state_dict, shipped_config
+    from nodes.diffusion.families import family as family_spec
+    from nodes.infra import ldm_keys
+    from nodes.infra.files import METADATA_KEY, read_state_dict
 
     from diffusers import UNet2DConditionModel
 
-    tiny = "tiny-sdxl" if family == "sdxl" else "tiny-sd15"
+    spec_of_family = family_spec(family)
+    tiny = f"tiny-{family}"
     tensors, meta = read_state_dict(root / "checkpoints" / f"{tiny}.safetensors")
     spec = json.loads(meta[METADATA_KEY])
-    unet_cfg = dict(shipped_config(family)["unet"])
+    unet_cfg = dict(spec_of_family.shipped_config()["unet"])
     text_dims = sum(spec[k]["hidden_size"] for k in ("text_encoder", "text_encoder_2") if k in spec)
     unet_cfg["cross_attention_dim"] = text_dims
-    if family == "sdxl":
+    if spec_of_family.size_conditioning:
         unet_cfg["projection_class_embeddings_input_dim"] = 6 * 256 + spec["text_encoder_2"]["projection_dim"]
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**unet_cfg)
@@ -66,8 +68,9 @@ def main(argv: list[str]) -> int:
 
     from graph_runtime.context import Context, InterruptFlag, Services
     from graph_runtime.folders import FolderPaths
-    from nodes.diffusion.model_manager import manager_from
+    from nodes.diffusion.families import family as family_spec
     from nodes.diffusion.zoo import write_tiny_zoo
+    from nodes.infra.model_manager import manager_from
 
     from tests.diffusion.diffusion_helpers import NEGATIVE, POSITIVE, encode, load, pipeline  # type: ignore
 
@@ -76,7 +79,7 @@ def main(argv: list[str]) -> int:
         write_tiny_zoo(root)
     family = args.family if args.size == "tiny" else args.size
     ckpt = f"tiny-{family}.safetensors" if args.size == "tiny" else _full_size_checkpoint(root, family)
-    side = {"tiny": 64, "sd15": 512, "sdxl": 1024}[args.size]
+    side = 64 if args.size == "tiny" else family_spec(family).default_resolution
     height, width = args.height or side, args.width or side
 
     ctx = Context(prompt_id="bench", node_id="3", class_type="KSampler", folders=FolderPaths(base=root.parent, models_roots=[root]),
@@ -88,7 +91,7 @@ def main(argv: list[str]) -> int:
     pipe.to(manager.device)
     from nodes.diffusion.nodes_sampling import KSampler
 
-    latent = {"samples": torch.zeros(1, 4, height // 8, width // 8)}
+    latent = {"samples": torch.zeros(family_spec(family).latent_shape(1, height, width))}
 
     def ours() -> None:
         KSampler().run(ctx, model=model, seed=1, steps=args.steps, cfg=7.0, sampler_name="euler", scheduler="normal",

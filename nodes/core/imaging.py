@@ -21,9 +21,7 @@ import torch.nn.functional as F
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-MAX_RESOLUTION = 16384
-UPSCALE_METHODS: tuple[str, ...] = ("nearest-exact", "bilinear", "area", "bicubic", "lanczos")
-CROP_METHODS: tuple[str, ...] = ("disabled", "center")
+from nodes.inputs import CROP_METHODS, MAX_RESOLUTION, UPSCALE_METHODS  # noqa: F401 - re-exported to the core nodes
 
 
 # -- conversion ------------------------------------------------------------------------------

@@ -2,16 +2,31 @@
 
 Registered like any plugin through ``nodeloom_register_nodes``. Node modules import torch but not
 diffusers/transformers at import time, so registering the pack stays cheap.
+
+The pack defines the diffusion family's own hooks (``hookspecs``: samplers and denoiser hooks) and
+collects every plugin's implementations at startup into the process's sampler registry and
+denoiser hooks. Shared torch infrastructure (model manager, file reading, tiling) lives in
+``nodes.infra``.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from graph_runtime import Node, Services, hookimpl
 from nodes import collect_nodes
+from nodes.diffusion import hookspecs
 from nodes.diffusion.options import nodeloom_add_commands, nodeloom_add_options, nodeloom_settings  # noqa: F401
+
+if TYPE_CHECKING:
+    import pluggy
+
+    from graph_runtime.registry import NodeRegistry
+
+log = logging.getLogger(__name__)
 
 MODULES: tuple[str, ...] = ("nodes_loaders", "nodes_conditioning", "nodes_latent", "nodes_sampling")
 
@@ -19,6 +34,21 @@ MODULES: tuple[str, ...] = ("nodes_loaders", "nodes_conditioning", "nodes_latent
 @hookimpl
 def nodeloom_register_nodes() -> list[type[Node]]:
     return collect_nodes(__name__, MODULES)
+
+
+@hookimpl
+def nodeloom_addhooks(pluginmanager: pluggy.PluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+@hookimpl
+def nodeloom_startup(config: Mapping[str, Any], registry: NodeRegistry) -> None:
+    """Collect the plugins' samplers and denoiser hooks (a bad one is reported and skipped)."""
+    del config
+    from nodes.diffusion.plugins import install_family_hooks
+
+    for problem in install_family_hooks(registry.hook):
+        log.error("%s", problem)
 
 
 @hookimpl

@@ -1,4 +1,4 @@
-"""Reading model files safely, telling SD1.x / SD2.x / SDXL apart, and building the diffusers
+"""Telling SD1.x / SD2.x / SDXL apart (by the family data in ``families``) and building the diffusers
 components (UNet, VAE, text encoders) from single-file checkpoints or diffusers folders, offline.
 
 Architecture comes, in order, from: a ``nodeloom_config`` JSON in the safetensors metadata (the
@@ -9,25 +9,22 @@ and depth variants load too). Keys are converted with diffusers' own single-file
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from nodes.diffusion import ldm_keys
+from nodes.diffusion.families import DEFAULT_FAMILY, FAMILIES, FamilySpec, family, family_of_keys
+from nodes.infra import ldm_keys
+from nodes.infra.files import METADATA_KEY, ModelFileError, build_module, read_state_dict
 
-CONFIG_DIR = Path(__file__).parent / "configs"
-METADATA_KEY = "nodeloom_config"
 Tensor = torch.Tensor
-
-
-class ModelFileError(ValueError):
-    """A model file that cannot be read or understood; the message names the file."""
+__all__ = ["METADATA_KEY", "Components", "ModelFileError", "detect_family", "load_checkpoint",
+           "load_diffusers_folder", "load_vae_file", "read_state_dict"]
 
 
 @dataclass
@@ -43,59 +40,19 @@ class Components:
     tokenizer_dirs: list[Path] = field(default_factory=list)
 
 
-def shipped_config(family: str) -> dict[str, Any]:
-    path = CONFIG_DIR / f"{family}.json"
-    if not path.is_file():
-        raise ModelFileError(f"no shipped config for model family {family!r}")
-    return json.loads(path.read_text())
-
-
-# -- reading files ------------------------------------------------------------------------------
-
-def read_state_dict(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """Tensors and metadata of a .safetensors/.sft file, or a .ckpt/.pt/.pth/.bin loaded with
-    ``weights_only=True`` (never unpickling arbitrary objects)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"model file not found: {path}")
-    if path.suffix.lower() in (".safetensors", ".sft"):
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as handle:
-                metadata = dict(handle.metadata() or {})
-                tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-        except Exception as exc:  # noqa: BLE001 - safetensors raises several unrelated types
-            raise ModelFileError(f"cannot read {path.name}: not a valid safetensors file, it may be "
-                                 f"truncated or corrupt ({type(exc).__name__}: {exc})") from exc
-        return tensors, metadata
-    try:
-        loaded = torch.load(str(path), map_location="cpu", weights_only=True, mmap=False)
-    except Exception as exc:  # noqa: BLE001 - includes UnpicklingError for unsafe pickles
-        raise ModelFileError(f"cannot read {path.name} safely (weights-only load): {type(exc).__name__}: "
-                             f"{exc}. Convert it to .safetensors.") from exc
-    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
-        loaded = loaded["state_dict"]
-    if not isinstance(loaded, dict):
-        raise ModelFileError(f"{path.name} holds a {type(loaded).__name__}, not a state dict")
-    return {k: v for k, v in loaded.items() if isinstance(v, torch.Tensor)}, {}
-
-
 def detect_family(keys: set[str] | list[str]) -> str:
-    """sd15, sd21 or sdxl, from which text encoder layout the checkpoint carries."""
+    """The family of a single file, from which text encoder layout it carries (a UNet-only file:
+    SDXL when the UNet has the class-label embedding of its size conditioning)."""
     keys = set(keys)
-    has_unet = ldm_keys.UNET_PREFIX + "input_blocks.0.0.weight" in keys
+    found = family_of_keys(keys)
+    if found is not None:
+        return found.name
     if any(k.startswith(ldm_keys.SDXL_OPENCLIP_PREFIX) for k in keys):
-        if not any(k.startswith(ldm_keys.SDXL_CLIP_L_PREFIX) for k in keys):
-            raise ModelFileError("SDXL refiner checkpoints (OpenCLIP only) are not supported")
-        return "sdxl"
-    if any(k.startswith(ldm_keys.SD2_OPENCLIP_PREFIX) for k in keys):
-        return "sd21"
-    if any(k.startswith(ldm_keys.SD1_CLIP_PREFIX) for k in keys):
-        return "sd15"
-    if has_unet:
-        label = ldm_keys.UNET_PREFIX + "label_emb.0.0.weight"
-        return "sdxl" if label in keys else "sd15"
+        raise ModelFileError("SDXL refiner checkpoints (OpenCLIP only) are not supported")
+    if ldm_keys.UNET_PREFIX + "input_blocks.0.0.weight" in keys:
+        if ldm_keys.UNET_PREFIX + "label_emb.0.0.weight" in keys:
+            return next(f.name for f in FAMILIES.values() if f.size_conditioning)
+        return DEFAULT_FAMILY.name
     raise ModelFileError("not a Stable Diffusion checkpoint: no model.diffusion_model.* keys "
                          "(SD1.x, SD2.x and SDXL single files are supported)")
 
@@ -170,64 +127,16 @@ def infer_clip_config(sd: dict[str, Tensor], base: dict[str, Any]) -> dict[str, 
     return cfg
 
 
-# -- building modules ---------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def _empty_weights() -> Iterator[None]:
-    """Skip random initialisation of weights that are overwritten right away (seconds for a
-    full-size UNet); buffers stay real so non-persistent ones (position ids) keep their values."""
-    try:
-        from accelerate import init_empty_weights
-    except ImportError:  # accelerate is optional: fall back to a normal (slower) init
-        yield
-        return
-    with init_empty_weights(include_buffers=False):
-        yield
-
-
-def build_module(kind: str, config: dict[str, Any], state_dict: dict[str, Tensor], *, name: str) -> torch.nn.Module:
-    """Instantiate a diffusers/transformers class from a config and load ``state_dict`` strictly."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    config = {k: v for k, v in config.items() if not k.startswith("_")}
-    with _empty_weights():
-        if kind == "unet":
-            module: torch.nn.Module = UNet2DConditionModel.from_config(config)
-        elif kind == "vae":
-            module = AutoencoderKL.from_config(config)
-        else:
-            te_config = CLIPTextConfig(**config)
-            with_projection = "text_projection.weight" in state_dict
-            module = (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(te_config)
-    missing, unexpected = _load(module, state_dict)
-    if missing or unexpected:
-        raise ModelFileError(f"{name}: the {kind} weights do not fit the architecture "
-                             f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})")
-    return module.eval().requires_grad_(False)
-
-
-def _load(module: torch.nn.Module, sd: dict[str, Tensor]) -> tuple[list[str], list[str]]:
-    sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
-    # position_ids is a non-persistent buffer in current transformers; old files still carry it.
-    sd.pop("text_model.embeddings.position_ids", None)
-    own = module.state_dict().keys()
-    if any(k.startswith("text_model.") for k in sd) and not any(k.startswith("text_model.") for k in own):
-        sd = {k.removeprefix("text_model."): v for k, v in sd.items()}  # transformers 5 CLIPTextModel
-    result = module.load_state_dict(sd, strict=False, assign=True)
-    return list(result.missing_keys), list(result.unexpected_keys)
-
-
 # -- single-file checkpoints --------------------------------------------------------------------
 
 def checkpoint_spec(path: Path, sd: dict[str, Tensor], metadata: dict[str, str]) -> dict[str, Any]:
     """The architecture spec of a single-file checkpoint (see the module docstring for the order)."""
     if METADATA_KEY in metadata:
         spec = json.loads(metadata[METADATA_KEY])
-        spec.setdefault("scheduler", shipped_config(spec["family"])["scheduler"])
+        spec.setdefault("scheduler", family(spec["family"]).scheduler_defaults)
         return spec
-    family = detect_family(sd.keys())
-    spec = shipped_config(family)
+    fam = family(detect_family(sd.keys()))
+    spec = fam.shipped_config()
     sidecar = Path(path).with_suffix(".yaml")
     original = None
     if sidecar.is_file():
@@ -238,7 +147,7 @@ def checkpoint_spec(path: Path, sd: dict[str, Tensor], metadata: dict[str, str])
         params = original.get("model", {}).get("params", {})
         if params.get("parameterization") == "v":
             spec["scheduler"] = dict(spec["scheduler"], prediction_type="v_prediction")
-        elif "parameterization" in params or family != "sd21":
+        elif "parameterization" in params or fam.prediction_type == "epsilon":
             spec["scheduler"] = dict(spec["scheduler"], prediction_type="epsilon")
     spec["original_config"] = original
     return spec
@@ -251,23 +160,22 @@ def load_checkpoint(path: Path, *, tokenizer_root: Callable[[str], Path],
 
     sd, metadata = read_state_dict(path)
     spec = checkpoint_spec(path, sd, metadata)
-    family = spec["family"]
+    fam = family(spec["family"])
     name = Path(path).name
-    comp = Components(family=family, spec=spec)
-    te_keys = ["text_encoder", "text_encoder_2"] if family == "sdxl" else ["text_encoder"]
-    te_states = _text_encoder_states(sd, family)
-    te_configs = [spec[k] if METADATA_KEY in metadata else infer_clip_config(s, spec[k])
-                  for k, s in zip(te_keys, te_states)]
+    comp = Components(family=fam.name, spec=spec)
+    te_states = _text_encoder_states(sd, fam)
+    te_configs = [spec[te.part] if METADATA_KEY in metadata else infer_clip_config(s, spec[te.part])
+                  for te, s in zip(fam.text_encoders, te_states)]
     if "clip" in parts:
         comp.text_encoders = [build_module("clip", c, s, name=name) for c, s in zip(te_configs, te_states)]
         folder = tokenizer_root(spec.get("tokenizer_name") or "clip-vit-large-patch14")
-        comp.tokenizer_dirs = [folder for _ in te_keys]
+        comp.tokenizer_dirs = [folder for _ in fam.text_encoders]
     if "unet" in parts:
         unet_cfg = spec["unet"]
         if METADATA_KEY not in metadata:
             plain = {k[len(ldm_keys.UNET_PREFIX):]: v for k, v in sd.items() if k.startswith(ldm_keys.UNET_PREFIX)}
-            pooled = te_configs[-1].get("projection_dim") if family == "sdxl" else None
-            base = dict(unet_cfg, family_heads="head_dim_64" if family != "sd15" else "fixed")
+            pooled = te_configs[-1].get("projection_dim") if fam.size_conditioning else None
+            base = dict(unet_cfg, family_heads="head_dim_64" if fam.head_dim_64 else "fixed")
             unet_cfg = infer_unet_config(plain, base, pooled_dim=pooled)
             spec["unet"] = unet_cfg
         converted = sfu.convert_ldm_unet_checkpoint(sd, unet_cfg)
@@ -277,23 +185,22 @@ def load_checkpoint(path: Path, *, tokenizer_root: Callable[[str], Path],
     return comp
 
 
-def _text_encoder_states(sd: dict[str, Tensor], family: str) -> list[dict[str, Tensor]]:
+def _text_encoder_states(sd: dict[str, Tensor], fam: FamilySpec) -> list[dict[str, Tensor]]:
+    """Each text encoder's weights in transformers' layout, in the family's order."""
     from diffusers.loaders import single_file_utils as sfu
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
-    if family == "sd15":
-        return [_hf_clip_keys(sfu.convert_ldm_clip_checkpoint(sd))]
-    openclip_prefix = ldm_keys.SDXL_OPENCLIP_PREFIX if family == "sdxl" else ldm_keys.SD2_OPENCLIP_PREFIX
-    # convert_open_clip_checkpoint only reads the config's hidden size when no text_projection.
-    width = next(v.shape[1] for k, v in sd.items() if k == openclip_prefix + "token_embedding.weight")
-    stub = type("Stub", (), {"config": CLIPTextConfig(hidden_size=int(width))})()
-    openclip = sfu.convert_open_clip_checkpoint(stub, sd, prefix=openclip_prefix)
-    openclip.pop("text_model.embeddings.position_ids", None)
-    if family == "sd21":
-        openclip.pop("text_projection.weight", None)  # SD2 uses the hidden states only
-        return [openclip]
-    del CLIPTextModelWithProjection
-    return [_hf_clip_keys(sfu.convert_ldm_clip_checkpoint(sd)), openclip]
+    states = []
+    for te in fam.text_encoders:
+        if te.layout == "clip":
+            state = _hf_clip_keys(sfu.convert_ldm_clip_checkpoint(sd))
+        else:
+            tower = {k[len(te.ldm_prefix):]: v for k, v in sd.items() if k.startswith(te.ldm_prefix)}
+            blocks = len(_indices(list(tower), r"transformer\.resblocks\.(\d+)\."))
+            state = ldm_keys.hf_from_openclip(tower, layers=blocks - 1 if te.drop_last_block else None)
+        if not te.projection:
+            state.pop("text_projection.weight", None)  # the hidden states are the conditioning
+        states.append(state)
+    return states
 
 
 def _hf_clip_keys(sd: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -319,7 +226,7 @@ def load_vae_file(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     if METADATA_KEY in metadata:
         config = json.loads(metadata[METADATA_KEY])["vae"]
     else:
-        config = shipped_config("sd15")["vae"]
+        config = DEFAULT_FAMILY.shipped_config()["vae"]
     if any(k.startswith("encoder.down_blocks.") for k in sd):  # already diffusers layout
         return build_module("vae", config, sd, name=Path(path).name), config
     vae = load_vae_state(sd, config, name=Path(path).name, trusted_config=METADATA_KEY in metadata)
@@ -327,6 +234,16 @@ def load_vae_file(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
 
 
 # -- diffusers folders --------------------------------------------------------------------------
+
+def _folder_family(index: dict[str, Any], unet_cfg: dict[str, Any]) -> FamilySpec:
+    """By its text encoders; among one-encoder families, per-level head counts mean SD2's 64-wide heads."""
+    count = sum(1 for key in index if key.startswith("text_encoder"))
+    candidates = [f for f in FAMILIES.values() if len(f.text_encoders) == count]
+    if len(candidates) > 1:
+        head_dim_64 = isinstance(unet_cfg.get("attention_head_dim"), list)
+        candidates = [f for f in candidates if f.head_dim_64 == head_dim_64] or candidates
+    return candidates[0] if candidates else DEFAULT_FAMILY
+
 
 def load_diffusers_folder(folder: Path, *, parts: tuple[str, ...] = ("unet", "vae", "clip")) -> Components:
     """Components of a diffusers pipeline folder (model_index.json), loaded offline."""
@@ -338,25 +255,21 @@ def load_diffusers_folder(folder: Path, *, parts: tuple[str, ...] = ("unet", "va
     if not index_file.is_file():
         raise ModelFileError(f"{folder} is not a diffusers folder (no model_index.json)")
     index = json.loads(index_file.read_text())
-    family = "sdxl" if "text_encoder_2" in index else "sd15"
     scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
     unet_cfg = json.loads((folder / "unet" / "config.json").read_text())
-    if family == "sd15" and isinstance(unet_cfg.get("attention_head_dim"), list):
-        family = "sd21"
-    spec: dict[str, Any] = {"family": family, "scheduler": scheduler, "unet": unet_cfg}
-    comp = Components(family=family, spec=spec)
+    fam = _folder_family(index, unet_cfg)
+    spec: dict[str, Any] = {"family": fam.name, "scheduler": scheduler, "unet": unet_cfg}
+    comp = Components(family=fam.name, spec=spec)
     opts = {"local_files_only": True}
     if "unet" in parts:
-        comp.unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **opts).eval().requires_grad_(False)
+        comp.unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **opts)
     if "vae" in parts:
-        comp.vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **opts).eval().requires_grad_(False)
+        comp.vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **opts)
         spec["vae"] = dict(comp.vae.config)
     if "clip" in parts:
-        comp.text_encoders = [CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", **opts)]
-        comp.tokenizer_dirs = [folder / "tokenizer"]
-        if family == "sdxl":
-            comp.text_encoders.append(CLIPTextModelWithProjection.from_pretrained(folder, subfolder="text_encoder_2", **opts))
-            comp.tokenizer_dirs.append(folder / "tokenizer_2")
-        comp.text_encoders = [te.eval().requires_grad_(False) for te in comp.text_encoders]
+        for te in fam.text_encoders:
+            cls = CLIPTextModelWithProjection if te.projection else CLIPTextModel
+            comp.text_encoders.append(cls.from_pretrained(folder, subfolder=te.part, **opts))
+            comp.tokenizer_dirs.append(folder / te.part.replace("text_encoder", "tokenizer"))
     spec["force_zeros_for_empty_prompt"] = bool(index.get("force_zeros_for_empty_prompt", False))
     return comp

@@ -1,26 +1,39 @@
 """From a model file to MODEL/CLIP/VAE values, through the shared ModelManager.
 
 The same file (path, mtime, size) is loaded once per process; what each file is (family,
-scheduler config, tokenizers) is remembered beside it so evicted modules reload without asking.
+scheduler config, tokenizers) is remembered in the manager's bounded ``descriptions`` cache so
+evicted modules reload without asking. Each part gets its load policy here: the VAE stays fp32
+(SD/SDXL VAEs overflow in fp16) and only the UNet is compiled.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from nodes.diffusion import checkpoint
 from nodes.diffusion.checkpoint import Components
-from nodes.diffusion.model_manager import ModelManager, ModelRef
+from nodes.diffusion.families import family
 from nodes.diffusion.models import ClipModel, DiffusionModel, VaeModel
-from nodes.diffusion.tokenizer import DEFAULT_TOKENIZER
-
-_specs: dict[tuple[Any, ...], Components] = {}
-_lock = threading.Lock()
+from nodes.infra.model_manager import LoadPolicy, ModelManager, ModelRef
+from nodes.infra.tokenizer import DEFAULT_TOKENIZER
 
 TokenizerRoot = Callable[[str], Path]
+
+PART_POLICIES: dict[str, LoadPolicy] = {
+    "unet": LoadPolicy(),
+    "vae": LoadPolicy(dtype=torch.float32, compile=False),
+    "text_encoder": LoadPolicy(compile=False),
+    "text_encoder_2": LoadPolicy(compile=False),
+}
+
+
+def part_ref(group: tuple[Any, ...], part: str, loader: Callable[[], dict[str, Any]], label: str) -> ModelRef:
+    return ModelRef(group, part, loader, label, policy=PART_POLICIES.get(part, LoadPolicy()),
+                    part_policies=PART_POLICIES)
 
 
 def file_group(kind: str, path: Path) -> tuple[Any, ...]:
@@ -28,57 +41,65 @@ def file_group(kind: str, path: Path) -> tuple[Any, ...]:
     return (kind, str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size)
 
 
-def _components_loader(group: tuple[Any, ...], load: Callable[[], Components]) -> Callable[[], dict[str, Any]]:
+def _components_loader(manager: ModelManager, group: tuple[Any, ...],
+                       load: Callable[[], Components]) -> Callable[[], dict[str, Any]]:
     def loader() -> dict[str, Any]:
         comp = load()
-        with _lock:
-            # Keep only the description: the modules live in the manager.
-            spec = dict(comp.spec)
-            if comp.vae is not None:
-                spec["vae"] = dict(comp.vae.config)
-            spec["has_vae"] = comp.vae is not None
-            _specs[group] = Components(family=comp.family, spec=spec, tokenizer_dirs=comp.tokenizer_dirs)
+        # Keep only the description: the modules live in the manager.
+        spec = dict(comp.spec)
+        if comp.vae is not None:
+            spec["vae"] = dict(comp.vae.config)
+        spec["has_vae"] = comp.vae is not None
+        manager.descriptions.put(group, Components(family=comp.family, spec=spec, tokenizer_dirs=comp.tokenizer_dirs))
         parts: dict[str, Any] = {}
         if comp.unet is not None:
             parts["unet"] = comp.unet
         if comp.vae is not None:
             parts["vae"] = comp.vae
-        for index, encoder in enumerate(comp.text_encoders):
-            parts["text_encoder" if index == 0 else f"text_encoder_{index + 1}"] = encoder
+        for te, encoder in zip(family(comp.family).text_encoders, comp.text_encoders):
+            parts[te.part] = encoder
         return parts
     return loader
+
+
+def _description(manager: ModelManager, group: tuple[Any, ...], loader: Callable[[], dict[str, Any]]) -> Components:
+    """The remembered description; a file whose description was dropped (bounded cache, /free)
+    while its modules stayed resident is read again."""
+    comp = manager.descriptions.get(group)
+    if comp is None:
+        loader()
+        comp = manager.descriptions.get(group)
+    return comp
 
 
 def load_checkpoint_models(manager: ModelManager, path: Path, *, tokenizer_root: TokenizerRoot,
                            label: str = "") -> tuple[DiffusionModel, ClipModel, VaeModel | None]:
     """MODEL, CLIP, VAE of a single-file checkpoint (all loaded now, so errors show here)."""
     group = file_group("checkpoint", path)
-    loader = _components_loader(group, lambda: checkpoint.load_checkpoint(path, tokenizer_root=tokenizer_root))
+    loader = _components_loader(manager, group, lambda: checkpoint.load_checkpoint(path, tokenizer_root=tokenizer_root))
     return _values(manager, group, loader, label or Path(path).name)
 
 
 def load_diffusers_models(manager: ModelManager, folder: Path, *, label: str = "") -> tuple[DiffusionModel, ClipModel, VaeModel | None]:
     group = file_group("diffusers", Path(folder) / "model_index.json")
-    loader = _components_loader(group, lambda: checkpoint.load_diffusers_folder(folder))
+    loader = _components_loader(manager, group, lambda: checkpoint.load_diffusers_folder(folder))
     return _values(manager, group, loader, label or Path(folder).name)
 
 
 def _values(manager: ModelManager, group: tuple[Any, ...], loader: Callable[[], dict[str, Any]],
             label: str) -> tuple[DiffusionModel, ClipModel, VaeModel | None]:
-    unet_ref = ModelRef(group, "unet", loader, label)
+    unet_ref = part_ref(group, "unet", loader, label)
     manager.ensure_loaded(unet_ref)
-    comp = _specs[group]
+    comp = _description(manager, group, loader)
     spec = comp.spec
-    encoders = 2 if comp.family == "sdxl" else 1
-    te_refs = tuple(ModelRef(group, "text_encoder" if i == 0 else f"text_encoder_{i + 1}", loader, label)
-                    for i in range(encoders))
-    pads = [spec.get("tokenizer", {}).get("pad_token", "<|endoftext|>"),
-            spec.get("tokenizer_2", {}).get("pad_token", "!")][:encoders]
+    encoders = family(comp.family).text_encoders
+    te_refs = tuple(unet_ref.sibling(te.part) for te in encoders)
+    pads = [spec.get(te.part.replace("text_encoder", "tokenizer"), {}).get("pad_token", te.pad_token) for te in encoders]
     pads = [_folder_pad(d, p) for d, p in zip(comp.tokenizer_dirs, pads)]
     model = DiffusionModel(ref=unet_ref, family=comp.family, scheduler_config=dict(spec["scheduler"]))
     clip = ClipModel(family=comp.family, refs=te_refs, tokenizer_dirs=tuple(str(d) for d in comp.tokenizer_dirs),
                      pad_tokens=tuple(pads), force_zeros_for_empty_prompt=bool(spec.get("force_zeros_for_empty_prompt")))
-    vae_ref = ModelRef(group, "vae", loader, label)
+    vae_ref = unet_ref.sibling("vae")
     # Built from the remembered config: under a tight budget the module may already be evicted.
     vae = vae_value(vae_ref, spec["vae"]) if spec.get("has_vae") else None
     for ref in te_refs:
@@ -113,7 +134,7 @@ def load_vae_model(manager: ModelManager, path: Path, *, label: str = "") -> Vae
     def loader() -> dict[str, Any]:
         return {"vae": checkpoint.load_vae_file(path)[0]}
 
-    ref = ModelRef(group, "vae", loader, label or Path(path).name)
+    ref = part_ref(group, "vae", loader, label or Path(path).name)
     return vae_value(ref, dict(manager.ensure_loaded(ref).config))
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from nodes.diffusion.checkpoint import ModelFileError, read_state_dict
+from nodes.infra.files import ModelFileError, read_state_dict
 
 Tensor = torch.Tensor
 # component -> module path -> (down, up, scale = alpha / rank)

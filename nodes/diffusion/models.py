@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
+from nodes.diffusion.families import FamilySpec, family
 from nodes.diffusion.lora import Patch, patched
-from nodes.diffusion.model_manager import ModelManager, ModelRef
+from nodes.infra.model_manager import ModelManager, ModelRef
 from nodes.diffusion.prompt_weights import chunk_tokens
-from nodes.diffusion.tokenizer import load_tokenizer
+from nodes.infra.tokenizer import load_tokenizer
 
 Conditioning = list[list[Any]]  # ComfyUI's [[embeddings [1, T, D], {"pooled_output": ...}], ...]
 
@@ -31,6 +31,10 @@ class DiffusionModel:
     family: str
     scheduler_config: dict[str, Any]
     patches: tuple[Patch, ...] = ()
+
+    @property
+    def spec(self) -> FamilySpec:
+        return family(self.family)
 
     def with_patch(self, patch: Patch) -> DiffusionModel:
         return replace(self, patches=(*self.patches, patch))
@@ -109,7 +113,7 @@ class ClipModel:
         pooled = getattr(out, "text_embeds", None)
         if pooled is None:
             pooled = getattr(out, "pooler_output", None)
-        if self.family == "sdxl":
+        if family(self.family).clip_skip_from_penultimate:
             # SDXL conditions on the penultimate layer without the final norm (diffusers' clip_skip
             # counts from there): CLIPSetLastLayer(-n) reads hidden_states[-n - 1].
             return out.hidden_states[self.layer - 1], pooled
@@ -133,12 +137,3 @@ class VaeModel:
     def use(self, manager: ModelManager) -> Iterator[torch.nn.Module]:
         with manager.use(self.ref) as (vae,):
             yield vae
-
-
-@dataclass
-class LoadedSpec:
-    """What the loader learnt about a file besides its modules (family, scheduler, tokenizers)."""
-
-    family: str
-    spec: dict[str, Any]
-    tokenizer_dirs: list[Path] = field(default_factory=list)

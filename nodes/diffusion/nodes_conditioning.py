@@ -9,10 +9,10 @@ import torch
 from graph_runtime.context import Context, HookContext
 from graph_runtime.node import Combo, Float, Int, Link, Node, Output, String
 
-from nodes.diffusion.model_manager import manager_from
+from nodes.diffusion.families import DEFAULT_FAMILY, family
 from nodes.diffusion.models import ClipModel, Conditioning
-
-MAX_RESOLUTION = 16384
+from nodes.infra.model_manager import manager_from
+from nodes.inputs import MAX_RESOLUTION
 
 
 class CLIPTextEncode(Node):
@@ -40,7 +40,7 @@ class CLIPTextEncodeSDXL(Node):
 
     def run(self, ctx: Context, *, clip: ClipModel, width: int, height: int, crop_w: int, crop_h: int,
             target_width: int, target_height: int, text_g: str, text_l: str) -> tuple[Any, ...]:
-        if clip.family != "sdxl":
+        if not family(clip.family).size_conditioning:
             raise ValueError(f"CLIPTextEncodeSDXL needs an SDXL CLIP, got a {clip.family} one")
         embeds, pooled = clip.encode(manager_from(ctx.services), text_g, text_l=text_l)
         extras = {"pooled_output": pooled, "width": width, "height": height, "crop_w": crop_w, "crop_h": crop_h,
@@ -81,7 +81,8 @@ class ConditioningSetArea(Node):
 
     def run(self, ctx: Context, *, conditioning: Conditioning, width: int, height: int, x: int, y: int,
             strength: float) -> tuple[Any, ...]:
-        area = (height // 8, width // 8, y // 8, x // 8)  # ComfyUI's order, in latent cells
+        scale = DEFAULT_FAMILY.vae_scale_factor  # no model input: the default family's cells, as ComfyUI
+        area = (height // scale, width // scale, y // scale, x // scale)  # ComfyUI's order, in latent cells
         return ([[embeds, dict(extras, area=area, strength=strength)] for embeds, extras in conditioning],)
 
 

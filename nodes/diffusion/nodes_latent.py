@@ -13,11 +13,14 @@ from graph_runtime.node import Combo, Float, Int, Link, Node, Output
 
 from nodes.core.imaging import center_crop
 from nodes.diffusion import vae_ops
-from nodes.diffusion.model_manager import manager_from
+from nodes.diffusion.families import DEFAULT_FAMILY
+from nodes.diffusion.inputs import tile_inputs
 from nodes.diffusion.models import VaeModel
+from nodes.infra.model_manager import manager_from
+from nodes.inputs import CROP_METHODS, LATENT_UPSCALE_METHODS, MAX_RESOLUTION
 
-MAX_RESOLUTION = 16384
-UPSCALE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "bislerp"]
+# Without a model input these nodes size latents as the default family does (as ComfyUI's do).
+SCALE = DEFAULT_FAMILY.vae_scale_factor
 
 
 class EmptyLatentImage(Node):
@@ -28,7 +31,7 @@ class EmptyLatentImage(Node):
     outputs = [Output("LATENT")]
 
     def run(self, ctx: Context, *, width: int, height: int, batch_size: int) -> tuple[Any, ...]:
-        return ({"samples": torch.zeros(batch_size, 4, height // 8, width // 8)},)
+        return ({"samples": torch.zeros(DEFAULT_FAMILY.latent_shape(batch_size, height, width))},)
 
 
 class VAEDecode(Node):
@@ -54,15 +57,11 @@ class VAEEncode(Node):
 class VAEDecodeTiled(Node):
     category = "_for_testing"
     description = "Decode in overlapping tiles (bounded memory for large images)."
-    inputs = [Link("samples", "LATENT"), Link("vae", "VAE"),
-              Int("tile_size", 512, min=64, max=4096, step=32), Int("overlap", 64, min=0, max=4096, step=32),
-              Int("temporal_size", 64, min=8, max=4096, step=4, optional=True),
-              Int("temporal_overlap", 8, min=4, max=4096, step=4, optional=True)]
+    inputs = [Link("samples", "LATENT"), Link("vae", "VAE"), *tile_inputs(32)]
     outputs = [Output("IMAGE")]
 
     def run(self, ctx: Context, *, samples: dict[str, Any], vae: VaeModel, tile_size: int, overlap: int,
             temporal_size: int | None = None, temporal_overlap: int | None = None) -> tuple[Any, ...]:
-        # temporal_* only matter for video VAEs; accepted so ComfyUI workflows validate.
         return (vae_ops.decode(manager_from(ctx.services), vae, samples["samples"], tiled=True,
                                tile_size=tile_size, overlap=overlap),)
 
@@ -70,10 +69,7 @@ class VAEDecodeTiled(Node):
 class VAEEncodeTiled(Node):
     category = "_for_testing"
     description = "Encode in overlapping tiles (bounded memory for large images)."
-    inputs = [Link("pixels", "IMAGE"), Link("vae", "VAE"),
-              Int("tile_size", 512, min=64, max=4096, step=64), Int("overlap", 64, min=0, max=4096, step=32),
-              Int("temporal_size", 64, min=8, max=4096, step=4, optional=True),
-              Int("temporal_overlap", 8, min=4, max=4096, step=4, optional=True)]
+    inputs = [Link("pixels", "IMAGE"), Link("vae", "VAE"), *tile_inputs(64)]
     outputs = [Output("LATENT")]
 
     def run(self, ctx: Context, *, pixels: torch.Tensor, vae: VaeModel, tile_size: int, overlap: int,
@@ -129,9 +125,9 @@ def _resize(samples: torch.Tensor, height: int, width: int, method: str) -> torc
 class LatentUpscale(Node):
     category = "latent"
     description = "Resize latents to a pixel size (0 keeps the aspect ratio from the other side)."
-    inputs = [Link("samples", "LATENT"), Combo("upscale_method", UPSCALE_METHODS),
+    inputs = [Link("samples", "LATENT"), Combo("upscale_method", LATENT_UPSCALE_METHODS),
               Int("width", 512, min=0, max=MAX_RESOLUTION, step=8), Int("height", 512, min=0, max=MAX_RESOLUTION, step=8),
-              Combo("crop", ["disabled", "center"])]
+              Combo("crop", CROP_METHODS)]
     outputs = [Output("LATENT")]
 
     def run(self, ctx: Context, *, samples: dict[str, Any], upscale_method: str, width: int, height: int,
@@ -140,13 +136,13 @@ class LatentUpscale(Node):
         if width == 0 and height == 0:
             return (dict(samples),)
         if width == 0:
-            width = max(64, round(latent.shape[-1] * height / latent.shape[-2] * 8))
+            width = max(64, round(latent.shape[-1] * height / latent.shape[-2] * SCALE))
         if height == 0:
-            height = max(64, round(latent.shape[-2] * width / latent.shape[-1] * 8))
+            height = max(64, round(latent.shape[-2] * width / latent.shape[-1] * SCALE))
         if crop == "center":
             latent = center_crop(latent, width, height)
         out = dict(samples)
-        out["samples"] = _resize(latent, height // 8, width // 8, upscale_method)
+        out["samples"] = _resize(latent, height // SCALE, width // SCALE, upscale_method)
         out.pop("noise_mask", None)
         return (out,)
 
@@ -154,7 +150,7 @@ class LatentUpscale(Node):
 class LatentUpscaleBy(Node):
     category = "latent"
     description = "Resize latents by a factor."
-    inputs = [Link("samples", "LATENT"), Combo("upscale_method", UPSCALE_METHODS),
+    inputs = [Link("samples", "LATENT"), Combo("upscale_method", LATENT_UPSCALE_METHODS),
               Float("scale_by", 1.5, min=0.01, max=8.0, step=0.01)]
     outputs = [Output("LATENT")]
 

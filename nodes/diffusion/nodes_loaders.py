@@ -9,9 +9,10 @@ from graph_runtime.context import Context, HookContext
 from graph_runtime.folders import FolderPaths
 from graph_runtime.node import Float, Int, Link, ModelFile, Node, Output
 
-from nodes.diffusion import ldm_keys, loading
+from nodes.diffusion import loading
+from nodes.infra import ldm_keys
 from nodes.diffusion.lora import Patch, read_lora, resolve
-from nodes.diffusion.model_manager import manager_from
+from nodes.infra.model_manager import manager_from
 from nodes.diffusion.models import ClipModel, DiffusionModel
 
 

@@ -11,13 +11,11 @@ from graph_runtime.context import Context, HookContext
 from graph_runtime.events import Preview
 from graph_runtime.node import Combo, Float, Int, Link, Node, Output
 
-from nodes.diffusion.model_manager import manager_from
+from nodes.diffusion.inputs import SEED_MAX, cfg_input, check_sampler_widgets, sampler_inputs
 from nodes.diffusion.models import Conditioning, DiffusionModel
 from nodes.diffusion.preview import preview_jpeg
-from nodes.diffusion.samplers import SAMPLER_NAMES, SCHEDULER_NAMES, check_combination
 from nodes.diffusion.sampling import SampleSettings, sample
-
-SEED_MAX = 2**64 - 1
+from nodes.infra.model_manager import manager_from
 
 
 # Previews at most this often (plus the first and last step): a client cannot show more than a few
@@ -39,27 +37,19 @@ def _progress(ctx: Context, family: str) -> Any:
     return on_step
 
 
-def _check(**widgets: Any) -> str | None:
-    sampler, scheduler = widgets.get("sampler_name"), widgets.get("scheduler")
-    if sampler is None or scheduler is None:
-        return None  # linked from another node: checked when the node runs
-    return check_combination(sampler, scheduler)
-
-
 class KSampler(Node):
     category = "sampling"
     description = ("Denoise a latent with a diffusers scheduler picked by ComfyUI sampler/scheduler names "
                    "(docs/samplers.md). Same seed, same image, whatever the batch size or device.")
     inputs = [Link("model", "MODEL"), Int("seed", 0, min=0, max=SEED_MAX, control_after_generate=True),
-              Int("steps", 20, min=1, max=10000), Float("cfg", 8.0, min=0.0, max=100.0, step=0.1, round=0.01),
-              Combo("sampler_name", SAMPLER_NAMES), Combo("scheduler", SCHEDULER_NAMES),
+              Int("steps", 20, min=1, max=10000), cfg_input(), *sampler_inputs(),
               Link("positive", "CONDITIONING"), Link("negative", "CONDITIONING"), Link("latent_image", "LATENT"),
               Float("denoise", 1.0, min=0.0, max=1.0, step=0.01)]
     outputs = [Output("LATENT")]
 
     @classmethod
     def validate_inputs(cls, ctx: HookContext, **widgets: Any) -> str | None:
-        return _check(**widgets)
+        return check_sampler_widgets(**widgets)
 
     def run(self, ctx: Context, *, model: DiffusionModel, seed: int, steps: int, cfg: float, sampler_name: str,
             scheduler: str, positive: Conditioning, negative: Conditioning, latent_image: dict[str, Any],
@@ -76,8 +66,7 @@ class KSamplerAdvanced(Node):
                    "noise and leftover noise: chain two for base/refiner-style split sampling.")
     inputs = [Link("model", "MODEL"), Combo("add_noise", ["enable", "disable"]),
               Int("noise_seed", 0, min=0, max=SEED_MAX, control_after_generate=True),
-              Int("steps", 20, min=1, max=10000), Float("cfg", 8.0, min=0.0, max=100.0, step=0.1, round=0.01),
-              Combo("sampler_name", SAMPLER_NAMES), Combo("scheduler", SCHEDULER_NAMES),
+              Int("steps", 20, min=1, max=10000), cfg_input(), *sampler_inputs(),
               Link("positive", "CONDITIONING"), Link("negative", "CONDITIONING"), Link("latent_image", "LATENT"),
               Int("start_at_step", 0, min=0, max=10000), Int("end_at_step", 10000, min=0, max=10000),
               Combo("return_with_leftover_noise", ["disable", "enable"])]
@@ -85,7 +74,7 @@ class KSamplerAdvanced(Node):
 
     @classmethod
     def validate_inputs(cls, ctx: HookContext, **widgets: Any) -> str | None:
-        return _check(**widgets)
+        return check_sampler_widgets(**widgets)
 
     def run(self, ctx: Context, *, model: DiffusionModel, add_noise: str, noise_seed: int, steps: int, cfg: float,
             sampler_name: str, scheduler: str, positive: Conditioning, negative: Conditioning,

@@ -19,9 +19,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from nodes.diffusion.model_manager import ModelManager
+from nodes.diffusion.denoiser import DENOISER_HOOKS, Denoiser
+from nodes.diffusion.guidance import ModelExtras, choose_guidance
 from nodes.diffusion.models import Conditioning, DiffusionModel
-from nodes.diffusion.samplers import build_scheduler
+from nodes.diffusion.samplers import SAMPLERS
+from nodes.infra.model_manager import ModelManager
 
 StepCallback = Callable[[int, int, torch.Tensor], None]
 
@@ -62,7 +64,8 @@ def sample(manager: ModelManager, model: DiffusionModel, positive: Conditioning,
     total, first, last = _window(settings)
     if first >= last:
         return dict(latent)
-    scheduler = build_scheduler(model.scheduler_config, settings.sampler_name, settings.scheduler, seed=settings.seed)
+    factory = SAMPLERS.get(settings.sampler_name)
+    scheduler = SAMPLERS.build(model.scheduler_config, settings.sampler_name, settings.scheduler, seed=settings.seed)
     with model.use(manager) as unet:
         device, dtype = next(unet.parameters()).device, next(unet.parameters()).dtype
         scheduler.set_timesteps(total, device=device)
@@ -76,12 +79,16 @@ def sample(manager: ModelManager, model: DiffusionModel, positive: Conditioning,
         clean = latent_image.to(device)
         mask = _latent_mask(latent.get("noise_mask"), latent_image.shape, device)
         x = _initial(scheduler, clean, noise, timesteps, settings, first, mask)
-        guide = _Guidance(unet, positive, negative, settings.cfg, batch, model.family, latent_image.shape)
+        unet_config = dict(unet.config)
+        denoiser = Denoiser(unet, model.spec, positive=positive, negative=negative,
+                            guidance=choose_guidance(settings.cfg, unet_config, factory.guidance),
+                            extras=ModelExtras(model.spec, unet_config, settings.cfg, tuple(latent_image.shape[-2:])),
+                            batch=batch, steps=len(timesteps), hooks=list(DENOISER_HOOKS))
         step_kwargs = _step_kwargs(scheduler, generators)
         denoised = x
         for i, t in enumerate(timesteps):
-            model_in = scheduler.scale_model_input(torch.cat([x] * guide.copies), t)
-            eps = guide(model_in.to(dtype), t).float()
+            model_in = scheduler.scale_model_input(torch.cat([x] * denoiser.copies), t)
+            eps = denoiser(model_in.to(dtype), t, i).float()
             out = scheduler.step(eps, t, x, **step_kwargs, return_dict=True)
             x = out.prev_sample
             denoised = getattr(out, "pred_original_sample", None)
@@ -165,84 +172,3 @@ def _latent_mask(mask: torch.Tensor | None, shape: torch.Size, device: torch.dev
     if mask.shape[0] < shape[0]:
         mask = mask.repeat(math.ceil(shape[0] / mask.shape[0]), 1, 1, 1)[: shape[0]]
     return mask.to(device)
-
-
-class _Guidance:
-    """Classifier-free guidance over ComfyUI conditioning lists. One entry per side without an
-    area is the pipelines' case: a single UNet call on [negative, positive]. Several entries
-    (ConditioningCombine) or areas (ConditioningSetArea) are predicted one by one and averaged
-    by strength over the region each covers."""
-
-    def __init__(self, unet: torch.nn.Module, positive: Conditioning, negative: Conditioning, cfg: float,
-                 batch: int, family: str, shape: torch.Size) -> None:
-        self.unet = unet
-        self.positive = positive
-        self.negative = negative
-        self.cfg = cfg
-        self.batch = batch
-        self.family = family
-        self.pixel_size = (int(shape[-2]) * 8, int(shape[-1]) * 8)
-        self.use_cfg = cfg > 1.0
-        self.simple = all(len(c) == 1 and _plain(c[0][1]) for c in (positive, negative))
-        self.copies = 2 if (self.use_cfg and self.simple) else 1
-
-    def __call__(self, model_in: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if self.simple:
-            sides = [self.negative[0], self.positive[0]] if self.use_cfg else [self.positive[0]]
-            context, added = self._batch_inputs(sides, model_in.dtype, model_in.device)
-            eps = self.unet(model_in, t, encoder_hidden_states=context, added_cond_kwargs=added, return_dict=False)[0]
-            if not self.use_cfg:
-                return eps
-            uncond, cond = eps.chunk(2)
-            return uncond + self.cfg * (cond - uncond)
-        cond = self._combined(self.positive, model_in, t)
-        if not self.use_cfg:
-            return cond
-        uncond = self._combined(self.negative, model_in, t)
-        return uncond + self.cfg * (cond - uncond)
-
-    def _batch_inputs(self, entries: list[list[Any]], dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, dict[str, Any] | None]:
-        lengths = [e[0].shape[1] for e in entries]
-        target = math.lcm(*lengths)
-        # Repeating a context along the tokens leaves cross-attention unchanged (every key is
-        # duplicated as often), which is how prompts of different lengths share one batch.
-        contexts = [e[0].repeat(1, target // e[0].shape[1], 1).repeat(self.batch, 1, 1) for e in entries]
-        context = torch.cat(contexts).to(device, dtype)
-        if self.family != "sdxl":
-            return context, None
-        pooled = torch.cat([e[1]["pooled_output"].repeat(self.batch, 1) for e in entries]).to(device, dtype)
-        time_ids = torch.cat([self._time_ids(e[1]).repeat(self.batch, 1) for e in entries]).to(device, dtype)
-        return context, {"text_embeds": pooled, "time_ids": time_ids}
-
-    def _time_ids(self, extras: dict[str, Any]) -> torch.Tensor:
-        """SDXL's size conditioning: original (h, w), crop (top, left), target (h, w)."""
-        height, width = self.pixel_size
-        values = [extras.get("height", height), extras.get("width", width), extras.get("crop_h", 0),
-                  extras.get("crop_w", 0), extras.get("target_height", height), extras.get("target_width", width)]
-        return torch.tensor([values], dtype=torch.float32)
-
-    def _combined(self, entries: Conditioning, model_in: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        total = torch.zeros_like(model_in)
-        weight = torch.zeros_like(model_in[:, :1])
-        for embeds, extras in entries:
-            y, x, h, w = _area(extras, model_in.shape)
-            strength = float(extras.get("strength", 1.0))
-            region = model_in[:, :, y:y + h, x:x + w]
-            context, added = self._batch_inputs([[embeds, extras]], model_in.dtype, model_in.device)
-            eps = self.unet(region, t, encoder_hidden_states=context, added_cond_kwargs=added, return_dict=False)[0]
-            total[:, :, y:y + h, x:x + w] += eps * strength
-            weight[:, :, y:y + h, x:x + w] += strength
-        return total / weight.clamp_min(1e-8)
-
-
-def _plain(extras: dict[str, Any]) -> bool:
-    return "area" not in extras and float(extras.get("strength", 1.0)) == 1.0
-
-
-def _area(extras: dict[str, Any], shape: torch.Size) -> tuple[int, int, int, int]:
-    """(y, x, h, w) in latent cells; ComfyUI stores area as (h, w, y, x) in latent units."""
-    if "area" not in extras:
-        return 0, 0, int(shape[-2]), int(shape[-1])
-    h, w, y, x = (int(v) for v in extras["area"])
-    y, x = min(y, shape[-2] - 1), min(x, shape[-1] - 1)
-    return y, x, max(1, min(h, shape[-2] - y)), max(1, min(w, shape[-1] - x))

@@ -8,7 +8,7 @@ from typing import TypeVar
 
 import torch
 
-from nodes.diffusion.model_manager import ModelManager
+from nodes.infra.model_manager import ModelManager
 from nodes.diffusion.models import VaeModel
 
 T = TypeVar("T")

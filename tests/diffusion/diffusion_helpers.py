@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from nodes.diffusion.model_manager import manager_from
+from nodes.infra.model_manager import manager_from
 from nodes.diffusion.nodes_conditioning import CLIPTextEncode
 from nodes.diffusion.nodes_latent import EmptyLatentImage, VAEDecode
 from nodes.diffusion.nodes_loaders import CheckpointLoaderSimple

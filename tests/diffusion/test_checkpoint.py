@@ -119,8 +119,8 @@ def test_tiny_sam_builds_from_its_file(zoo_root: Path) -> None:
 
 
 def test_zoo_is_deterministic() -> None:
-    from nodes.diffusion.zoo import _tiny_sd15
+    from nodes.diffusion.zoo.sd import tiny_sd15
 
-    a, b = _tiny_sd15(7), _tiny_sd15(7)
+    a, b = tiny_sd15(7), tiny_sd15(7)
     _same(a["unet"], b["unet"])
     _same(a["text_encoders"][0], b["text_encoders"][0])

@@ -40,7 +40,7 @@ def test_weights_move_embeddings_from_the_empty_prompt(make_ctx) -> None:
     # Unweighted text skips the weighting pass: the plain encoder output.
     tok = clip.tokenizers()[0]
     ids = tok("cat dog", padding="max_length", max_length=77, return_tensors="pt").input_ids
-    from nodes.diffusion.model_manager import manager_from
+    from nodes.infra.model_manager import manager_from
 
     encoder = manager_from(ctx.services).ensure_loaded(clip.refs[0])
     assert torch.allclose(plain, encoder(ids)[0], atol=1e-6)

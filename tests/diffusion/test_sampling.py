@@ -7,7 +7,7 @@ import torch
 
 from graph_runtime import FolderPaths, HookContext
 
-from nodes.diffusion.model_manager import ModelManager, manager_from
+from nodes.infra.model_manager import ModelManager, manager_from
 from nodes.diffusion.nodes_sampling import KSampler, KSamplerAdvanced
 from nodes.diffusion.samplers import SAMPLER_NAMES, check_combination
 

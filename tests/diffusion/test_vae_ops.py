@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from nodes.diffusion import vae_ops
-from nodes.diffusion.model_manager import manager_from
+from nodes.infra.model_manager import manager_from
 from diffusion_helpers import load
 
 

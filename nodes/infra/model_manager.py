@@ -5,6 +5,10 @@ loads each key once, hands the module out inside :meth:`ModelManager.use` (moved
 device for the duration), and when a budget is exceeded it offloads least-recently-used modules from
 the GPU to the CPU, then drops least-recently-used ones from RAM entirely; a dropped module is
 loaded again from its file on its next use. Modules in use are never touched.
+
+How a module is prepared (precision, memory format, compilation, frozen or trainable) is its
+reference's :class:`LoadPolicy`; what a file is (family, configs) is remembered in a bounded
+:attr:`ModelManager.descriptions` cache that :meth:`ModelManager.free` clears with the modules.
 """
 
 from __future__ import annotations
@@ -14,11 +18,13 @@ import gc
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
+
+from nodes.infra.cache import BoundedCache
 
 # A loader returns every module a file provides, by part name: loading a checkpoint once gives
 # UNet, VAE and text encoders together.
@@ -26,18 +32,46 @@ GroupLoader = Callable[[], dict[str, torch.nn.Module]]
 
 
 @dataclass(frozen=True)
+class LoadPolicy:
+    """How the manager prepares one module. ``None`` fields follow the manager's settings:
+    ``dtype`` its compute dtype (fp16/bf16 on accelerators; modules stay fp32 on CPU),
+    ``channels_last``/``compile`` its ``--channels-last``/``--compile`` options. ``trainable``
+    keeps the module in train mode with gradients; otherwise it is frozen (eval, no grad)."""
+
+    dtype: torch.dtype | None = None
+    channels_last: bool | None = None
+    compile: bool | None = None
+    trainable: bool = False
+
+
+INFERENCE = LoadPolicy()
+
+
+@dataclass(frozen=True)
 class ModelRef:
     """A handle on one module: ``group`` identifies the file (path, mtime, size), ``part`` which
-    module of it. Cheap to copy into node outputs and the executor's cache."""
+    module of it, ``policy`` how it is prepared (a trainable UNet is a module of its own, apart
+    from the frozen one sampling uses). ``part_policies`` gives the policy of the parts loaded
+    along with this one. Cheap to copy into node outputs and the executor's cache."""
 
     group: tuple[Any, ...]
     part: str
     loader: GroupLoader = field(compare=False, hash=False, repr=False)
     label: str = field(default="", compare=False)
+    policy: LoadPolicy = INFERENCE
+    part_policies: Mapping[str, LoadPolicy] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     @property
     def key(self) -> tuple[Any, ...]:
-        return (*self.group, self.part)
+        return (*self.group, self.part, self.policy)
+
+    def sibling(self, part: str) -> ModelRef:
+        """The reference to another part of the same file, with that part's default policy."""
+        return replace(self, part=part, policy=self.part_policies.get(part, INFERENCE))
+
+    def with_policy(self, **changes: Any) -> ModelRef:
+        """E.g. ``ref.with_policy(trainable=True)`` for training."""
+        return replace(self, policy=replace(self.policy, **changes))
 
 
 @dataclass
@@ -85,6 +119,8 @@ class ModelManager:
         self.channels_last = channels_last
         self.compile = compile
         self._entries: OrderedDict[tuple[Any, ...], _Entry] = OrderedDict()
+        # What each file is (family, configs), kept while its modules may be evicted.
+        self.descriptions = BoundedCache(DESCRIPTIONS_KEPT)
         self._lock = threading.RLock()
         self.evictions = 0
         self.offloads = 0
@@ -100,12 +136,11 @@ class ModelManager:
                 return entry.module
             loaded = ref.loader()
             for part, module in loaded.items():
-                key = (*ref.group, part)
-                if key in self._entries:
+                part_ref = ref if part == ref.part else ref.sibling(part)
+                if part_ref.key in self._entries:
                     continue  # already resident from an earlier load: keep that one
-                module = self._prepare(part, module)
-                self._entries[key] = _Entry(ModelRef(ref.group, part, ref.loader, ref.label), module,
-                                            module_bytes(module))
+                module = self._prepare(module, part_ref.policy)
+                self._entries[part_ref.key] = _Entry(part_ref, module, module_bytes(module))
             if ref.key not in self._entries:
                 raise KeyError(f"loader for {ref.label or ref.group} gave no {ref.part!r} part")
             self._entries.move_to_end(ref.key)
@@ -117,13 +152,17 @@ class ModelManager:
         for ref in refs:
             self.ensure_loaded(ref)
 
-    def _prepare(self, part: str, module: torch.nn.Module) -> torch.nn.Module:
-        module.eval().requires_grad_(False)
-        if self.device.type != "cpu" and part != "vae":
-            module.to(dtype=self.dtype)  # the VAE stays fp32: SD/SDXL VAEs overflow in fp16
-        if self.channels_last and part in ("unet", "vae"):
-            module.to(memory_format=torch.channels_last)
-        if self.compile and part == "unet":
+    def _prepare(self, module: torch.nn.Module, policy: LoadPolicy) -> torch.nn.Module:
+        if policy.trainable:
+            module.train().requires_grad_(True)
+        else:
+            module.eval().requires_grad_(False)
+        dtype = policy.dtype if policy.dtype is not None else (self.dtype if self.device.type != "cpu" else None)
+        if dtype is not None:
+            module.to(dtype=dtype)
+        if self.channels_last if policy.channels_last is None else policy.channels_last:
+            module.to(memory_format=torch.channels_last)  # only 4-D weights change: no-op for text encoders
+        if self.compile if policy.compile is None else policy.compile:
             module.compile()  # in place and lazy: the first sampling step pays for compilation
         return module
 
@@ -209,6 +248,8 @@ class ModelManager:
                 else:
                     continue
                 count += 1
+            if unload_models:
+                self.descriptions.clear()
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -225,6 +266,7 @@ def _device_of(module: torch.nn.Module) -> torch.device:
 
 
 SERVICE_NAME = "model_manager"
+DESCRIPTIONS_KEPT = 64
 
 
 def manager_from(services: Any) -> ModelManager:

@@ -121,6 +121,36 @@ def openclip_from_hf(sd: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
+def hf_from_openclip(sd: dict[str, Tensor], *, layers: int | None = None) -> dict[str, Tensor]:
+    """Rename an OpenCLIP text tower (prefix removed) to transformers' CLIPTextModel layout, the
+    inverse of :func:`openclip_from_hf`; only the first ``layers`` blocks are kept when given
+    (SD2 conditions on the penultimate layer, so its last block is never run). Keys OpenCLIP
+    keeps besides the tower (``logit_scale``, ``attn_mask``) are left out."""
+    out: dict[str, Tensor] = {}
+    names = {"token_embedding.weight": "text_model.embeddings.token_embedding.weight",
+             "positional_embedding": "text_model.embeddings.position_embedding.weight",
+             "ln_final.weight": "text_model.final_layer_norm.weight", "ln_final.bias": "text_model.final_layer_norm.bias"}
+    blocks = {"attn.out_proj": "self_attn.out_proj", "ln_1": "layer_norm1", "ln_2": "layer_norm2",
+              "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2"}
+    for key, value in sd.items():
+        if key in names:
+            out[names[key]] = value
+        elif key == "text_projection":
+            out["text_projection.weight"] = value.T.contiguous()
+        elif key.startswith("transformer.resblocks."):
+            index, rest = key.split(".")[2], ".".join(key.split(".")[3:])
+            if layers is not None and int(index) >= layers:
+                continue
+            module, kind = rest.rsplit(".", 1)
+            p = f"text_model.encoder.layers.{index}."
+            if module == "attn" and kind.startswith("in_proj_"):
+                for name, part in zip(("q", "k", "v"), value.chunk(3, dim=0)):
+                    out[p + f"self_attn.{name}_proj.{kind[len('in_proj_'):]}"] = part.contiguous()
+            elif module in blocks:
+                out[p + f"{blocks[module]}.{kind}"] = value
+    return out
+
+
 def prefixed(sd: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
     return {prefix + k: v for k, v in sd.items()}
 
