@@ -15,12 +15,12 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from server.routes_files import files_router
-from server.routes_info import VERSION, info_router
-from server.routes_prompt import prompt_router
-from server.routes_ws import ws_router
-from server.scheduler import Scheduler
-from server.security import SecurityMiddleware
+from server.http.routes_files import files_router
+from server.http.routes_info import VERSION, info_router
+from server.http.routes_prompt import prompt_router
+from server.http.routes_ws import ws_router
+from server.queue.scheduler import Scheduler
+from server.http.security import SecurityMiddleware
 from server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 def _frontend(settings: ServerSettings) -> APIRouter | None:
     try:
-        from server.frontend import frontend_router
+        from server.http.frontend import frontend_router
     except ImportError as exc:
         log.info("frontend routes not available: %s", exc)
         return None

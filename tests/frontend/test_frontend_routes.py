@@ -14,8 +14,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from graph_runtime.folders import FolderPaths
-from server.frontend import default_frontend_root, frontend_router
-from server.queue_store import QueueStore
+from server.http.frontend import default_frontend_root, frontend_router
+from server.queue.store import QueueStore
 from server.settings import ServerSettings
 
 SECRET = "top secret, outside every served folder"

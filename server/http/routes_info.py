@@ -12,8 +12,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from graph_runtime.folders import MODEL_FOLDERS
-from server.protocol import FEATURE_FLAGS
-from server.scheduler import Scheduler
+from server.wire.protocol import FEATURE_FLAGS
+from server.queue.scheduler import Scheduler
 from server.settings import ServerSettings
 
 VERSION = "0.1.0"

@@ -8,8 +8,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from server.frontend_http import json_body
-from server.queue_store import QueueItem
+from server.http.frontend_http import json_body
+from server.queue.store import QueueItem
 
 # QueueStore status -> the editor's job status. Prompts removed from the queue before they ran
 # ("cancelled" in the store) are gone from the panels, as they are from ComfyUI's /history.

@@ -1,6 +1,6 @@
 """The server's side of the worker processes: start, feed, watch, restart.
 
-One process per device: a fresh ``python -m server.worker`` (it inherits nothing of the server and
+One process per device: a fresh ``python -m server.execution.worker`` (it inherits nothing of the server and
 imports torch only if its node packs do; started with subprocess rather than multiprocessing's
 spawn, which would add a resource-tracker process and re-import the server's main module). A reader thread per worker turns what the pipe delivers into calls on the event
 loop, so every piece of scheduling state is touched by one thread only. A worker that dies —
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from graph_runtime.events import ExecutionStart
-from server.worker import Job, WorkerConfig
+from server.execution.worker import Job, WorkerConfig
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class WorkerPool:
     def _spawn(self, worker: WorkerHandle) -> None:
         config = self._make_config(worker.device)
         parent, child = multiprocessing.Pipe(duplex=True)
-        process = subprocess.Popen([sys.executable, "-m", "server.worker", str(child.fileno())],
+        process = subprocess.Popen([sys.executable, "-m", "server.execution.worker", str(child.fileno())],
                                    pass_fds=[child.fileno()], env=_worker_env(config))
         child.close()
         try:

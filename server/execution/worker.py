@@ -217,7 +217,7 @@ def worker_main(config: WorkerConfig, conn: Connection) -> None:
 
 
 def main(argv: list[str]) -> None:
-    """``python -m server.worker FD``: FD is the worker's end of the pipe; the server sends the
+    """``python -m server.execution.worker FD``: FD is the worker's end of the pipe; the server sends the
     WorkerConfig as the first message."""
     conn = Connection(int(argv[0]))
     worker_main(conn.recv(), conn)

@@ -19,14 +19,14 @@ from typing import Any
 from graph_runtime.events import ExecutionStart
 from graph_runtime.formats import WorkflowFormatError, parse_workflow
 from graph_runtime.validation import validate
-from server.hub import Hub
-from server.protocol import PromptTranslator, failure_data, message, preview_frame, status_message, text_frame
-from server.queue_store import QueueItem, QueueStore
-from server.schemas import SchemaCatalog
+from server.wire.hub import Hub
+from server.wire.protocol import PromptTranslator, failure_data, message, preview_frame, status_message, text_frame
+from server.queue.store import QueueItem, QueueStore
+from server.queue.catalog import SchemaCatalog
 from server.settings import ServerSettings
-from server.webhooks import check_url, post_completion
-from server.worker import Job, WorkerConfig
-from server.workers import WorkerHandle, WorkerPool
+from server.queue.webhooks import check_url, post_completion
+from server.execution.worker import Job, WorkerConfig
+from server.execution.local import WorkerHandle, WorkerPool
 
 log = logging.getLogger(__name__)
 

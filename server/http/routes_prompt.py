@@ -8,8 +8,8 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
-from server.bodies import FreeRequest, InterruptRequest, PromptRequest, QueueRequest, body_schema, read_body
-from server.scheduler import Scheduler, SubmissionError
+from server.http.bodies import FreeRequest, InterruptRequest, PromptRequest, QueueRequest, body_schema, read_body
+from server.queue.scheduler import Scheduler, SubmissionError
 
 
 # SQLite's LIMIT/OFFSET are 64-bit: larger values are a 400, not an OverflowError.
