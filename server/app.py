@@ -22,6 +22,7 @@ from server.http.routes_ws import ws_router
 from server.queue.scheduler import Scheduler
 from server.http.security import SecurityMiddleware
 from server.settings import ServerSettings
+from server.wire.errors import error_body
 
 log = logging.getLogger(__name__)
 
@@ -84,5 +85,4 @@ def _invalid(errors: object) -> JSONResponse:
     details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in errors  # type: ignore[attr-defined]
                if isinstance(e, dict)]
     text = "; ".join(f"{'.'.join(str(p) for p in d['loc'])}: {d['msg']}" for d in details) or "invalid request"
-    return JSONResponse({"error": {"type": "invalid_request", "message": text, "details": details,
-                                   "extra_info": {}}, "node_errors": {}}, status_code=400)
+    return JSONResponse(error_body("invalid_request", text, details), status_code=400)

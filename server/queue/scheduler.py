@@ -1,8 +1,8 @@
-"""Ties the queue store, the worker pool and the websocket hub together: submission, dispatch,
-event fan-out, completion (history, webhooks, blocking waiters), cancel and interrupt.
+"""Ties the queue store, an execution pool and the websocket hub together: submission, dispatch in
+queue order, event fan-out, completion (history, webhooks, blocking waiters), cancel, interrupt.
 
-Everything here runs on the event-loop thread; workers reach it through the pool's reader threads
-via ``call_soon_threadsafe``.
+The scheduler depends on the pool only through ``ExecutionPool``; it listens to it as its
+``PoolListener``. Everything here runs on the event-loop thread.
 """
 
 from __future__ import annotations
@@ -10,38 +10,28 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
-import math
 import os
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from graph_runtime.events import ExecutionStart
-from graph_runtime.formats import WorkflowFormatError, parse_workflow
-from graph_runtime.validation import validate
-from server.wire.hub import Hub
-from server.wire.protocol import PromptTranslator, failure_data, message, preview_frame, status_message, text_frame
-from server.queue.store import QueueItem, QueueStore
+from graph_runtime.events import Event, ExecutionStart
+from server.execution.messages import Job, NodeSchemas, WorkerConfig
+from server.execution.outcome import RunFailure, RunOutcome, RunResult
+from server.execution.pool import ExecutionPool, WorkerRef
 from server.queue.catalog import SchemaCatalog
+from server.queue.records import PromptRecord
+from server.queue.store import QueueItem, QueueStore
+from server.queue.submission import SubmissionError, read_submission, refuse
+from server.queue.webhooks import Webhooks
 from server.settings import ServerSettings
-from server.queue.webhooks import check_url, post_completion
-from server.execution.worker import Job, WorkerConfig
-from server.execution.local import WorkerHandle, WorkerPool
+from server.wire.hub import Hub
+from server.wire.protocol import message, status_message
+from server.wire.relay import relay
 
 log = logging.getLogger(__name__)
 
-
-class SubmissionError(Exception):
-    """A prompt refused at submission: ``body`` is ComfyUI's ``{error, node_errors}``."""
-
-    def __init__(self, body: dict[str, Any], status: int = 400) -> None:
-        super().__init__(body.get("error", {}).get("message", "invalid prompt"))
-        self.body = body
-        self.status = status
-
-
-def _error(kind: str, text: str, details: str = "") -> dict[str, Any]:
-    return {"error": {"type": kind, "message": text, "details": details, "extra_info": {}}, "node_errors": {}}
+__all__ = ["Scheduler", "Submitted", "SubmissionError", "worker_config"]
 
 
 @dataclass
@@ -51,31 +41,37 @@ class Submitted:
     node_errors: dict[str, Any]
 
 
+def worker_config(settings: ServerSettings, device: str) -> WorkerConfig:
+    """How the local pool starts the worker of ``device``: the server's folders and plugins, and
+    its share of the machine's cores."""
+    return WorkerConfig(device=device, folders=settings.folders, plugin_dirs=tuple(settings.plugin_dirs),
+                        builtin_plugins=tuple(settings.builtin_plugins), cache_entries=settings.cache_entries,
+                        model_settings=dict(settings.model_settings),
+                        threads=max(1, _cores() // len(settings.devices)))
+
+
+def local_pool(settings: ServerSettings) -> ExecutionPool:
+    from server.execution.local import LocalWorkerPool
+
+    return LocalWorkerPool(settings.devices, lambda device: worker_config(settings, device))
+
+
 class Scheduler:
-    def __init__(self, settings: ServerSettings) -> None:
+    """``pool``: where prompts run (default: one local worker process per ``settings.devices``)."""
+
+    def __init__(self, settings: ServerSettings, pool: ExecutionPool | None = None) -> None:
         self.settings = settings
         self.store = QueueStore(settings.db_path)  # type: ignore[arg-type]
         self.hub = Hub(queue_size=settings.client_send_queue)
         assert settings.user_dir is not None
         self.catalog = SchemaCatalog(settings.folders, settings.user_dir / ".cache" / "object_info.json")
-        self.pool = WorkerPool(settings.devices, self._worker_config, self)
+        self.pool = pool if pool is not None else local_pool(settings)
         self.schemas_ready = asyncio.Event()
-        # Pending prompts not yet handed to a worker, in queue order: (number, prompt_id).
+        self.webhooks = Webhooks(timeout=settings.webhook_timeout)
+        # Pending prompts not yet handed to the pool, in queue order: (number, prompt_id).
         self.pending: list[tuple[float, str]] = []
-        self.translators: dict[str, PromptTranslator] = {}
-        self.messages: dict[str, list[list[Any]]] = {}
-        self.client_of: dict[str, str | None] = {}
-        self.models_of: dict[str, set[str]] = {}
-        self.waiters: dict[str, list[asyncio.Future[QueueItem]]] = {}
-        self.webhook_tasks: set[asyncio.Task[bool]] = set()
-
-    def _worker_config(self, device: str) -> WorkerConfig:
-        return WorkerConfig(device=device, folders=self.settings.folders,
-                            plugin_dirs=list(self.settings.plugin_dirs),
-                            builtin_plugins=tuple(self.settings.builtin_plugins),
-                            cache_entries=self.settings.cache_entries,
-                            model_settings=dict(self.settings.model_settings),
-                            threads=max(1, _cores() // len(self.settings.devices)))
+        # One record per prompt queued and not finished (pending, handed to the pool, or running).
+        self.records: dict[str, PromptRecord] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -88,68 +84,40 @@ class Scheduler:
                         len(requeued), len(failed))
         for item in self.store.by_status("pending"):
             self._enqueue(item)
-        self.pool.start(asyncio.get_running_loop())
+        await self.pool.start(self)
 
     async def stop(self) -> None:
         await self.hub.close_all()
-        await asyncio.get_running_loop().run_in_executor(None, self.pool.stop)
-        for task in list(self.webhook_tasks):
-            task.cancel()
+        await self.pool.stop()
+        self.webhooks.cancel_all()
         self.store.close()
 
     def _enqueue(self, item: QueueItem) -> None:
         bisect.insort(self.pending, (item.number, item.prompt_id))
-        self.client_of[item.prompt_id] = item.client_id
-        self.models_of[item.prompt_id] = self.catalog.models_used(item.prompt)
+        self.records[item.prompt_id] = PromptRecord.of(item)
 
     # -- submission --------------------------------------------------------------------------
 
     async def submit(self, body: dict[str, Any]) -> Submitted:
-        """POST /prompt's body: ``{prompt, client_id?, extra_data?, front?, number?, prompt_id?,
-        partial_execution_targets?}``; ``prompt`` may also be a UI-format workflow."""
+        """POST /prompt's body (see ``read_submission``); raises SubmissionError."""
         if not self.schemas_ready.is_set():
             try:
                 await asyncio.wait_for(self.schemas_ready.wait(), self.settings.worker_start_timeout)
             except asyncio.TimeoutError:
-                raise SubmissionError(_error("server_starting", "no worker has started yet"), 503) from None
-        extra = body.get("extra_data") or {}
-        if not isinstance(extra, dict):
-            raise SubmissionError(_error("invalid_prompt", "extra_data must be an object"))
-        document = body.get("prompt")
-        try:
-            workflow = parse_workflow({"prompt": document} if _is_api(document) else document,
-                                      self.catalog.registry)
-        except (WorkflowFormatError, ImportError) as exc:
-            raise SubmissionError(_error("invalid_prompt", "Cannot read the prompt", str(exc))) from None
-        except (ValueError, KeyError, TypeError) as exc:
-            raise SubmissionError(_error("invalid_prompt", "Cannot convert the workflow", str(exc))) from None
-        extra = {**workflow.extra_data, **extra}
-        if "webhook_url" in extra and (problem := check_url(extra["webhook_url"])) is not None:
-            raise SubmissionError(_error("invalid_prompt", problem))
-        targets = body.get("partial_execution_targets")
-        if targets is not None and not (isinstance(targets, list) and all(isinstance(t, str) for t in targets)):
-            raise SubmissionError(_error("invalid_prompt", "partial_execution_targets must be a list of node ids"))
-        result = validate(workflow.prompt, self.catalog.registry, targets=targets)
+                raise refuse("no worker has started yet", kind="server_starting", status=503) from None
+        sub = read_submission(body, self.catalog.registry)
+        result = self.catalog.validate(sub.prompt, targets=sub.targets)
         if not result.ok and any(e.type == "value_not_in_list" for e in result.node_errors):
             # Choices may have changed since the schemas were taken (an uploaded image): refresh once.
             await self.refresh_schemas()
-            result = validate(workflow.prompt, self.catalog.registry, targets=targets)
+            result = self.catalog.validate(sub.prompt, targets=sub.targets)
         if not result.ok:
             raise SubmissionError(result.to_comfy())
-        prompt_id = body.get("prompt_id") or str(uuid.uuid4())
-        if not isinstance(prompt_id, str) or self.store.get(prompt_id) is not None:
-            raise SubmissionError(_error("invalid_prompt", "prompt_id must be a new, unique string"))
-        client_id = body.get("client_id")
-        if not isinstance(client_id, str):
-            client_id = extra.get("client_id") if isinstance(extra.get("client_id"), str) else None
-        if client_id is not None:
-            extra["client_id"] = client_id
-        number = body.get("number")
-        if number is not None and (isinstance(number, bool) or not isinstance(number, (int, float))
-                                   or not math.isfinite(number)):
-            raise SubmissionError(_error("invalid_prompt", "number must be a finite number"))
-        item = self.store.add(prompt_id, workflow.prompt, extra, result.outputs, client_id=client_id,
-                              front=bool(body.get("front")), number=number)
+        prompt_id = sub.prompt_id or str(uuid.uuid4())
+        if self.store.get(prompt_id) is not None:
+            raise refuse("prompt_id must be a new, unique string")
+        item = self.store.add(prompt_id, sub.prompt, sub.extra_data, result.outputs, client_id=sub.client_id,
+                              front=sub.front, number=sub.number)
         self._enqueue(item)
         self.broadcast_status()
         self.dispatch()
@@ -161,126 +129,100 @@ class Scheduler:
             self.catalog.update(fresh)
 
     def wait_for(self, prompt_id: str) -> asyncio.Future[QueueItem]:
+        """A future resolved with the prompt's item once it has finished (or been cancelled)."""
         future: asyncio.Future[QueueItem] = asyncio.get_running_loop().create_future()
+        record = self.records.get(prompt_id)
         item = self.store.get(prompt_id)
-        if item is not None and item.status not in ("pending", "running"):
+        if record is not None:
+            record.waiters.append(future)
+        elif item is not None:
             future.set_result(item)
         else:
-            self.waiters.setdefault(prompt_id, []).append(future)
+            future.set_exception(KeyError(f"no prompt {prompt_id!r}"))
         return future
 
     # -- dispatch ----------------------------------------------------------------------------
 
     def dispatch(self) -> None:
-        while self.pending:
-            free = [w for w in self.pool.workers if w.free_slots > 0]
-            if not free:
-                return
-            number, prompt_id = self.pending[0]
-            wanted = self.models_of.get(prompt_id, set())
-            worker = max(free, key=lambda w: (not w.inflight,
-                                              len(wanted.intersection(w.models)), w.free_slots, -w.index))
-            self.pending.pop(0)
+        """Hand pending prompts to the pool in queue order while it has room. A prompt the pool
+        cannot place now (a long-running one while the other workers must stay free) keeps its
+        place, and the prompts behind it go ahead."""
+        kept: list[tuple[float, str]] = []
+        for position, entry in enumerate(self.pending):
+            if not self.pool.has_capacity():
+                kept.extend(self.pending[position:])
+                break
+            prompt_id = entry[1]
             item = self.store.get(prompt_id)
-            if item is None or item.status != "pending":
+            if item is None or item.status != "pending" or prompt_id not in self.records:
                 continue
-            job = Job(prompt_id, item.prompt, item.extra_data, item.outputs_to_execute)
-            if not self.pool.submit(worker, job):
-                bisect.insort(self.pending, (number, prompt_id))
-                return
-            worker.remember_models(wanted)
+            job = Job(prompt_id, item.prompt, item.extra_data, tuple(item.outputs_to_execute),
+                      models=self.catalog.models_used(item.prompt), long_running=self.catalog.long_running(item.prompt))
+            if not self.pool.submit(job):
+                kept.append(entry)
+        self.pending = kept
 
-    # -- worker callbacks (PoolListener) ------------------------------------------------------
+    # -- pool reports (PoolListener) -----------------------------------------------------------
 
-    def worker_ready(self, worker: WorkerHandle, schemas: dict[str, Any]) -> None:
-        log.info("worker %s ready (pid %s, %d node types)", worker.device, worker.pid, len(schemas["object_info"]))
+    def on_ready(self, worker: WorkerRef, schemas: NodeSchemas) -> None:
+        log.info("worker %s ready (pid %s, %d node types)", worker.device, worker.pid, len(schemas.object_info))
         self.catalog.update(schemas)
         self.schemas_ready.set()
         self.dispatch()
 
-    def worker_event(self, worker: WorkerHandle, event: Any) -> None:
-        prompt_id = event.prompt_id
-        translator = self.translators.get(prompt_id)
-        if translator is None:
-            translator = self.translators[prompt_id] = PromptTranslator(prompt_id)
+    def on_event(self, worker: WorkerRef, event: Event) -> None:
+        record = self.records.get(event.prompt_id)
+        if record is None:
+            log.debug("event for a prompt no longer tracked: %r", event)
+            return
         if isinstance(event, ExecutionStart):
-            self.store.mark_running(prompt_id, {"index": worker.index, "device": worker.device, "pid": worker.pid})
+            self.store.mark_running(event.prompt_id, worker.as_dict())
             self.broadcast_status()
-        out = translator.translate(event)
-        client_id = self.client_of.get(prompt_id)
-        for msg in out.messages:
-            if msg["type"] in _HISTORY_MESSAGES:
-                self.messages.setdefault(prompt_id, []).append([msg["type"], msg["data"]])
-            self.hub.send(client_id, msg)
-        if out.preview is not None and out.node_id is not None:
-            self.hub.send_binary(
-                client_id,
-                preview_frame(out.preview, node_id=out.node_id, prompt_id=prompt_id, with_metadata=False),
-                preview_frame(out.preview, node_id=out.node_id, prompt_id=prompt_id, with_metadata=True))
-        if out.text is not None and out.node_id is not None:
-            frame = text_frame(out.node_id, out.text)
-            self.hub.send_binary(client_id, frame, frame)
+        record.messages += relay(self.hub, record.client_id, event.prompt_id, record.translator.translate(event))
 
-    def worker_done(self, worker: WorkerHandle, prompt_id: str, summary: dict[str, Any]) -> None:
-        worker.model_stats = summary.get("models")
-        status = summary["status"]
-        error = summary.get("error")
-        if status == "error" and error is not None and error.get("type") in ("validation", "internal"):
-            # Failed before any node ran: clients still get ComfyUI's execution_error.
-            data = failure_data(prompt_id, error["exception_message"], exception_type=error["exception_type"],
-                                traceback=error.get("traceback"))
-            self.messages.setdefault(prompt_id, []).append(["execution_error", data])
-            self.hub.send(self.client_of.get(prompt_id), message("execution_error", data))
-        self._finish(prompt_id, status, summary.get("outputs") or {}, error)
+    def on_finished(self, worker: WorkerRef | None, prompt_id: str, result: RunResult) -> None:
+        record = self.records.pop(prompt_id, None)
+        if record is not None:
+            self._complete(record, result)
         self.dispatch()
 
-    def worker_dropped(self, worker: WorkerHandle, prompt_id: str) -> None:
+    def on_dropped(self, prompt_id: str) -> None:
+        record = self.records.pop(prompt_id, None)
+        item = self.store.get(prompt_id)
+        if record is not None and item is not None and item.status in ("pending", "running"):
+            # Interrupted before it started: it ends as interrupted rather than waiting forever.
+            self._complete(record, RunOutcome("interrupted"))
         self.dispatch()
 
-    def worker_died(self, worker: WorkerHandle, reason: str, lost: list[str]) -> None:
-        if lost:
-            victim, rest = lost[0], lost[1:]
-            translator = self.translators.get(victim)
-            node = translator.running if translator else None
-            item = self.store.get(victim)
-            node_type = item.prompt.get(node, {}).get("class_type") if item and node else None
-            text = reason + (f" while running node {node} ({node_type})" if node else "")
-            data = failure_data(victim, text, exception_type="WorkerDied", node_id=node, node_type=node_type)
-            self.messages.setdefault(victim, []).append(["execution_error", data])
-            self.hub.send(self.client_of.get(victim), message("execution_error", data))
-            self._finish(victim, "error", {}, {"type": "worker_died", "exception_type": "WorkerDied",
-                                               "exception_message": text})
-            for prompt_id in rest:
-                item = self.store.get(prompt_id)
-                if item is not None and item.status in ("pending", "running"):
-                    self.store.mark_pending(prompt_id)
-                    bisect.insort(self.pending, (item.number, prompt_id))
+    def on_returned(self, prompt_ids: list[str]) -> None:
+        for prompt_id in prompt_ids:
+            record = self.records.get(prompt_id)
+            item = self.store.get(prompt_id)
+            if record is None or item is None or item.status not in ("pending", "running"):
+                continue
+            self.store.mark_pending(prompt_id)
+            record.restart()
+            bisect.insort(self.pending, (record.number, prompt_id))
         self.dispatch()
 
-    def _finish(self, prompt_id: str, status: str, outputs: dict[str, Any], error: dict[str, Any] | None) -> None:
+    def _complete(self, record: PromptRecord, result: RunResult) -> None:
+        prompt_id, client_id = record.prompt_id, record.client_id
+        if isinstance(result, RunFailure) and not result.sent_as_event:
+            # Failed outside any node (worker validation, a runtime error, a dead worker):
+            # clients still get ComfyUI's execution_error.
+            data = result.execution_error(prompt_id)
+            record.messages.append(["execution_error", data])
+            self.hub.send(client_id, message("execution_error", data))
         item = self.store.get(prompt_id)
         if item is not None and item.status != "cancelled":
-            self.store.finish(prompt_id, status, outputs=outputs,  # type: ignore[arg-type]
-                              messages=self.messages.get(prompt_id, []), error=error)
-        self.hub.send(self.client_of.get(prompt_id), message("executing", {"node": None, "display_node": None,
-                                                                         "prompt_id": prompt_id}))
-        self.translators.pop(prompt_id, None)
-        self.messages.pop(prompt_id, None)
-        self.client_of.pop(prompt_id, None)
-        self.models_of.pop(prompt_id, None)
+            self.store.finish(prompt_id, result.status, outputs=result.outputs, messages=record.messages,
+                              error=result.as_dict() if isinstance(result, RunFailure) else None)
+        self.hub.send(client_id, message("executing", {"node": None, "display_node": None, "prompt_id": prompt_id}))
         self.broadcast_status()
         finished = self.store.get(prompt_id)
-        if finished is None:
-            return
-        for future in self.waiters.pop(prompt_id, []):
-            if not future.done():
-                future.set_result(finished)
-        url = finished.extra_data.get("webhook_url")
-        if url is not None and check_url(url) is None:
-            task = asyncio.get_running_loop().create_task(
-                post_completion(url, webhook_payload(finished), timeout=self.settings.webhook_timeout))
-            self.webhook_tasks.add(task)
-            task.add_done_callback(self.webhook_tasks.discard)
+        if finished is not None:
+            record.resolve(finished)
+            self.webhooks.notify(finished)
 
     # -- queue control -----------------------------------------------------------------------
 
@@ -303,6 +245,7 @@ class Scheduler:
         self.hub.send(None, status_message(self.queue_remaining()))
 
     def cancel(self, prompt_ids: list[str]) -> list[str]:
+        """Take pending prompts out of the queue; the ids that were pending."""
         cancelled = self.store.cancel(prompt_ids)
         self._drop_pending(cancelled)
         if cancelled:
@@ -319,20 +262,19 @@ class Scheduler:
         gone = set(prompt_ids)
         self.pending = [entry for entry in self.pending if entry[1] not in gone]
         for prompt_id in gone:
-            self.pool.cancel(prompt_id)
-            self.client_of.pop(prompt_id, None)
-            self.models_of.pop(prompt_id, None)
-            for future in self.waiters.pop(prompt_id, []):
-                item = self.store.get(prompt_id)
-                if not future.done() and item is not None:
-                    future.set_result(item)
+            record = self.records.get(prompt_id)
+            item = self.store.get(prompt_id)
+            if record is not None and item is not None:
+                record.resolve(item)
+            # A prompt the pool holds keeps its record until the pool reports it dropped.
+            if not self.pool.cancel(prompt_id):
+                self.records.pop(prompt_id, None)
 
     def interrupt(self, prompt_id: str | None) -> list[str]:
         return self.pool.interrupt(prompt_id)
 
-
-_HISTORY_MESSAGES = frozenset({"execution_start", "execution_cached", "execution_success",
-                               "execution_error", "execution_interrupted"})
+    def free(self) -> None:
+        self.pool.free()
 
 
 def _cores() -> int:
@@ -340,14 +282,3 @@ def _cores() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return os.cpu_count() or 1
-
-
-def _is_api(document: Any) -> bool:
-    return isinstance(document, dict) and all(isinstance(v, dict) and "class_type" in v for v in document.values())
-
-
-def webhook_payload(item: QueueItem) -> dict[str, Any]:
-    """What a completion webhook receives: the outcome up front, the full history entry beside it."""
-    entry = item.history_entry()
-    return {"prompt_id": item.prompt_id, "status": item.status, "outputs": entry["outputs"],
-            "error": item.error, "history": {item.prompt_id: entry}}

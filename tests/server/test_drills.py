@@ -95,7 +95,7 @@ def test_prompt_running_at_two_server_deaths_fails_and_the_queue_survives(tmp_pa
         with Client(third.url, timeout=60) as http:
             status = http.history(victim)[victim]["status"]
             assert status["state"] == "error" and status["attempts"] == 2
-            assert status["error"]["type"] == "server_restart" and "2 time(s)" in status["error"]["message"]
+            assert status["error"]["type"] == "server_restart" and "2 time(s)" in status["error"]["exception_message"]
             assert status["messages"][-1][0] == "execution_error"
             for prompt_id in queued:
                 _wait(lambda pid=prompt_id: http.history(pid)[pid]["status"]["status_str"] == "success")
