@@ -70,6 +70,8 @@ class NodeSchemas:
 
 @dataclass(frozen=True)
 class Run:
+    """Queue ``job`` behind the worker's current one (the pool sends up to PREFETCH ahead)."""
+
     job: Job
 
 
@@ -89,6 +91,9 @@ class Interrupt:
 
 @dataclass(frozen=True)
 class SchemasRequest:
+    """Ask for fresh schemas (choice lists change as files appear); answered by a SchemasReply
+    with the same ``request_id``, even while a prompt runs."""
+
     request_id: int
 
 
@@ -109,6 +114,8 @@ ToWorker = Run | Cancel | Interrupt | SchemasRequest | Free | Stop
 
 @dataclass(frozen=True)
 class Ready:
+    """The worker loaded its registry and waits for jobs."""
+
     schemas: NodeSchemas
 
 
@@ -121,6 +128,8 @@ class Failed:
 
 @dataclass(frozen=True)
 class WorkerEvent:
+    """A graph_runtime event of the running prompt, unchanged (the server translates it)."""
+
     event: Event
 
 
@@ -143,6 +152,8 @@ class Dropped:
 
 @dataclass(frozen=True)
 class SchemasReply:
+    """The answer to the SchemasRequest of the same ``request_id``."""
+
     request_id: int
     schemas: NodeSchemas
 

@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
 
 from server.client import Client
 from tests.server.conftest import color_prompt, slow_prompt, start_server
-
-
-def _wait(predicate, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
+from tests.server.conftest import wait_until as _wait
 
 
 def _worker(http):

@@ -6,28 +6,14 @@ from __future__ import annotations
 
 import os
 import signal
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from server.client import Client
 from tests.server.conftest import REPO, RunningServer, slow_prompt, start_server
-
-T = TypeVar("T")
-
-
-def _wait(predicate: Callable[[], T], timeout: float = 60.0) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
-
+from tests.server.conftest import wait_until as _wait
 
 def _failed(http: Client, prompt_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The prompt's /jobs entry and /history status once it has failed."""
