@@ -15,20 +15,21 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from server.routes_files import files_router
-from server.routes_info import VERSION, info_router
-from server.routes_prompt import prompt_router
-from server.routes_ws import ws_router
-from server.scheduler import Scheduler
-from server.security import SecurityMiddleware
+from server.http.routes_files import files_router
+from server.http.routes_info import VERSION, info_router
+from server.http.routes_prompt import prompt_router
+from server.http.routes_ws import ws_router
+from server.queue.scheduler import Scheduler
+from server.http.security import SecurityMiddleware
 from server.settings import ServerSettings
+from server.wire.errors import error_body
 
 log = logging.getLogger(__name__)
 
 
 def _frontend(settings: ServerSettings) -> APIRouter | None:
     try:
-        from server.frontend import frontend_router
+        from server.http.frontend import frontend_router
     except ImportError as exc:
         log.info("frontend routes not available: %s", exc)
         return None
@@ -84,5 +85,4 @@ def _invalid(errors: object) -> JSONResponse:
     details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in errors  # type: ignore[attr-defined]
                if isinstance(e, dict)]
     text = "; ".join(f"{'.'.join(str(p) for p in d['loc'])}: {d['msg']}" for d in details) or "invalid request"
-    return JSONResponse({"error": {"type": "invalid_request", "message": text, "details": details,
-                                   "extra_info": {}}, "node_errors": {}}, status_code=400)
+    return JSONResponse(error_body("invalid_request", text, details), status_code=400)

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import websockets
 
-from server.protocol import binary_request
+from server.wire.protocol import binary_request
 
 
 class ServerError(Exception):

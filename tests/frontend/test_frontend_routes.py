@@ -14,8 +14,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from graph_runtime.folders import FolderPaths
-from server.frontend import default_frontend_root, frontend_router
-from server.queue_store import QueueStore
+from server.http.frontend import default_frontend_root, frontend_router
+from server.execution.outcome import RunFailure
+from server.queue.store import QueueStore
 from server.settings import ServerSettings
 
 SECRET = "top secret, outside every served folder"
@@ -367,9 +368,9 @@ def jobs(settings: ServerSettings, tmp_path: Path) -> tuple[TestClient, _Schedul
         {"filename": "a_00001_.png", "subfolder": "", "type": "output"}]}},
         messages=[["execution_start", {"prompt_id": "done", "timestamp": 1}]])
     store.mark_running("broken")
-    failure = {"prompt_id": "broken", "node_id": "1", "node_type": "X", "exception_message": "boom",
-               "exception_type": "ValueError", "traceback": ["line"]}
-    store.finish("broken", "error", messages=[["execution_error", failure]])
+    failure = RunFailure("node", "ValueError", "boom", node_id="1", node_type="X", traceback=("line",))
+    store.finish("broken", "error", messages=[["execution_error", failure.execution_error("broken")]],
+                 error=failure.as_dict())
     store.mark_running("running")
     return TestClient(app), app.state.scheduler
 
@@ -387,7 +388,9 @@ def test_jobs_lists_queue_and_history_as_the_editor_parses_them(jobs: tuple[Test
     assert done["preview_output"] == {"filename": "a_00001_.png", "subfolder": "", "type": "output",
                                       "nodeId": "9", "mediaType": "images"}
     assert done["workflow_id"] == "wf-1" and isinstance(done["create_time"], int)
-    assert broken["status"] == "failed" and broken["execution_error"]["exception_message"] == "boom"
+    assert broken["status"] == "failed" and broken["execution_error"] == {
+        "prompt_id": "broken", "node_id": "1", "node_type": "X", "exception_message": "boom",
+        "exception_type": "ValueError", "traceback": ["line"]}
     assert client.get("/api/jobs?status=bogus").status_code == 400
 
 

@@ -96,4 +96,4 @@ def test_workers_are_plain_children_sized_to_their_share_of_cores(two_workers: R
                        Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0") if "=" in entry)
         assert environ["MALLOC_ARENA_MAX"] == "2"
         assert environ["OMP_NUM_THREADS"] == os.environ.get("OMP_NUM_THREADS", str(max(1, cores // 2)))
-        assert b"server.worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        assert b"server.execution.worker" in Path(f"/proc/{pid}/cmdline").read_bytes()

@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
 
 from server.client import Client
 from tests.server.conftest import color_prompt, slow_prompt, start_server
-
-
-def _wait(predicate, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
+from tests.server.conftest import wait_until as _wait
 
 
 def _worker(http):
@@ -95,7 +85,7 @@ def test_prompt_running_at_two_server_deaths_fails_and_the_queue_survives(tmp_pa
         with Client(third.url, timeout=60) as http:
             status = http.history(victim)[victim]["status"]
             assert status["state"] == "error" and status["attempts"] == 2
-            assert status["error"]["type"] == "server_restart" and "2 time(s)" in status["error"]["message"]
+            assert status["error"]["type"] == "server_restart" and "2 time(s)" in status["error"]["exception_message"]
             assert status["messages"][-1][0] == "execution_error"
             for prompt_id in queued:
                 _wait(lambda pid=prompt_id: http.history(pid)[pid]["status"]["status_str"] == "success")

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from server.client import Client, Socket
-from server.protocol import CLOSE_TOO_SLOW
+from server.wire.protocol import CLOSE_TOO_SLOW
 from tests.server.conftest import RunningServer, slow_prompt, start_server
 
 

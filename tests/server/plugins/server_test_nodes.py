@@ -1,5 +1,5 @@
 """Small torch-free nodes for the server tests: constants, a PNG writer, a slow node with previews,
-a failing node, one that crashes its process and a model-file "loader"."""
+a long-running one, a failing node, one that crashes its process and a model-file "loader"."""
 
 from __future__ import annotations
 
@@ -59,6 +59,11 @@ class TestSlow(Node):
         return Result(ui={"text": [f"{steps} steps"]})
 
 
+class TestLong(TestSlow):
+    description = "TestSlow declared long-running: the scheduler keeps it off the worker short prompts need."
+    long_running = True
+
+
 class TestFail(Node):
     category = "testing"
     output_node = True
@@ -94,7 +99,7 @@ class TestModel(Node):
 
 @hookimpl
 def nodeloom_register_nodes():
-    return [TestColor, TestSave, TestSlow, TestFail, TestCrash, TestModel]
+    return [TestColor, TestSave, TestSlow, TestLong, TestFail, TestCrash, TestModel]
 
 
 @hookimpl

@@ -2,7 +2,7 @@
 
 It talks to the server over one duplex pipe. The main thread runs prompts one after another; a
 control thread reads the pipe so that an interrupt, a cancel or a schema request is answered while
-a prompt runs. Events go back as graph_runtime event objects; the server translates them.
+a prompt runs. Messages both ways are the typed ones of server.execution.messages.
 """
 
 from __future__ import annotations
@@ -14,42 +14,19 @@ import queue
 import sys
 import threading
 import traceback
-from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 from graph_runtime.cache import OutputCache
 from graph_runtime.context import InterruptFlag, Services
-from graph_runtime.events import Event
-from graph_runtime.folders import FolderPaths
 from graph_runtime.registry import load_registry
 from graph_runtime.schema import model_inputs, object_info
 from graph_runtime.validation import WorkflowInvalid
-
-
-@dataclass
-class WorkerConfig:
-    device: str
-    folders: FolderPaths
-    plugin_dirs: list[Path] = field(default_factory=list)
-    # Node pack modules to load; None: the nodeloom.plugins entry-point group.
-    builtin_plugins: tuple[str, ...] | None = None
-    cache_entries: int = 256
-    # CPU threads for torch's pools: the machine's cores shared among the workers, so that two
-    # CPU workers do not each start a pool as large as the machine.
-    threads: int | None = None
-    # Model manager options (ram_budget, vram_budget, channels_last, compile), read by the nodes.
-    model_settings: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Job:
-    prompt_id: str
-    prompt: dict[str, Any]
-    extra_data: dict[str, Any]
-    outputs_to_execute: list[str]
-
+from server.execution.messages import (
+    Cancel, Done, Dropped, Failed, Free, FromWorker, Interrupt, Job, NodeSchemas, Ready, Run, SchemasReply,
+    SchemasRequest, Stop, WorkerConfig, WorkerEvent,
+)
+from server.execution.outcome import RunFailure, RunOutcome, RunResult
 
 # Seconds without work after which the worker returns freed memory to the OS.
 IDLE_TIDY_SECONDS = 0.5
@@ -82,7 +59,7 @@ class _Worker:
         self.current: str | None = None
         self.interrupt = InterruptFlag()
         self.free_requested = threading.Event()
-        self.registry = load_registry(plugin_dirs=config.plugin_dirs, builtins=config.builtin_plugins or (),
+        self.registry = load_registry(plugin_dirs=list(config.plugin_dirs), builtins=config.builtin_plugins or (),
                                       entry_points=config.builtin_plugins is None)
         self.registry.startup({"device": config.device})
         from graph_runtime.executor import Runtime
@@ -99,13 +76,13 @@ class _Worker:
         gc.collect()
         gc.freeze()
 
-    def send(self, message: tuple[Any, ...]) -> None:
+    def send(self, message: FromWorker) -> None:
         with self.send_lock:
             self.conn.send(message)
 
-    def schemas(self) -> dict[str, Any]:
-        return {"object_info": object_info(self.registry, self.runtime.hook_context), "model_inputs": model_inputs(self.registry),
-                "plugins": [p.as_dict() for p in self.registry.plugins], "pid": os.getpid()}
+    def schemas(self) -> NodeSchemas:
+        return NodeSchemas(object_info(self.registry, self.runtime.hook_context), model_inputs(self.registry),
+                           tuple(p.as_dict() for p in self.registry.plugins))
 
     # -- control thread ----------------------------------------------------------------------
 
@@ -115,30 +92,30 @@ class _Worker:
                 message = self.conn.recv()
             except (EOFError, OSError):
                 os._exit(0)  # the server is gone: never linger as an orphan
-            op = message[0]
-            if op == "run":
-                self.jobs.put(message[1])
-            elif op == "cancel":
-                self.cancelled.add(message[1])
-                if message[1] == self.current:
-                    self.interrupt.set()
-            elif op == "interrupt":
-                if message[1] is None or message[1] == self.current:
-                    self.interrupt.set()
-                elif message[1] is not None:
-                    self.cancelled.add(message[1])
-            elif op == "schemas":
-                self.send(("schemas", message[1], self.schemas()))
-            elif op == "free":
-                self.free_requested.set()
-            elif op == "stop":
-                self.jobs.put(None)
-                return
+            match message:
+                case Run(job=job):
+                    self.jobs.put(job)
+                case Cancel(prompt_id=prompt_id):
+                    self.cancelled.add(prompt_id)
+                    if prompt_id == self.current:
+                        self.interrupt.set()
+                case Interrupt(prompt_id=prompt_id):
+                    if prompt_id is None or prompt_id == self.current:
+                        self.interrupt.set()
+                    else:  # it has not started yet: it never will
+                        self.cancelled.add(prompt_id)
+                case SchemasRequest(request_id=request_id):
+                    self.send(SchemasReply(request_id, self.schemas()))
+                case Free():
+                    self.free_requested.set()
+                case Stop():
+                    self.jobs.put(None)
+                    return
 
     # -- main thread -------------------------------------------------------------------------
 
     def run_forever(self) -> None:
-        self.send(("ready", self.schemas()))
+        self.send(Ready(self.schemas()))
         threading.Thread(target=self.control_loop, name="worker-control", daemon=True).start()
         tidy = False
         while True:
@@ -155,7 +132,7 @@ class _Worker:
                 self.free()
             if job.prompt_id in self.cancelled:
                 self.cancelled.discard(job.prompt_id)
-                self.send(("dropped", job.prompt_id))
+                self.send(Dropped(job.prompt_id))
                 continue
             self.execute(job)
             if self.free_requested.is_set() and self.jobs.empty():
@@ -164,26 +141,23 @@ class _Worker:
     def execute(self, job: Job) -> None:
         self.current = job.prompt_id
         self.interrupt.clear()
-        listener = lambda event: self.send(("event", event))  # noqa: E731
+        listener = lambda event: self.send(WorkerEvent(event))  # noqa: E731
+        result: RunResult
         try:
-            result = self.runtime.execute(job.prompt, prompt_id=job.prompt_id, extra_data=job.extra_data,
-                                          targets=job.outputs_to_execute or None,
-                                          listeners=[listener], interrupt=self.interrupt)
-            summary = {"status": result.status, "outputs": result.outputs,
-                       "error": _event_dict(result.error) if result.error else None}
+            run = self.runtime.execute(job.prompt, prompt_id=job.prompt_id, extra_data=job.extra_data,
+                                       targets=list(job.outputs_to_execute) or None,
+                                       listeners=[listener], interrupt=self.interrupt)
+            if run.status == "error":
+                assert run.error is not None, "a failed run carries its ExecutionError"
+                result = RunFailure.of_node(run.error, run.outputs)
+            else:
+                result = RunOutcome(run.status, run.outputs)
         except WorkflowInvalid as invalid:
-            summary = {"status": "error", "outputs": {},
-                       "error": {"type": "validation", "exception_type": "WorkflowInvalid",
-                                 "exception_message": invalid.result.format(),
-                                 "validation": invalid.result.to_comfy()}}
+            result = RunFailure.of_invalid(invalid)
         except Exception as exc:  # noqa: BLE001 - a runtime bug fails the prompt, not the worker
-            summary = {"status": "error", "outputs": {},
-                       "error": {"type": "internal", "exception_type": type(exc).__name__,
-                                 "exception_message": str(exc),
-                                 "traceback": traceback.format_exception(exc)}}
+            result = RunFailure.of_exception(exc)
         self.current = None
-        summary["models"] = self.model_stats()
-        self.send(("done", job.prompt_id, summary))
+        self.send(Done(job.prompt_id, result, self.model_stats()))
 
     def model_stats(self) -> dict[str, Any] | None:
         """What the plugins' long-lived resources hold (the model manager's report, say)."""
@@ -200,25 +174,19 @@ class _Worker:
         gc.collect()
 
 
-def _event_dict(event: Event) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return asdict(event)
-
-
 def worker_main(config: WorkerConfig, conn: Connection) -> None:
     """Run a worker on ``conn`` (a fresh interpreter: nothing of the server is inherited)."""
     _pin_device(config.device)
     try:
         worker = _Worker(config, conn)
     except BaseException as exc:  # noqa: BLE001 - report why we could not start, then exit
-        conn.send(("failed", "".join(traceback.format_exception(exc))))
+        conn.send(Failed("".join(traceback.format_exception(exc))))
         raise SystemExit(3) from exc
     worker.run_forever()
 
 
 def main(argv: list[str]) -> None:
-    """``python -m server.worker FD``: FD is the worker's end of the pipe; the server sends the
+    """``python -m server.execution.worker FD``: FD is the worker's end of the pipe; the server sends the
     WorkerConfig as the first message."""
     conn = Connection(int(argv[0]))
     worker_main(conn.recv(), conn)

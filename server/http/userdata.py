@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 
 from graph_runtime.folders import UnsafePath, safe_join
-from server.frontend_http import (empty_stylesheet, flag, join_or_refuse, json_body, media_type, read_json_file,
+from server.http.frontend_http import (empty_stylesheet, flag, join_or_refuse, json_body, media_type, read_json_file,
                                   refused)
 
 USER = "default"

@@ -138,17 +138,6 @@ def error_data(event: ExecutionError) -> dict[str, Any]:
             "timestamp": event.timestamp}
 
 
-def failure_data(prompt_id: str, message_text: str, *, exception_type: str = "WorkerError",
-                 node_id: str | None = None, node_type: str | None = None,
-                 executed: list[str] | None = None, traceback: list[str] | None = None) -> dict[str, Any]:
-    """An execution_error payload for failures outside any node (validation in the worker, a dead
-    worker), in the same shape clients already render."""
-    return {"prompt_id": prompt_id, "node_id": node_id, "node_type": node_type,
-            "executed": executed or [], "exception_message": message_text,
-            "exception_type": exception_type, "traceback": traceback or [],
-            "current_inputs": {}, "current_outputs": {}}
-
-
 # -- native commands ------------------------------------------------------------------------
 
 def response(request_id: Any, data: Any) -> Message:

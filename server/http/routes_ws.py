@@ -8,12 +8,12 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket
 
-from server.files import FileRequestError, store_upload
-from server.hub import Client
-from server.protocol import (
+from server.http.files import FileRequestError, store_upload
+from server.wire.hub import Client
+from server.wire.protocol import (
     FEATURE_FLAGS, error_response, message, parse_binary_request, response, status_message,
 )
-from server.scheduler import Scheduler, SubmissionError
+from server.queue.scheduler import Scheduler, SubmissionError
 from server.settings import ServerSettings
 
 

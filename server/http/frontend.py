@@ -13,12 +13,12 @@ from pathlib import Path
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, PlainTextResponse, Response
 
-from server.frontend_http import empty_stylesheet, join_or_refuse, media_type
-from server.routes_catalog import catalog_router
-from server.routes_internal import install_log_buffer, internal_router
-from server.routes_jobs import jobs_router
+from server.http.frontend_http import empty_stylesheet, join_or_refuse, media_type
+from server.http.routes_catalog import catalog_router
+from server.http.routes_internal import install_log_buffer, internal_router
+from server.http.routes_jobs import jobs_router
 from server.settings import ServerSettings
-from server.userdata import USER, userdata_router
+from server.http.userdata import USER, userdata_router
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif", ".ico")
 NO_STORE = {"Cache-Control": "no-cache", "Pragma": "no-cache", "Expires": "0"}

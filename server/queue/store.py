@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from server.execution.outcome import RunFailure
+
 Status = Literal["pending", "running", "success", "error", "interrupted", "cancelled"]
 FINISHED: frozenset[str] = frozenset({"success", "error", "interrupted", "cancelled"})
 
@@ -177,11 +179,11 @@ class QueueStore:
                 self._db.execute("UPDATE prompts SET status='pending' WHERE prompt_id=?", (row["prompt_id"],))
                 requeued.append(row["prompt_id"])
             else:
-                message = (f"the server stopped while this prompt was running, {row['attempts']} "
-                           "time(s); not retried again")
-                self.finish(row["prompt_id"], "error", error={"type": "server_restart", "message": message},
-                            messages=[["execution_error", {"prompt_id": row["prompt_id"],
-                                                            "exception_message": message}]])
+                failure = RunFailure("server_restart", "ServerRestart",
+                                     f"the server stopped while this prompt was running, {row['attempts']} "
+                                     "time(s); not retried again")
+                self.finish(row["prompt_id"], "error", error=failure.as_dict(),
+                            messages=[["execution_error", failure.execution_error(row["prompt_id"])]])
                 failed.append(row["prompt_id"])
         return requeued, failed
 

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from graph_runtime.folders import MODEL_FOLDERS, FolderPaths
-from server.frontend_http import json_body
+from server.http.frontend_http import json_body
 
 
 class LogBuffer(logging.Handler):

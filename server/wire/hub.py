@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from starlette.websockets import WebSocket
 
-from server.protocol import CLOSE_TOO_SLOW, Message
+from server.wire.protocol import CLOSE_TOO_SLOW, Message
 
 log = logging.getLogger(__name__)
 

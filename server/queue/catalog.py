@@ -14,10 +14,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from graph_runtime.context import HookContext
 from graph_runtime.folders import FolderPaths
 from graph_runtime.formats import ApiPrompt
 from graph_runtime.node import HIDDEN_KINDS, InputSpec, Node, Output
 from graph_runtime.registry import NodeRegistry
+from graph_runtime.validation import ValidationResult, validate
+from server.execution.messages import NodeSchemas
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +29,17 @@ _SPEC_KEYS = {"default": "default", "min": "min", "max": "max", "step": "step", 
 
 
 class SchemaCatalog:
+    """The node schemas last reported by a worker, and validation against them with ``folders``
+    (the server's own models, input and output folders)."""
+
     def __init__(self, folders: FolderPaths, cache_file: Path | None) -> None:
         self.folders = folders
+        # What validation and UI-format conversion list choices from: the server's own folders.
+        self.hook_context = HookContext(folders=folders)
         self.cache_file = cache_file
         self.object_info: dict[str, dict[str, Any]] = {}
         self.model_inputs: dict[str, dict[str, str]] = {}
-        self.plugins: list[dict[str, Any]] = []
+        self.plugins: tuple[dict[str, Any], ...] = ()
         self.registry = NodeRegistry()
         self.loaded = False
 
@@ -39,29 +47,29 @@ class SchemaCatalog:
         if self.cache_file is None or not self.cache_file.is_file():
             return False
         try:
-            self.update(json.loads(self.cache_file.read_text()), persist=False)
+            self.update(NodeSchemas.from_dict(json.loads(self.cache_file.read_text())), persist=False)
         except (ValueError, KeyError, TypeError, OSError) as exc:
             log.warning("ignoring cached node schemas %s: %s", self.cache_file, exc)
             return False
         return True
 
-    def update(self, schemas: dict[str, Any], *, persist: bool = True) -> None:
+    def update(self, schemas: NodeSchemas, *, persist: bool = True) -> None:
         registry = NodeRegistry()
-        for name, schema in schemas["object_info"].items():
+        for name, schema in schemas.object_info.items():
             try:
-                registry.add_node(_stand_in(name, schema, schemas["model_inputs"].get(name, {}), self.folders))
+                registry.add_node(_stand_in(name, schema, schemas.model_inputs.get(name, {}), self.folders))
             except Exception as exc:  # noqa: BLE001 - one odd schema must not hide the others
                 log.warning("cannot rebuild schema of node %s: %s", name, exc)
-        self.object_info = schemas["object_info"]
-        self.model_inputs = schemas["model_inputs"]
-        self.plugins = schemas.get("plugins", [])
+        self.object_info = schemas.object_info
+        self.model_inputs = schemas.model_inputs
+        self.plugins = schemas.plugins
         self.registry = registry
         self.loaded = True
         if persist and self.cache_file is not None:
             try:
                 self.cache_file.parent.mkdir(parents=True, exist_ok=True)
                 tmp = self.cache_file.with_suffix(".tmp")
-                tmp.write_text(json.dumps({k: schemas[k] for k in ("object_info", "model_inputs")}))
+                tmp.write_text(json.dumps(schemas.as_dict()))
                 tmp.replace(self.cache_file)
             except OSError as exc:
                 log.warning("cannot cache node schemas in %s: %s", self.cache_file, exc)
@@ -80,7 +88,16 @@ class SchemaCatalog:
             info[class_type] = schema
         return info
 
-    def models_used(self, prompt: ApiPrompt) -> set[str]:
+    def validate(self, prompt: ApiPrompt, *, targets: list[str] | None = None) -> ValidationResult:
+        """Validate ``prompt`` against the reported schemas, model files looked up in ``folders``."""
+        return validate(prompt, self.registry, ctx=self.hook_context, targets=targets)
+
+    def long_running(self, prompt: ApiPrompt) -> bool:
+        """Whether a node of ``prompt`` is of a class that declares itself long-running."""
+        return any(self.object_info.get(node.get("class_type", ""), {}).get("long_running", False)
+                   for node in prompt.values())
+
+    def models_used(self, prompt: ApiPrompt) -> frozenset[str]:
         """``folder/name`` of every model file the prompt picks, for worker affinity."""
         used = set()
         for node in prompt.values():
@@ -88,7 +105,7 @@ class SchemaCatalog:
                 value = node.get("inputs", {}).get(name)
                 if isinstance(value, str):
                     used.add(f"{folder}/{value}")
-        return used
+        return frozenset(used)
 
 
 def _stand_in(name: str, schema: dict[str, Any], model_folders: dict[str, str],

@@ -8,8 +8,9 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
-from server.bodies import FreeRequest, InterruptRequest, PromptRequest, QueueRequest, body_schema, read_body
-from server.scheduler import Scheduler, SubmissionError
+from server.http.bodies import FreeRequest, InterruptRequest, PromptRequest, QueueRequest, body_schema, read_body
+from server.queue.scheduler import Scheduler, SubmissionError
+from server.wire.errors import error_body
 
 
 # SQLite's LIMIT/OFFSET are 64-bit: larger values are a 400, not an OverflowError.
@@ -30,9 +31,8 @@ def prompt_router() -> APIRouter:
         scheduler = scheduler_of(request)
         body = await read_body(request, PromptRequest)
         if body.prompt is None:
-            return JSONResponse({"error": {"type": "no_prompt", "message": "No prompt provided",
-                                           "details": "No prompt provided", "extra_info": {}},
-                                 "node_errors": {}}, status_code=400)
+            return JSONResponse(error_body("no_prompt", "No prompt provided", "No prompt provided"),
+                                status_code=400)
         try:
             submitted = await scheduler.submit(body.model_dump(exclude_none=True))
         except SubmissionError as exc:
@@ -96,7 +96,7 @@ def prompt_router() -> APIRouter:
     @router.post("/free", openapi_extra=body_schema(FreeRequest))
     async def post_free(request: Request) -> dict[str, Any]:
         await read_body(request, FreeRequest)
-        scheduler_of(request).pool.free()
+        scheduler_of(request).free()
         return {}
 
     return router

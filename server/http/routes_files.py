@@ -7,7 +7,7 @@ from pathlib import Path
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from server.files import FileRequestError, store_mask, store_upload, view
+from server.http.files import FileRequestError, store_mask, store_upload, view
 from server.settings import ServerSettings
 
 

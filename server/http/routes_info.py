@@ -12,8 +12,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from graph_runtime.folders import MODEL_FOLDERS
-from server.protocol import FEATURE_FLAGS
-from server.scheduler import Scheduler
+from server.wire.protocol import FEATURE_FLAGS
+from server.queue.scheduler import Scheduler
 from server.settings import ServerSettings
 
 VERSION = "0.1.0"
@@ -77,9 +77,10 @@ def info_router(settings: ServerSettings) -> APIRouter:
     async def get_system_stats(request: Request) -> dict[str, Any]:
         scheduler = _scheduler(request)
         total, free = _memory()
-        devices = [{"name": w.device, "type": w.device.split(":")[0], "index": i,
+        workers = scheduler.pool.stats()
+        devices = [{"name": w["device"], "type": w["device"].split(":")[0], "index": i,
                     "vram_total": 0, "vram_free": 0, "torch_vram_total": 0, "torch_vram_free": 0}
-                   for i, w in enumerate(scheduler.pool.workers)]
+                   for i, w in enumerate(workers)]
         return {
             "system": {"os": os.name, "ram_total": total, "ram_free": free, "comfyui_version": VERSION,
                        "required_frontend_version": _package_version("comfyui-frontend-package"),
@@ -87,10 +88,10 @@ def info_router(settings: ServerSettings) -> APIRouter:
                        "embedded_python": False, "argv": sys.argv, "platform": platform.platform()},
             "devices": devices,
             "nodeloom": {"version": VERSION, "server_pid": os.getpid(),
-                         "workers": [w.describe() for w in scheduler.pool.workers],
+                         "workers": workers,
                          "websocket_clients": len(scheduler.hub.clients),
                          "queue_remaining": scheduler.queue_remaining(),
-                         "plugins": scheduler.catalog.plugins},
+                         "plugins": list(scheduler.catalog.plugins)},
         }
 
     return router

@@ -4,9 +4,12 @@ prompt's result is already in the history, and nothing here may disturb the serv
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 from urllib.parse import urlsplit
+
+from server.queue.store import QueueItem
 
 log = logging.getLogger(__name__)
 
@@ -39,3 +42,31 @@ async def post_completion(url: str, payload: dict[str, Any], *, timeout: float) 
         return True
     log.warning("webhook %s for prompt %s answered HTTP %d", url, payload.get("prompt_id"), response.status_code)
     return False
+
+
+def webhook_payload(item: QueueItem) -> dict[str, Any]:
+    """What a completion webhook receives: the outcome up front, the full history entry beside it."""
+    entry = item.history_entry()
+    return {"prompt_id": item.prompt_id, "status": item.status, "outputs": entry["outputs"],
+            "error": item.error, "history": {item.prompt_id: entry}}
+
+
+class Webhooks:
+    """Completion POSTs in flight, so that a stopping server can cancel them."""
+
+    def __init__(self, *, timeout: float) -> None:
+        self.timeout = timeout
+        self.tasks: set[asyncio.Task[bool]] = set()
+
+    def notify(self, item: QueueItem) -> None:
+        """POST ``item``'s outcome to its ``extra_data.webhook_url``, if it has a valid one."""
+        url = item.extra_data.get("webhook_url")
+        if url is None or check_url(url) is not None:
+            return
+        task = asyncio.get_running_loop().create_task(post_completion(url, webhook_payload(item), timeout=self.timeout))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def cancel_all(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()

@@ -8,8 +8,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from server.frontend_http import json_body
-from server.queue_store import QueueItem
+from server.execution.outcome import RunFailure
+from server.http.frontend_http import json_body
+from server.queue.store import QueueItem
 
 # QueueStore status -> the editor's job status. Prompts removed from the queue before they ran
 # ("cancelled" in the store) are gone from the panels, as they are from ComfyUI's /history.
@@ -17,8 +18,6 @@ JOB_STATUS = {"pending": "pending", "running": "in_progress", "success": "comple
               "error": "failed", "interrupted": "cancelled"}
 PREVIEWABLE = ("images", "video", "audio", "3d")
 SORT_KEYS = ("created_at", "execution_duration")
-_ERROR_FIELDS = {"node_id": str, "node_type": str, "exception_message": str, "exception_type": str,
-                 "traceback": list}
 
 
 def _ms(seconds: float | None) -> int | None:
@@ -45,18 +44,12 @@ def _outputs_summary(outputs: dict[str, Any]) -> tuple[int, dict[str, Any] | Non
 
 
 def _execution_error(item: QueueItem) -> dict[str, Any] | None:
-    """The execution_error message of a failed prompt, in the shape the editor validates."""
+    """Why a failed prompt failed, in the shape the editor validates: the stored RunFailure (the
+    validation message, the node exception with its node, a dead worker)."""
     if item.status != "error":
         return None
-    for kind, data in reversed(item.messages):
-        if kind == "execution_error" and isinstance(data, dict) and all(
-                isinstance(data.get(k), t) for k, t in _ERROR_FIELDS.items()):
-            return data
-    error = item.error or {}
-    return {"prompt_id": item.prompt_id, "node_id": str(error.get("node_id", "")),
-            "node_type": str(error.get("node_type", "")),
-            "exception_message": str(error.get("message", "the prompt failed")),
-            "exception_type": str(error.get("type", "error")), "traceback": []}
+    failure = RunFailure.from_dict(item.error or {})
+    return failure.job_error(item.prompt_id)
 
 
 def job_entry(item: QueueItem, *, detail: bool = False) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 
 from graph_runtime.folders import MODEL_FOLDERS, FolderPaths
-from server.frontend_http import join_or_refuse, media_type, read_json_file
+from server.http.frontend_http import join_or_refuse, media_type, read_json_file
 from server.settings import ServerSettings
 
 # Folders of a plugin whose *.json files are offered as workflow templates, first found wins.

@@ -1,0 +1,1 @@
+"""The queue: submission, the SQLite store, scheduling of prompts onto an execution pool, webhooks."""

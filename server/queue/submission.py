@@ -1,0 +1,81 @@
+"""Reading a POST /prompt body (or the websocket ``submit`` command) into a checked submission.
+Everything refused here is a ``SubmissionError`` carrying ComfyUI's error body."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from graph_runtime.context import HookContext
+from graph_runtime.formats import ApiPrompt, WorkflowFormatError, parse_workflow
+from graph_runtime.registry import NodeRegistry
+from server.queue.webhooks import check_url
+from server.wire.errors import error_body
+
+
+class SubmissionError(Exception):
+    """A prompt refused at submission: ``body`` is ComfyUI's ``{error, node_errors}``."""
+
+    def __init__(self, body: dict[str, Any], status: int = 400) -> None:
+        super().__init__(body.get("error", {}).get("message", "invalid prompt"))
+        self.body = body
+        self.status = status
+
+
+def refuse(message: str, details: str = "", *, kind: str = "invalid_prompt", status: int = 400) -> SubmissionError:
+    return SubmissionError(error_body(kind, message, details), status)
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A readable submission, not yet validated against the node schemas. ``targets``: output
+    node ids to run (None: all); ``number``: an explicit queue position."""
+
+    prompt: ApiPrompt
+    extra_data: dict[str, Any]
+    targets: list[str] | None
+    prompt_id: str | None
+    client_id: str | None
+    number: float | None
+    front: bool
+
+
+def read_submission(body: dict[str, Any], registry: NodeRegistry, ctx: HookContext) -> Submission:
+    """``body``: ``{prompt, client_id?, extra_data?, front?, number?, prompt_id?,
+    partial_execution_targets?}``; ``prompt`` may also be a UI-format workflow (converted with
+    ``registry``'s schemas, choices listed in ``ctx``'s folders). Raises SubmissionError."""
+    extra = body.get("extra_data") or {}
+    if not isinstance(extra, dict):
+        raise refuse("extra_data must be an object")
+    document = body.get("prompt")
+    try:
+        workflow = parse_workflow({"prompt": document} if _is_api(document) else document, registry, ctx=ctx)
+    except (WorkflowFormatError, ImportError) as exc:
+        raise refuse("Cannot read the prompt", str(exc)) from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise refuse("Cannot convert the workflow", str(exc)) from None
+    extra = {**workflow.extra_data, **extra}
+    if "webhook_url" in extra and (problem := check_url(extra["webhook_url"])) is not None:
+        raise refuse(problem)
+    targets = body.get("partial_execution_targets")
+    if targets is not None and not (isinstance(targets, list) and all(isinstance(t, str) for t in targets)):
+        raise refuse("partial_execution_targets must be a list of node ids")
+    prompt_id = body.get("prompt_id") or None
+    if prompt_id is not None and not isinstance(prompt_id, str):
+        raise refuse("prompt_id must be a new, unique string")
+    client_id = body.get("client_id")
+    if not isinstance(client_id, str):
+        client_id = extra.get("client_id") if isinstance(extra.get("client_id"), str) else None
+    if client_id is not None:
+        extra["client_id"] = client_id
+    number = body.get("number")
+    if number is not None and (isinstance(number, bool) or not isinstance(number, (int, float))
+                               or not math.isfinite(number)):
+        raise refuse("number must be a finite number")
+    return Submission(workflow.prompt, extra, targets, prompt_id, client_id, number,
+                      bool(body.get("front")))
+
+
+def _is_api(document: Any) -> bool:
+    return isinstance(document, dict) and all(isinstance(v, dict) and "class_type" in v for v in document.values())
