@@ -43,12 +43,16 @@ def nodeloom_addhooks(pluginmanager: pluggy.PluginManager) -> None:
 
 @hookimpl
 def nodeloom_startup(config: Mapping[str, Any], registry: NodeRegistry) -> None:
-    """Collect the plugins' samplers and denoiser hooks (a bad one is reported and skipped)."""
+    """Collect the plugins' samplers and denoiser hooks. A plugin whose entries are refused keeps
+    its nodes; the reason is recorded on it (``nodeloom plugins``, /system_stats) and logged."""
     del config
     from nodes.diffusion.plugins import install_family_hooks
 
-    for problem in install_family_hooks(registry.hook):
-        log.error("%s", problem)
+    for plugin_name, why in install_family_hooks(registry.hook).items():
+        for record in registry.plugins:
+            if record.name == plugin_name:
+                record.error = f"startup failed: {why}"
+        log.warning("plugin %s: %s", plugin_name, why)
 
 
 @hookimpl

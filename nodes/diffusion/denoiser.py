@@ -102,14 +102,19 @@ class DenoiserHooks:
         self._hooks: list[DenoiserHook] = []
         self.origin: dict[str, str] = {}
 
+    def problem(self, hook: object, *, source: str) -> str | None:
+        """Why ``hook`` cannot be registered for ``source`` (None when it can)."""
+        if not isinstance(hook, DenoiserHook):
+            return (f"denoiser hook from {source}: {hook!r} is not a DenoiserHook "
+                    f"(needs a name and __call__(call) -> UNetInputs | None)")
+        if hook.name in self.origin and self.origin[hook.name] != source:
+            return f"denoiser hook {hook.name!r} from {source} is already registered by {self.origin[hook.name]}"
+        return None
+
     def register(self, hook: DenoiserHook, *, source: str) -> None:
         """Raises ValueError for an object that is not a hook or a name another hook holds."""
-        if not isinstance(hook, DenoiserHook):
-            raise ValueError(f"denoiser hook from {source}: {hook!r} is not a DenoiserHook "
-                             f"(needs a name and __call__(call) -> UNetInputs | None)")
-        if hook.name in self.origin and self.origin[hook.name] != source:
-            raise ValueError(f"denoiser hook {hook.name!r} from {source} is already registered by "
-                             f"{self.origin[hook.name]}")
+        if (problem := self.problem(hook, source=source)) is not None:
+            raise ValueError(problem)
         # A plugin registering again (another registry in the process) replaces its own hook.
         self._hooks = [h for h in self._hooks if h.name != hook.name] + [hook]
         self.origin[hook.name] = source
@@ -172,13 +177,23 @@ class Denoiser:
             call = UNetCall(sample=sample, timestep=t, encoder_hidden_states=context,
                             conditioning=tuple(e[1] for e in entries), batch=self.batch, step=step,
                             steps=self.steps, unet_config=self.unet_config, region=region)
-            added = UNetInputs()
-            for hook in self.hooks:
-                contribution = hook(call)
-                if contribution is not None:
-                    added = added.merge(contribution)
-            added.apply(kwargs)
+            self._run_hooks(call, step).apply(kwargs)
         return self.unet(sample, t, **kwargs, return_dict=False)[0]
+
+    def _run_hooks(self, call: UNetCall, step: int) -> UNetInputs:
+        """Every hook's contribution to this call, merged. Raises RuntimeError naming the hook and
+        its plugin when one fails (the user otherwise sees only KSampler fail)."""
+        added = UNetInputs()
+        for hook in self.hooks:
+            try:
+                contribution = hook(call)
+            except Exception as exc:
+                origin = DENOISER_HOOKS.origin.get(hook.name, "an unregistered source")
+                raise RuntimeError(f"denoiser hook {hook.name!r} from {origin} failed at step "
+                                   f"{step}: {type(exc).__name__}: {exc}") from exc
+            if contribution is not None:
+                added = added.merge(contribution)
+        return added
 
     def _context(self, entries: Sequence[list[Any]], dtype: torch.dtype, device: torch.device) -> Tensor:
         target = math.lcm(*(e[0].shape[1] for e in entries))

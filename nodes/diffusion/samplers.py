@@ -116,14 +116,22 @@ class SamplerRegistry:
         self._factories: dict[str, SamplerFactory] = dict(factories)
         self.origin: dict[str, str] = {name: "builtin" for name in factories}
 
+    def problem(self, name: object, factory: object, *, source: str) -> str | None:
+        """Why ``factory`` cannot be added as ``name`` for ``source`` (None when it can)."""
+        if not isinstance(name, str) or not name:
+            return f"sampler name {name!r} from {source} is not a non-empty string"
+        if not isinstance(factory, SamplerFactory):
+            return (f"sampler {name!r} from {source}: {factory!r} is not a SamplerFactory "
+                    f"(needs guidance, scheduler_class() and build(config, seed=...))")
+        if name in self._factories and self.origin[name] != source:  # a plugin may re-register its own
+            return f"sampler {name!r} from {source} is already registered by {self.origin[name]}"
+        return None
+
     def register(self, name: str, factory: SamplerFactory, *, source: str) -> None:
         """Add ``factory`` as ``name``. Raises ValueError on a name another factory holds, or on
         an object that is not a :class:`SamplerFactory`."""
-        if not isinstance(factory, SamplerFactory):
-            raise ValueError(f"sampler {name!r} from {source}: {factory!r} is not a SamplerFactory "
-                             f"(needs guidance, scheduler_class() and build(config, seed=...))")
-        if name in self._factories and self.origin[name] != source:  # a plugin may re-register its own
-            raise ValueError(f"sampler {name!r} from {source} is already registered by {self.origin[name]}")
+        if (problem := self.problem(name, factory, source=source)) is not None:
+            raise ValueError(problem)
         self._factories[name] = factory
         self.origin[name] = source
 
