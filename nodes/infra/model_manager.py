@@ -158,8 +158,10 @@ class ModelManager:
         else:
             module.eval().requires_grad_(False)
         dtype = policy.dtype if policy.dtype is not None else (self.dtype if self.device.type != "cpu" else None)
-        if dtype is not None:
-            module.to(dtype=dtype)
+        if dtype is not None and any(p.dtype != dtype for p in module.parameters()):
+            # torch's own cast: diffusers' ModelMixin.to() warns on every cast of a model that lists
+            # fp32 modules, even an empty list (AutoencoderKL); the policy already chose the dtype.
+            torch.nn.Module.to(module, dtype=dtype)
         if self.channels_last if policy.channels_last is None else policy.channels_last:
             module.to(memory_format=torch.channels_last)  # only 4-D weights change: no-op for text encoders
         if self.compile if policy.compile is None else policy.compile:
