@@ -140,16 +140,35 @@ class FolderPaths:
                         self.extra_folder_paths.setdefault(folder, []).append(base / line.strip())
 
 
+# The longest file name (one path component) the common file systems store, and the longest
+# path the OS looks up, in bytes (Linux's NAME_MAX and PATH_MAX).
+NAME_MAX = 255
+PATH_MAX = 4096
+
+
 def safe_join(directory: Path, name: str) -> Path:
     """``directory / name`` resolved, refusing anything that leaves ``directory``: ``..``,
-    absolute paths, NUL bytes, backslashes, and symlinks pointing outside."""
+    absolute paths, NUL bytes, backslashes, and symlinks pointing outside; and refusing, as
+    UnsafePath too, what the OS could not look up: a component over NAME_MAX bytes, a symlink loop."""
     if not name or "\x00" in name or "\\" in name or name.startswith("/") or ":" in name[:3]:
         raise UnsafePath(f"refusing file name {name!r}")
     parts = name.split("/")
     if any(part in ("..", "") for part in parts):
         raise UnsafePath(f"refusing file name {name!r}")
     root = directory.resolve()
-    candidate = (root / name).resolve()
+    try:
+        too_long = any(len(os.fsencode(part)) > NAME_MAX for part in parts) \
+            or len(os.fsencode(f"{root}/{name}")) >= PATH_MAX
+    except UnicodeEncodeError:  # a lone surrogate: no file system can hold it
+        raise UnsafePath(f"refusing file name {name!r}: it cannot be encoded") from None
+    if too_long:
+        raise UnsafePath(f"refusing file name {name[:64]!r}…: longer than {NAME_MAX} bytes a name "
+                         f"or {PATH_MAX} bytes a path")
+    try:
+        candidate = (root / name).resolve()
+    except (RuntimeError, OSError) as exc:  # RuntimeError: Path.resolve's "Symlink loop"
+        reason = "it is a symlink loop" if isinstance(exc, RuntimeError) else exc.strerror
+        raise UnsafePath(f"refusing file name {name!r}: {reason}") from None
     if candidate != root and root not in candidate.parents:
         raise UnsafePath(f"refusing file name {name!r}: it leaves {directory}")
     return candidate

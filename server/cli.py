@@ -12,7 +12,7 @@ from typing import Any
 
 from graph_runtime.folders import FolderPaths
 from graph_runtime.registry import NodeRegistry, load_plugins
-from server.settings import TOKEN_ENV, ServerSettings
+from server.settings import DEFAULT_MAX_IMAGE_PIXELS, TOKEN_ENV, ServerSettings
 
 DESCRIPTION = __doc__
 
@@ -51,7 +51,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--node-packs", default=None,
                         help="node packs the workers load (comma-separated modules; empty for none; "
                              "default: every pack of the nodeloom.plugins entry-point group)")
-    parser.add_argument("--max-upload-mb", type=float, default=100.0)
+    parser.add_argument("--max-upload-mb", type=float, default=100.0, help="largest image upload, in MB (default 100)")
+    parser.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS,
+                        help="images with more pixels are refused before decoding, on upload, preview and "
+                             f"LoadImage (default {DEFAULT_MAX_IMAGE_PIXELS}, 8192x8192)")
     parser.add_argument("--ws-send-queue", type=int, default=1024,
                         help="messages buffered per websocket client before a client too slow to read is dropped")
     parser.add_argument("--webhook-timeout", type=float, default=10.0,
@@ -76,6 +79,7 @@ def settings_from(args: argparse.Namespace, model_settings: dict[str, Any]) -> S
                           builtin_plugins=None if args.node_packs is None else
                           tuple(p.strip() for p in args.node_packs.split(",") if p.strip()),
                           max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+                          max_image_pixels=args.max_image_pixels,
                           webhook_timeout=args.webhook_timeout, client_send_queue=args.ws_send_queue,
                           frontend_root=args.frontend_root, allow_origins=list(args.allow_origin),
                           model_settings=model_settings)

@@ -7,10 +7,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from graph_runtime.folders import FolderPaths
 
 LOOPBACK_HOSTS: frozenset[str] = frozenset({"127.0.0.1", "localhost", "::1"})
 TOKEN_ENV = "NODELOOM_TOKEN"
+# Images with more pixels are refused from their header, before decoding (decompression bombs):
+# the lower of an 8192x8192 image and Pillow's own limit.
+DEFAULT_MAX_IMAGE_PIXELS = min(8192 * 8192, Image.MAX_IMAGE_PIXELS or 8192 * 8192)
+# The key under which nodes find it in ``ctx.services.get("settings")`` (LoadImage in the workers).
+MAX_IMAGE_PIXELS_KEY = "max_image_pixels"
 
 
 @dataclass
@@ -35,13 +42,16 @@ class ServerSettings:
     # group (tests narrow this to stay torch-free).
     builtin_plugins: tuple[str, ...] | None = None
     max_upload_bytes: int = 100 * 1024 * 1024
+    # Every image decoded (uploads, previews, LoadImage in the workers) is refused above this.
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     # A static frontend build to serve at "/"; None serves the installed comfyui-frontend-package.
     frontend_root: Path | None = None
     # Origins allowed by CORS (empty: CORS off) and, besides the server's own, by the origin check.
     allow_origins: list[str] = field(default_factory=list)
     # Per websocket client: messages buffered before a client too slow to read them is dropped.
     client_send_queue: int = 1024
-    # Model manager options every worker gets (ram_budget, vram_budget, channels_last, compile).
+    # Settings every worker's nodes get (the model manager's ram_budget, vram_budget, …; and
+    # max_image_pixels, added from the field above).
     model_settings: dict[str, Any] = field(default_factory=dict)
     # Outputs cached per worker (graph_runtime OutputCache entries).
     cache_entries: int = 256
@@ -60,6 +70,8 @@ class ServerSettings:
             self.token = os.environ.get(TOKEN_ENV) or None
         assert self.devices, "at least one device is needed (e.g. ['cpu'])"
         assert self.max_upload_bytes > 0, "max_upload_bytes must be positive"
+        assert self.max_image_pixels > 0, "max_image_pixels must be positive"
+        self.model_settings = {**self.model_settings, MAX_IMAGE_PIXELS_KEY: self.max_image_pixels}
         assert self.webhook_timeout > 0, "webhook_timeout must be positive"
         assert self.client_send_queue > 0, "client_send_queue must be positive"
 

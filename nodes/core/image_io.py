@@ -25,6 +25,11 @@ ANNOTATIONS: dict[str, str] = {" [input]": "input", " [output]": "output", " [te
 SINGLE_FRAME_FORMATS = frozenset({"MPO"})
 # ComfyUI's stand-in mask for images without alpha: an empty 64×64 one.
 NO_ALPHA_MASK_SIZE = 64
+# Files decoding to more pixels (all frames together) are refused from their headers, before
+# decoding: decompression bombs. The server passes its --max-image-pixels under this settings key;
+# without it, the lower of an 8192x8192 image and Pillow's own limit (the server's default too).
+MAX_IMAGE_PIXELS_KEY = "max_image_pixels"
+DEFAULT_MAX_IMAGE_PIXELS = min(8192 * 8192, Image.MAX_IMAGE_PIXELS or 8192 * 8192)
 
 mimetypes.add_type("image/webp", ".webp")
 
@@ -73,11 +78,34 @@ def _file_hash(image: str | None, folders: FolderPaths) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _frames(path: Path) -> list[Image.Image]:
+def max_image_pixels(ctx: Context) -> int:
+    settings = ctx.services.get("settings") or {}
+    return int(settings.get(MAX_IMAGE_PIXELS_KEY) or DEFAULT_MAX_IMAGE_PIXELS)
+
+
+class PixelBudget:
+    """Pixels a file may still decode to; each frame is charged from its header, before it is
+    decoded, so a 13000x13000 PNG of a few hundred KB fails without its 0.5 GB being allocated."""
+
+    def __init__(self, path: Path, limit: int) -> None:
+        self.path, self.limit, self.used = path, limit, 0
+
+    def charge(self, frame: Image.Image) -> None:
+        self.used += frame.width * frame.height
+        if self.used > self.limit:
+            raise ValueError(f"image {self.path.name!r} ({frame.width}x{frame.height} pixels a frame) exceeds "
+                             f"the limit of {self.limit} pixels (the server's --max-image-pixels)")
+
+
+def _frames(path: Path, limit: int) -> list[Image.Image]:
     """Every frame of the file, upright (EXIF orientation applied), sized like the first."""
+    budget = PixelBudget(path, limit)
     with Image.open(path) as picture:
         frames: list[Image.Image] = []
-        for frame in ImageSequence.Iterator(picture):
+        budget.charge(picture)
+        for index, frame in enumerate(ImageSequence.Iterator(picture)):
+            if index:
+                budget.charge(frame)
             # a copy: the iterator reuses one image object for every frame
             upright = ImageOps.exif_transpose(frame) or frame.copy()
             if frames and upright.size != frames[0].size:
@@ -127,7 +155,7 @@ class LoadImage(_InputImageFile):
     def run(self, ctx: Context, *, image: str) -> tuple[torch.Tensor, torch.Tensor]:
         images: list[torch.Tensor] = []
         masks: list[torch.Tensor | None] = []
-        for frame in _frames(resolve_image(image, ctx.folders)):
+        for frame in _frames(resolve_image(image, ctx.folders), max_image_pixels(ctx)):
             rgb, mask = _frame_tensors(frame)
             images.append(rgb)
             masks.append(mask)
@@ -150,7 +178,9 @@ class LoadImageMask(_InputImageFile):
     outputs = [Output("MASK")]
 
     def run(self, ctx: Context, *, image: str, channel: str) -> tuple[torch.Tensor]:
-        with Image.open(resolve_image(image, ctx.folders)) as picture:
+        path = resolve_image(image, ctx.folders)
+        with Image.open(path) as picture:
+            PixelBudget(path, max_image_pixels(ctx)).charge(picture)
             upright = ImageOps.exif_transpose(picture) or picture
             if upright.mode in ("I", "I;16", "I;16B", "I;16L"):
                 upright = upright.point(lambda value: value * (1 / 255))

@@ -1,4 +1,10 @@
-"""Serving and storing image files (/view, uploads) without ever leaving their folders."""
+"""Serving and storing image files (/view, uploads) without ever leaving their folders.
+
+Uploads must be images: the name must carry an image extension, the bytes must decode as one of
+UPLOAD_FORMATS (and only those decoders ever run on them), and the decoded format, not the name,
+decides the stored extension. /view serves raster images inline and everything else as an
+attachment, always with ``nosniff``, so a stored file never becomes a page of this origin.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +14,27 @@ import mimetypes
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from graph_runtime.folders import FolderPaths, UnsafePath, safe_join
+from server.settings import DEFAULT_MAX_IMAGE_PIXELS
 
 FOLDER_TYPES = ("input", "output", "temp")
-# Decoding more pixels than this is refused (a decompression bomb, not a photo).
-MAX_PIXELS = 256 * 1024 * 1024
+# What an upload may decode as, with the extensions a stored file of that format keeps (any
+# other name gets the first); Pillow's other decoders (EPS, PDF, …) never see uploaded bytes.
+UPLOAD_FORMATS: dict[str, tuple[str, ...]] = {
+    "PNG": (".png",), "JPEG": (".jpg", ".jpeg", ".jfif"), "MPO": (".jpg", ".jpeg", ".mpo"),
+    "WEBP": (".webp",), "GIF": (".gif",), "BMP": (".bmp",), "TIFF": (".tif", ".tiff"),
+}
+Image.init()  # registers every decoder, so Image.open(formats=…) finds those named here
+# The decoders to run: MPO has none of its own (JPEG's opens it).
+UPLOAD_DECODERS = [name for name in UPLOAD_FORMATS if name in Image.OPEN]
+UPLOAD_EXTENSIONS = frozenset(ext for exts in UPLOAD_FORMATS.values() for ext in exts)
+# What /view shows inline: raster images (what the nodes write) and media a browser only plays.
+INLINE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp", "image/avif",
+                          "video/mp4", "video/webm", "audio/flac", "audio/mpeg", "audio/wav", "audio/x-wav", "audio/ogg"})
 
 
 class FileRequestError(Exception):
@@ -52,8 +71,31 @@ def resolve(folders: FolderPaths, kind: str, filename: str, subfolder: str = "")
         raise FileRequestError(400, str(exc)) from None
 
 
+@dataclass
+class Served:
+    """What /view answers: a file served as is, or re-encoded bytes; its media type and how the
+    browser should take it (``inline`` only for INLINE_TYPES)."""
+    content: bytes | Path
+    media_type: str
+    disposition: str
+
+    def headers(self, filename: str) -> dict[str, str]:
+        return {"Content-Disposition": content_disposition(self.disposition, filename),
+                "X-Content-Type-Options": "nosniff"}
+
+
+def content_disposition(disposition: str, filename: str) -> str:
+    """The header for ``filename``: a plain quoted name when it is printable ASCII, else RFC 5987's
+    ``filename*=UTF-8''…`` (an HTTP header holds only Latin-1; CJK or emoji names need it)."""
+    name = Path(filename).name
+    if name.isascii() and name.isprintable() and '"' not in name and "\\" not in name:
+        return f'{disposition}; filename="{name}"'
+    return f"{disposition}; filename*=UTF-8''{quote(name, safe='')}"
+
+
 def view(folders: FolderPaths, *, filename: str, kind: str = "output", subfolder: str = "",
-         preview: str | None = None, channel: str | None = None) -> tuple[bytes | Path, str]:
+         preview: str | None = None, channel: str | None = None,
+         max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Served:
     """The file (a Path, served as is) or re-encoded bytes, with its media type."""
     path = resolve(folders, kind, filename, subfolder)
     if not path.is_file():
@@ -62,13 +104,15 @@ def view(folders: FolderPaths, *, filename: str, kind: str = "output", subfolder
     if channel not in ("rgba", "rgb", "a"):
         raise FileRequestError(400, f"channel must be rgba, rgb or a, got {channel!r}")
     if preview is None and channel == "rgba":
-        return path, mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        found = mimetypes.guess_type(path.name)[0] or ""
+        if found in INLINE_TYPES:
+            return Served(path, found, "inline")
+        # Not an image: downloaded as opaque bytes, never rendered (HTML, SVG, scripts).
+        return Served(path, "application/octet-stream", "attachment")
     try:
-        image = _open(path.read_bytes())
-    except FileRequestError:
-        if preview is None and channel == "rgba":
-            raise
-        raise FileRequestError(400, f"{filename!r} is not an image: cannot convert it") from None
+        image = _open(path.read_bytes(), max_pixels)
+    except FileRequestError as exc:
+        raise FileRequestError(400, f"{filename!r} cannot be converted: {exc.message}") from None
     if channel == "rgb":
         image = image.convert("RGB")
     elif channel == "a":
@@ -88,35 +132,63 @@ def view(folders: FolderPaths, *, filename: str, kind: str = "output", subfolder
         image = image.convert("RGB")
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, quality=quality)
-    return buffer.getvalue(), f"image/{fmt.lower()}"
+    return Served(buffer.getvalue(), f"image/{fmt.lower()}", "inline")
 
 
-def _open(data: bytes) -> Image.Image:
-    """Decode and verify an image fully; anything else (or a bomb) is a 400."""
+def check_pixels(picture: Image.Image, max_pixels: int) -> None:
+    """Refuse an opened (header read, nothing decoded) image larger than ``max_pixels``."""
+    if picture.width * picture.height > max_pixels:
+        raise FileRequestError(400, f"image of {picture.width}x{picture.height} pixels exceeds the limit of "
+                                    f"{max_pixels} pixels (--max-image-pixels)")
+
+
+def _open(data: bytes, max_pixels: int) -> Image.Image:
+    """The image ``data`` decodes as (see _decode), upright (its EXIF orientation applied)."""
+    image = _decode(data, max_pixels)
+    return ImageOps.exif_transpose(image) or image
+
+
+def _decode(data: bytes, max_pixels: int) -> Image.Image:
+    """Decode and verify an image of UPLOAD_FORMATS fully, its size checked from the header
+    first; anything else (or a bomb) is a 400."""
+    formats = UPLOAD_DECODERS
     try:
-        with Image.open(io.BytesIO(data)) as probe:
-            if probe.width * probe.height > MAX_PIXELS:
-                raise FileRequestError(400, f"image of {probe.width}x{probe.height} pixels is too large")
+        with Image.open(io.BytesIO(data), formats=formats) as probe:
+            check_pixels(probe, max_pixels)
             probe.verify()
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data), formats=formats)
         image.load()
-        return ImageOps.exif_transpose(image)
+        return image
     except FileRequestError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise FileRequestError(400, f"not a readable image: {exc}") from None
+    except Image.DecompressionBombError as exc:  # Pillow's own limit, below ours when raised
+        raise FileRequestError(400, f"image refused as a decompression bomb: {exc}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise FileRequestError(400, f"not a readable image ({', '.join(formats)}): {exc}") from None
+
+
+def _image_name(filename: str, data: bytes, max_pixels: int) -> str:
+    """``filename`` with the extension of the format ``data`` decodes as; 400 for a name without
+    an image extension or bytes that are no image (or too large a one)."""
+    suffix = Path(filename).suffix.lower()
+    if suffix not in UPLOAD_EXTENSIONS:
+        raise FileRequestError(400, f"upload {filename!r} is refused: only images can be uploaded "
+                                    f"({', '.join(sorted(UPLOAD_EXTENSIONS))})")
+    extensions = UPLOAD_FORMATS[str(_decode(data, max_pixels).format)]
+    return filename if suffix in extensions else f"{Path(filename).stem}{extensions[0]}"
 
 
 def store_upload(folders: FolderPaths, data: bytes, *, filename: str, kind: str = "input",
-                 subfolder: str = "", overwrite: bool = False, max_bytes: int) -> Stored:
-    """Verify ``data`` decodes as an image, then store it; a taken name gets " (n)" appended
-    unless ``overwrite``, as ComfyUI does."""
+                 subfolder: str = "", overwrite: bool = False, max_bytes: int,
+                 max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Stored:
+    """Verify ``data`` decodes as an image, then store it under the extension of its format; a
+    taken name gets " (n)" appended unless ``overwrite``, as ComfyUI does."""
     if len(data) > max_bytes:
         raise FileRequestError(413, f"upload of {len(data)} bytes exceeds the limit of {max_bytes}")
     if not filename or os.path.basename(filename) != filename:
         raise FileRequestError(400, f"invalid upload file name {filename!r}")
-    path = resolve(folders, kind, filename, subfolder)
-    _open(data)
+    resolve(folders, kind, filename, subfolder)  # the name as sent must be safe before decoding
+    path = resolve(folders, kind, _image_name(filename, data, max_pixels), subfolder)
     path = _free_name(path) if not overwrite else path
     tmp = path.with_name(f".{path.name}.upload")
     try:
@@ -130,7 +202,7 @@ def store_upload(folders: FolderPaths, data: bytes, *, filename: str, kind: str 
 
 def store_mask(folders: FolderPaths, data: bytes, *, filename: str, original_ref: str,
                subfolder: str = "", kind: str = "input", overwrite: bool = False,
-               max_bytes: int) -> Stored:
+               max_bytes: int, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Stored:
     """POST /upload/mask: the mask's alpha becomes the alpha of the referenced original image."""
     if len(data) > max_bytes:
         raise FileRequestError(413, f"upload of {len(data)} bytes exceeds the limit of {max_bytes}")
@@ -142,14 +214,14 @@ def store_mask(folders: FolderPaths, data: bytes, *, filename: str, original_ref
     original_path = resolve(folders, str(ref.get("type") or "input"), ref["filename"], str(ref.get("subfolder") or ""))
     if not original_path.is_file():
         raise FileRequestError(404, f"original image {ref['filename']!r} not found")
-    mask = _open(data)
-    original = _open(original_path.read_bytes()).convert("RGBA")
+    mask = _open(data, max_pixels)
+    original = _open(original_path.read_bytes(), max_pixels).convert("RGBA")
     alpha = mask.getchannel("A") if "A" in mask.getbands() else mask.convert("L")
     original.putalpha(alpha.resize(original.size))
     buffer = io.BytesIO()
     original.save(buffer, format="PNG")
     return store_upload(folders, buffer.getvalue(), filename=filename, kind=kind, subfolder=subfolder,
-                        overwrite=overwrite, max_bytes=max_bytes)
+                        overwrite=overwrite, max_bytes=max_bytes, max_pixels=max_pixels)
 
 
 def _free_name(path: Path) -> Path:

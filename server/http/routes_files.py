@@ -6,13 +6,15 @@ from pathlib import Path
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from server.http.files import FileRequestError, store_mask, store_upload, view
 from server.settings import ServerSettings
 
 
 def _failure(exc: FileRequestError) -> JSONResponse:
-    return JSONResponse({"error": {"type": "bad_file_request", "message": exc.message}}, status_code=exc.status)
+    return JSONResponse({"error": {"type": "bad_file_request", "message": exc.message}}, status_code=exc.status,
+                        headers={"X-Content-Type-Options": "nosniff"})
 
 
 async def _read_limited(upload: UploadFile, limit: int) -> bytes:
@@ -34,22 +36,24 @@ def files_router(settings: ServerSettings) -> APIRouter:
     async def get_view(filename: str = Query(...), type: str = Query("output"), subfolder: str = Query(""),
                        preview: str | None = Query(None), channel: str | None = Query(None)) -> Response:
         try:
-            found, media_type = view(folders, filename=filename, kind=type, subfolder=subfolder,
-                                     preview=preview, channel=channel)
+            served = await run_in_threadpool(view, folders, filename=filename, kind=type, subfolder=subfolder,
+                                             preview=preview, channel=channel, max_pixels=settings.max_image_pixels)
         except FileRequestError as exc:
             return _failure(exc)
-        headers = {"Content-Disposition": f'filename="{Path(filename).name}"'}
-        if isinstance(found, Path):
-            return FileResponse(found, media_type=media_type, headers=headers)
-        return Response(found, media_type=media_type, headers=headers)
+        headers = served.headers(filename)
+        if isinstance(served.content, Path):
+            return FileResponse(served.content, media_type=served.media_type, headers=headers)
+        return Response(served.content, media_type=served.media_type, headers=headers)
 
     @router.post("/upload/image")
     async def upload_image(request: Request, image: UploadFile = File(...), overwrite: str | None = Form(None),
                            type: str = Form("input"), subfolder: str = Form("")) -> JSONResponse:
         try:
             data = await _read_limited(image, settings.max_upload_bytes)
-            stored = store_upload(folders, data, filename=image.filename or "", kind=type, subfolder=subfolder,
-                                  overwrite=_flag(overwrite), max_bytes=settings.max_upload_bytes)
+            stored = await run_in_threadpool(store_upload, folders, data, filename=image.filename or "", kind=type,
+                                             subfolder=subfolder, overwrite=_flag(overwrite),
+                                             max_bytes=settings.max_upload_bytes,
+                                             max_pixels=settings.max_image_pixels)
         except FileRequestError as exc:
             return _failure(exc)
         return JSONResponse(stored.as_dict())
@@ -60,9 +64,10 @@ def files_router(settings: ServerSettings) -> APIRouter:
                           subfolder: str = Form("")) -> JSONResponse:
         try:
             data = await _read_limited(image, settings.max_upload_bytes)
-            stored = store_mask(folders, data, filename=image.filename or "", original_ref=original_ref,
-                                subfolder=subfolder, kind=type, overwrite=_flag(overwrite),
-                                max_bytes=settings.max_upload_bytes)
+            stored = await run_in_threadpool(store_mask, folders, data, filename=image.filename or "",
+                                             original_ref=original_ref, subfolder=subfolder, kind=type,
+                                             overwrite=_flag(overwrite), max_bytes=settings.max_upload_bytes,
+                                             max_pixels=settings.max_image_pixels)
         except FileRequestError as exc:
             return _failure(exc)
         return JSONResponse(stored.as_dict())

@@ -50,6 +50,22 @@ def install_log_buffer() -> LogBuffer:
     return buffer
 
 
+def _listable_files(directory: os.PathLike[str]) -> list[tuple[str, float]]:
+    """The files directly in ``directory`` with their modification times, skipping hidden ones
+    and any entry the OS cannot stat (a symlink loop, a dangling or vanished link): one bad
+    entry must not fail the editor's whole listing."""
+    found = []
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            try:
+                if entry.name.startswith(".") or not entry.is_file():
+                    continue
+                found.append((entry.name, entry.stat().st_mtime))
+            except OSError:
+                continue
+    return found
+
+
 def internal_router(folders: FolderPaths, logs: LogBuffer) -> APIRouter:
     router = APIRouter()
 
@@ -63,10 +79,8 @@ def internal_router(folders: FolderPaths, logs: LogBuffer) -> APIRouter:
             return JSONResponse({"error": f"unknown folder type {kind!r}; expected input, output or temp"},
                                 status_code=400)
         directory = folders.directory_for(kind)
-        entries = [e for e in os.scandir(directory) if e.is_file() and not e.name.startswith(".")] \
-            if directory.is_dir() else []
-        entries.sort(key=lambda e: -e.stat().st_mtime)
-        return JSONResponse([e.name for e in entries])
+        listed = _listable_files(directory) if directory.is_dir() else []
+        return JSONResponse([name for name, _ in sorted(listed, key=lambda found: -found[1])])
 
     @router.get("/internal/logs")
     async def internal_logs() -> str:

@@ -2,8 +2,12 @@
 
 - a token, when configured: ``Authorization: Bearer …`` or ``X-NodeLoom-Token`` on every request;
   the ``token`` query parameter only for /ws and /view (browsers cannot set headers there);
-- on loopback, ComfyUI's origin check: a request whose Origin names another host than the one it
-  was sent to is a cross-site request from a web page, refused with 403;
+- on loopback without a token, the Host header must name this server as a browser on this
+  machine would (127.0.0.1, localhost or [::1], with the bound port): any other name (0.0.0.0,
+  127.1, localhost., a DNS-rebinding domain) is refused with 403, so a web page cannot reach us
+  through a name of its own;
+- on loopback, an Origin that is not this server (or one of --allow-origin) is a cross-site
+  request from a web page, refused with 403;
 - request bodies larger than the upload limit are refused with 413 before they are read.
 """
 
@@ -16,9 +20,12 @@ from urllib.parse import parse_qs, urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from server.settings import LOOPBACK_HOSTS, ServerSettings
+from server.settings import ServerSettings
 
 QUERY_TOKEN_PATHS = ("/ws", "/view", "/api/ws", "/api/view")
+# The names a browser on this machine uses for a loopback server ("localhost" in any case).
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+ORIGIN_SCHEMES = ("http", "https")
 # Multipart framing and form fields around the file itself.
 BODY_MARGIN = 1024 * 1024
 
@@ -27,13 +34,17 @@ class SecurityMiddleware:
     def __init__(self, app: ASGIApp, *, settings: ServerSettings) -> None:
         self.app = app
         self.settings = settings
+        # Exactly the Host values a browser sends for this server (port 80 may be left out).
+        self.own_hosts = frozenset(f"{name}:{settings.port}" for name in LOOPBACK_NAMES) | (
+            frozenset(LOOPBACK_NAMES) if settings.port == 80 else frozenset())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        problem = self._check_token(scope, headers) or self._check_origin(headers) or self._check_size(scope, headers)
+        problem = (self._check_token(scope, headers) or self._check_host(headers) or self._check_origin(headers)
+                   or self._check_size(scope, headers))
         if problem is not None:
             status, text = problem
             await _deny(scope, receive, send, status, text)
@@ -55,17 +66,25 @@ class SecurityMiddleware:
             return None
         return 401, "missing or wrong token"
 
-    def _check_origin(self, headers: dict[str, str]) -> tuple[int, str] | None:
-        origin, host = headers.get("origin"), headers.get("host")
-        if not origin or not host or origin in self.settings.allow_origins:
+    def _check_host(self, headers: dict[str, str]) -> tuple[int, str] | None:
+        """On a token-less loopback server, only this machine's names for it (DNS rebinding)."""
+        if not self.settings.is_loopback or self.settings.token:
             return None
-        host_name = urlsplit(f"//{host}").hostname or ""
-        if host_name not in LOOPBACK_HOSTS:
+        host = headers.get("host", "")
+        if host.lower() not in self.own_hosts:
+            return 403, (f"Host {host!r} is not this server: a loopback server without a token answers only "
+                         f"127.0.0.1:{self.settings.port}, localhost:{self.settings.port} or [::1]:{self.settings.port}")
+        return None
+
+    def _check_origin(self, headers: dict[str, str]) -> tuple[int, str] | None:
+        """On loopback, a browser's Origin must be this server (any of its loopback names)."""
+        origin = headers.get("origin")
+        if origin is None or not self.settings.is_loopback or origin in self.settings.allow_origins:
             return None
         parsed = urlsplit(origin)
-        if parsed.netloc != host:
-            return 403, f"cross-origin request from {origin} refused"
-        return None
+        own = parsed.scheme in ORIGIN_SCHEMES and parsed.netloc.lower() in self.own_hosts \
+            and not (parsed.path or parsed.query or parsed.fragment or "@" in parsed.netloc)
+        return None if own else (403, f"cross-origin request from {origin!r} refused")
 
     def _check_size(self, scope: Scope, headers: dict[str, str]) -> tuple[int, str] | None:
         length = headers.get("content-length")

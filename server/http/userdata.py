@@ -16,7 +16,9 @@ from typing import Any
 from urllib.parse import unquote
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from fastapi import Path as FastPath
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from graph_runtime.folders import UnsafePath, safe_join
 from server.http.frontend_http import (empty_stylesheet, flag, join_or_refuse, json_body, media_type, read_json_file,
@@ -178,12 +180,17 @@ def _listing_routes(router: APIRouter, files: UserFiles) -> None:
         return JSONResponse(files.v2_entries(directory))
 
 
+class BadName(ValueError):
+    """A ``/userdata/`` name that is not percent-encoded UTF-8."""
+
+
 def _userdata_names(request: Request) -> list[str]:
     """The file names after ``/userdata/``, each URL-decoded once: one, or a source and a
     destination for ``/userdata/{source}/move/{destination}``.
 
     The editor sends ``workflows%2Fa.json``: the separator must stay inside one segment, so the
     split happens on the raw path. Decoding only once means ``..%252F`` stays a harmless literal.
+    Raises BadName for bytes that are not UTF-8 (``%ff``).
     """
     raw = request.scope.get("raw_path") or request.url.path.encode()
     tail = raw.decode("latin-1").split("/userdata/", 1)[1]
@@ -192,35 +199,64 @@ def _userdata_names(request: Request) -> list[str]:
         groups = [segments[:-2], segments[-1:]]
     else:
         groups = [segments]
-    return ["/".join(unquote(s, errors="strict") for s in group) for group in groups]
+    try:
+        return ["/".join(unquote(s, errors="strict") for s in group) for group in groups]
+    except UnicodeDecodeError as exc:
+        raise BadName(f"the file name is not UTF-8 once percent-decoded ({exc.reason} at byte {exc.start})") from None
 
 
-def _requested_file(request: Request, files: UserFiles) -> tuple[str, Path | Response]:
-    """The one file name a GET or DELETE names, and its path (or the answer refusing it)."""
-    name = _userdata_names(request)[0]
-    return name, join_or_refuse(files.root, name)
+def _requested_paths(request: Request, files: UserFiles) -> tuple[list[str], list[Path] | Response]:
+    """The file names a request names (see _userdata_names) and their paths, or the 4xx answer
+    refusing them."""
+    try:
+        names = _userdata_names(request)
+    except BadName as exc:
+        return [], PlainTextResponse(str(exc), status_code=400)
+    paths = []
+    for name in names:
+        path = join_or_refuse(files.root, name)
+        if isinstance(path, Response):
+            return names, path
+        paths.append(path)
+    return names, paths
+
+
+def _read_whole(path: Path) -> bytes | None:
+    """The file's bytes read through one open descriptor, or None when it is gone. A delete or
+    an atomic rewrite racing the read leaves this descriptor on the old content: the answer is
+    the whole old file or a 404, never a body cut off at a size stat-ed before."""
+    try:
+        with path.open("rb") as handle:
+            return handle.read()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
+
+
+# The route parameter, declared so /openapi.json documents it; the handlers read the raw path
+# instead (see _userdata_names).
+NAME = FastPath(description="a file under the user folder, percent-encoded: workflows%2Fa.json")
 
 
 def _file_routes(router: APIRouter, files: UserFiles) -> None:
     @router.get("/userdata/{name:path}")
-    async def get_userdata(request: Request) -> Response:
-        name, path = _requested_file(request, files)
-        if isinstance(path, Response):
-            return path
-        if path.is_file():
-            return FileResponse(path, media_type=media_type(path), headers={"Cache-Control": "no-cache"})
-        if name == "user.css":
+    async def get_userdata(request: Request, name: str = NAME) -> Response:
+        names, paths = _requested_paths(request, files)
+        if isinstance(paths, Response):
+            return paths
+        body = await run_in_threadpool(_read_whole, paths[0])
+        if body is not None:
+            return Response(body, media_type=media_type(paths[0]),
+                            headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
+        if names[0] == "user.css":
             return empty_stylesheet()
-        return PlainTextResponse(f"no user file {name!r}", status_code=404)
+        return PlainTextResponse(f"no user file {names[0]!r}", status_code=404)
 
     @router.post("/userdata/{name:path}")
-    async def post_userdata(request: Request) -> Response:
-        names = _userdata_names(request)
+    async def post_userdata(request: Request, name: str = NAME) -> Response:
         overwrite, full_info = flag(request, "overwrite", "true"), flag(request, "full_info", "false")
-        try:
-            paths = [safe_join(files.root, n) for n in names]
-        except UnsafePath as exc:
-            return refused("/".join(names), exc)
+        names, paths = _requested_paths(request, files)
+        if isinstance(paths, Response):
+            return paths
         if len(paths) == 2:
             return _move(files, *paths, overwrite=overwrite, full_info=full_info)
         path = paths[0]
@@ -232,13 +268,16 @@ def _file_routes(router: APIRouter, files: UserFiles) -> None:
         return files.describe(path, full_info=full_info)
 
     @router.delete("/userdata/{name:path}")
-    async def delete_userdata(request: Request) -> Response:
-        name, path = _requested_file(request, files)
-        if isinstance(path, Response):
-            return path
-        if not path.is_file():
-            return PlainTextResponse(f"no user file {name!r}", status_code=404)
-        path.unlink()
+    async def delete_userdata(request: Request, name: str = NAME) -> Response:
+        names, paths = _requested_paths(request, files)
+        if isinstance(paths, Response):
+            return paths
+        try:
+            if not paths[0].is_file():
+                raise FileNotFoundError(paths[0])
+            paths[0].unlink()
+        except FileNotFoundError:  # never there, or deleted by a concurrent request
+            return PlainTextResponse(f"no user file {names[0]!r}", status_code=404)
         return Response(status_code=204)
 
 
@@ -248,5 +287,8 @@ def _move(files: UserFiles, source: Path, dest: Path, *, overwrite: bool, full_i
     if not overwrite and dest.exists():
         return PlainTextResponse("file already exists", status_code=409)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(source, dest)
+    try:
+        shutil.move(source, dest)
+    except FileNotFoundError:  # moved or deleted by a concurrent request
+        return PlainTextResponse("no such user file", status_code=404)
     return files.describe(dest, full_info=full_info)
