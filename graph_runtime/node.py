@@ -19,6 +19,7 @@ output, or a :class:`Result` when it also has something to show (output nodes).
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -259,6 +260,7 @@ class Node:
 def _check_definition(cls: type[Node]) -> None:
     """Catch declaration mistakes when the class is defined, naming the class and the culprit."""
     where = f"node {cls.__module__}.{cls.__qualname__}"
+    _check_misspelt_attributes(cls, where)
     for spec in cls.inputs:
         if not isinstance(spec, InputSpec):
             raise NodeDefinitionError(f"{where}: inputs must be InputSpec (use Link/Int/…), got {spec!r}")
@@ -289,3 +291,17 @@ def _check_definition(cls: type[Node]) -> None:
             raise NodeDefinitionError(f"{where}: run() requires undeclared inputs {required}")
     if not cls.outputs and not cls.output_node:
         raise NodeDefinitionError(f"{where}: declares no outputs and is not an output node")
+
+
+def _check_misspelt_attributes(cls: type[Node], where: str) -> None:
+    """A public non-callable class attribute that is not inherited but nearly spells an inherited
+    one (``long_runing`` for ``long_running``) would be silently ignored: refuse it."""
+    known = {name for base in cls.__mro__[1:] for name in vars(base) if not name.startswith("_")}
+    for name, value in vars(cls).items():
+        if name.startswith("_") or name in known or callable(value) \
+                or isinstance(value, (classmethod, staticmethod, property)):
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.85)
+        if close:
+            raise NodeDefinitionError(f"{where}: class attribute {name!r} is not a Node attribute; "
+                                      f"did you mean {close[0]!r}?")
