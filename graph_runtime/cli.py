@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from graph_runtime.context import InterruptFlag
 from graph_runtime.executor import RunResult
@@ -20,7 +21,7 @@ from graph_runtime.formats import WorkflowFormatError
 from graph_runtime.batch import cmd_batch
 from graph_runtime.progress import ProgressBars
 from graph_runtime.headless import (
-    EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, describe_failure, environment,
+    EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, cli_logging, describe_failure, environment,
     load_workflow, output_files, plugin_dirs_of, sigint_sets,
 )
 from graph_runtime.registry import NodeRegistry, load_plugins
@@ -28,23 +29,46 @@ from graph_runtime.validation import WorkflowInvalid
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # As pytest does: the plugins are loaded first (their options and subcommands join the
-    # parser), the plugin folders being found by a first pass over the arguments.
-    registry = load_plugins(plugin_dirs=plugin_dirs_of(_plugins_dirs_given(argv)))
-    parser = build_parser(registry)
-    args, unknown = parser.parse_known_args(argv)
-    if getattr(args, "passthrough", False):  # a command reading its arguments with its own parser
-        args.arguments = argv[argv.index(args.command) + 1:]
-    elif unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    if args.command is None:
-        parser.print_help()
-        return EXIT_INVALID
+    verbose = any(arg in ("-v", "--verbose") for arg in argv)
+    with cli_logging(verbose=verbose):
+        # As pytest does: the plugins are loaded first (their options and subcommands join the
+        # parser), the plugin folders being found by a first pass over the arguments.
+        registry = load_plugins(plugin_dirs=plugin_dirs_of(_plugins_dirs_given(argv)))
+        parser = build_parser(registry)
+        args, unknown = parser.parse_known_args(argv)
+        if getattr(args, "passthrough", False):  # a command reading its arguments with its own parser
+            args.arguments = argv[argv.index(args.command) + 1:]
+        elif unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        if args.command is None:
+            parser.print_help()
+            return EXIT_INVALID
+        if getattr(args, "command_plugin", None) is None:
+            return _call_handler(args, verbose=verbose)
+    return _call_handler(args, verbose=verbose)  # a plugin's command sets up logging its own way
+
+
+def _call_handler(args: argparse.Namespace, *, verbose: bool) -> int:
+    """Run the command's handler; a mistake in it (or a plugin command without one) is one line
+    naming the command and the plugin that added it, exit 1 (the traceback only with -v)."""
+    plugin = getattr(args, "command_plugin", None)
+    where = f"command {args.command!r}" + (f" (added by plugin {plugin})" if plugin else "")
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        print(f"nodeloom: {where} has no handler: its parser needs set_defaults(handler=FUNCTION)",
+              file=sys.stderr)
+        return EXIT_FAILED
     try:
-        return int(args.handler(args))
+        code = handler(args)
     except KeyboardInterrupt:  # a second Ctrl-C, or one outside a run
         print("aborted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - reported in one line; the traceback with -v
+        print(f"nodeloom: {where} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if verbose:
+            traceback.print_exc()
+        return EXIT_FAILED
+    return EXIT_OK if code is None else int(code)
 
 
 # -- argument parsing ------------------------------------------------------------------------
@@ -73,7 +97,7 @@ def build_parser(registry: NodeRegistry) -> argparse.ArgumentParser:
     common.add_argument("--cache-max-bytes", type=int, default=4 << 30)
     # The plugins' options (the diffusion pack's --device, --vram-budget, …), shared with serve.
     plugin_options = argparse.ArgumentParser(add_help=False)
-    _warn(registry.call_each("nodeloom_add_options", parser=plugin_options))
+    registry.call_each("nodeloom_add_options", parser=plugin_options)
     verbose = argparse.ArgumentParser(add_help=False)
     verbose.add_argument("-v", "--verbose", action="store_true", help="show Python tracebacks")
     shared = [common, plugin_options, verbose]
@@ -84,10 +108,11 @@ def build_parser(registry: NodeRegistry) -> argparse.ArgumentParser:
     runs.add_argument("--out", type=Path, help="output folder (default: BASE/output)")
     runs.add_argument("--no-progress", action="store_true", help="no progress bars")
 
-    parser = argparse.ArgumentParser(prog="nodeloom", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="nodeloom", description=__doc__.splitlines()[0].replace("``", ""))
     # Also before COMMAND, for the plugins' own commands (``nodeloom --plugins-dir DIR hello``);
     # documented with the commands' own --plugins-dir.
     parser.add_argument("--plugins-dir", type=Path, action="append", help=argparse.SUPPRESS)
+    parser.add_argument("-v", "--verbose", action="store_true", help=argparse.SUPPRESS)
     parser.set_defaults(registry=registry)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -125,13 +150,22 @@ def build_parser(registry: NodeRegistry) -> argparse.ArgumentParser:
     plugins.add_argument("--json", action="store_true")
     plugins.set_defaults(handler=_cmd_plugins)
 
-    _warn(registry.call_each("nodeloom_add_commands", subparsers=sub, parents=[plugin_options]))
+    _add_plugin_commands(registry, sub, [plugin_options])
     return parser
 
 
-def _warn(failures: list[str]) -> None:
-    for failure in failures:
-        print(f"warning: {failure}", file=sys.stderr)
+def _add_plugin_commands(registry: NodeRegistry, sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    """The plugins' subcommands, each knowing (``args.command_plugin``) the plugin that added it."""
+    builtin = set(sub.choices)
+    added: dict[str, str] = {}
+
+    def claim(plugin_name: str) -> None:
+        for name in set(sub.choices) - builtin - added.keys():
+            added[name] = plugin_name
+
+    registry.call_each("nodeloom_add_commands", after=claim, subparsers=sub, parents=parents)
+    for name, plugin_name in added.items():
+        sub.choices[name].set_defaults(command_plugin=plugin_name)
 
 
 # -- run -------------------------------------------------------------------------------------

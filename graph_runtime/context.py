@@ -86,7 +86,12 @@ class Context:
 
     def progress(self, value: float, max: float, preview: Preview | None = None,
                  text: str | None = None) -> None:
-        """Report progress (``value`` of ``max``); also a point where an interrupt takes effect."""
+        """Report progress (``value`` of ``max``, both numbers); also a point where an interrupt
+        takes effect."""
+        for name, number in (("value", value), ("max", max)):
+            if isinstance(number, (bool, str, bytes)) or not hasattr(type(number), "__float__"):
+                raise TypeError(f"node {self.node_id} ({self.class_type}): ctx.progress(value, max) "
+                                f"takes numbers, got {name}={number!r}")
         self.check_interrupted()
         self.report_progress(self.node_id, value, max, preview, text)
 

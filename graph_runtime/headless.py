@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import signal
 import sys
 from collections.abc import Iterator
@@ -48,9 +49,7 @@ def environment(args: argparse.Namespace) -> Env:
     registry: NodeRegistry = args.registry
     registry.load_nodes()
     registry.startup({"base": str(base), "models": [str(r) for r in folders.models_roots]})
-    for record in registry.plugins:
-        if record.status == "failed":
-            print(f"warning: plugin {record.name} skipped: {record.error}", file=sys.stderr)
+    for record in registry.plugins:  # failed plugins were logged when they failed
         for node, reason in record.skipped.items():
             print(f"warning: plugin {record.name}: node {node} skipped: {reason}", file=sys.stderr)
     cache = OutputCache(policy=args.cache_policy, max_entries=args.cache_max_entries,
@@ -88,6 +87,40 @@ def output_files(result: RunResult, folders: FolderPaths) -> list[str]:
                         continue
                     paths.append(str(folder / item.get("subfolder", "") / item["filename"]))
     return paths
+
+
+class _Plain(logging.Formatter):
+    """``warning: message``; a record's traceback only when ``verbose``."""
+
+    def __init__(self, *, verbose: bool) -> None:
+        super().__init__()
+        self.verbose = verbose
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = f"{record.levelname.lower()}: {record.getMessage()}"
+        if self.verbose and record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+@contextlib.contextmanager
+def cli_logging(*, verbose: bool) -> Iterator[None]:
+    """While a command runs, log records (a plugin skipped, a hook that failed) reach the
+    terminal once, as ``warning: …`` lines; with ``verbose`` also the runtime's debug lines and
+    tracebacks."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Plain(verbose=verbose))
+    handler.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    root, runtime = logging.getLogger(), logging.getLogger("graph_runtime")
+    previous = runtime.level
+    root.addHandler(handler)
+    if verbose:
+        runtime.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        runtime.setLevel(previous)
 
 
 @contextlib.contextmanager

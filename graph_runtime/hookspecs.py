@@ -1,7 +1,8 @@
 """Plugin hook specifications. Built-in node packs and the server register through these too.
 
 A plugin is a module (or package) that defines functions named like the specs below, decorated
-with ``graph_runtime.hookimpl``. It is found through the ``nodeloom.plugins`` entry-point group or
+with ``graph_runtime.hookimpl`` (a ``nodeloom_*`` function without it fails its plugin: pluggy
+would ignore it). It is found through the ``nodeloom.plugins`` entry-point group or
 as a package in the plugins folder. Hooks are called with keyword arguments; an implementation may
 accept any subset of a spec's arguments. An implementation whose name matches no spec (a typo,
 say) fails its plugin with an error naming the plugin, the hook and the nearest spec.
@@ -63,13 +64,15 @@ def nodeloom_add_options(parser: argparse.ArgumentParser) -> None:
 @hookspec
 def nodeloom_settings(options: Mapping[str, Any]) -> dict[str, Any] | None:  # type: ignore[empty-body]
     """Turn the parsed options (``vars(args)``) into the settings this plugin's nodes read from
-    ``ctx.services.get("settings")``. The results of all plugins are merged."""
+    ``ctx.services.get("settings")``. The results of all plugins are merged; one that raises is
+    recorded on its plugin and left out."""
 
 
 @hookspec
 def nodeloom_add_commands(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     """Add ``nodeloom`` subcommands (``subparsers.add_parser(name, parents=parents, …)`` with
-    ``set_defaults(handler=callable(args) -> int)``). ``parents`` carry the shared options; the
+    ``set_defaults(handler=callable(args) -> int)``; a command without one, or whose handler
+    raises, exits 1 naming the command and this plugin). ``parents`` carry the shared options; the
     handler finds the loaded plugins as ``args.registry``. A command that reads its arguments with
     a parser of its own sets ``passthrough=True`` too and gets them untouched as
     ``args.arguments``."""
@@ -78,9 +81,11 @@ def nodeloom_add_commands(subparsers: Any, parents: list[argparse.ArgumentParser
 @hookspec
 def nodeloom_resource_stats(services: Services) -> dict[str, Any] | None:  # type: ignore[empty-body]
     """What this plugin's long-lived resources in ``services`` hold (loaded models, bytes), for
-    ``/system_stats``; ``{name: value}`` merged across plugins."""
+    ``/system_stats``; ``{name: value}`` merged across plugins (one that raises is left out).
+    Call it through ``NodeRegistry.resource_stats``, which isolates each plugin's failure."""
 
 
 @hookspec
 def nodeloom_free_resources(services: Services, unload_models: bool, free_memory: bool) -> None:
-    """Release this plugin's long-lived resources in ``services`` (``POST /free``)."""
+    """Release this plugin's long-lived resources in ``services`` (``POST /free``). Call it
+    through ``NodeRegistry.free_resources``: one plugin raising does not stop the others."""

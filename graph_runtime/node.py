@@ -19,7 +19,6 @@ output, or a :class:`Result` when it also has something to show (output nodes).
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -70,9 +69,22 @@ class InputSpec:
         values = self.choices(ctx) if callable(self.choices) else self.choices
         return list(values)
 
-    def schema(self, ctx: HookContext) -> list[Any]:
+    def listed_choices(self, ctx: HookContext) -> tuple[list[str], str | None]:
+        """The COMBO's choices now, or ``[]`` and the reason when its choices callable raised
+        ("choices could not be listed: ZeroDivisionError: division by zero")."""
+        try:
+            return self.current_choices(ctx), None
+        except Exception as exc:  # noqa: BLE001 - a plugin's callable must not break a listing
+            return [], f"choices could not be listed: {type(exc).__name__}: {exc}"
+
+    def choices_error(self, ctx: HookContext) -> str | None:
+        """Why this COMBO's computed choices cannot be listed in ``ctx`` (its callable raised),
+        for validation to report on this input; None otherwise."""
+        return self.listed_choices(ctx)[1] if self.type == "COMBO" and callable(self.choices) else None
+
+    def schema(self, ctx: HookContext, *, choices: list[str] | None = None) -> list[Any]:
         """The ``[TYPE, {options}]`` pair ComfyUI's /object_info uses for this input; a COMBO
-        lists its choices as they are in ``ctx``'s folders."""
+        lists ``choices``, by default those in ``ctx``'s folders (none when they cannot be listed)."""
         opts: dict[str, Any] = {}
         if self.default is not None:
             opts["default"] = self.default
@@ -90,7 +102,7 @@ class InputSpec:
             opts["tooltip"] = self.tooltip
         opts.update(self.options)
         if self.type == "COMBO":
-            return [self.current_choices(ctx), opts]
+            return [self.listed_choices(ctx)[0] if choices is None else choices, opts]
         return [self.type, opts] if opts else [self.type]
 
 
@@ -206,7 +218,9 @@ class Node:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        _check_definition(cls)
+        from graph_runtime.node_checks import check_definition
+
+        check_definition(cls)
 
     # -- hooks a node may override -------------------------------------------------------------
 
@@ -254,38 +268,3 @@ class Node:
     @classmethod
     def title(cls) -> str:
         return cls.display_name or cls.__name__
-
-
-def _check_definition(cls: type[Node]) -> None:
-    """Catch declaration mistakes when the class is defined, naming the class and the culprit."""
-    where = f"node {cls.__module__}.{cls.__qualname__}"
-    for spec in cls.inputs:
-        if not isinstance(spec, InputSpec):
-            raise NodeDefinitionError(f"{where}: inputs must be InputSpec (use Link/Int/…), got {spec!r}")
-    names = [spec.name for spec in cls.inputs]
-    duplicates = {n for n in names if names.count(n) > 1}
-    if duplicates:
-        raise NodeDefinitionError(f"{where}: input names declared twice: {sorted(duplicates)}")
-    for spec in cls.inputs:
-        if spec.name in RESERVED_NAMES or not spec.name.isidentifier():
-            raise NodeDefinitionError(f"{where}: input name {spec.name!r} is reserved or not an identifier")
-        if spec.type == "COMBO" and spec.choices is None:
-            raise NodeDefinitionError(f"{where}: COMBO input {spec.name!r} declares no choices")
-    for out in cls.outputs:
-        if not isinstance(out, Output):
-            raise NodeDefinitionError(f"{where}: outputs must be Output(...), got {out!r}")
-    if "run" not in cls.__dict__:
-        return  # an abstract intermediate base; concrete subclasses are checked on their own
-    params = inspect.signature(cls.run).parameters
-    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    if not accepts_any:
-        missing = [n for n in names if n not in params]
-        if missing:
-            raise NodeDefinitionError(f"{where}: run() does not accept declared inputs {missing}")
-        required = [p.name for p in params.values()
-                    if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is inspect.Parameter.empty
-                    and p.name not in names]
-        if required:
-            raise NodeDefinitionError(f"{where}: run() requires undeclared inputs {required}")
-    if not cls.outputs and not cls.output_node:
-        raise NodeDefinitionError(f"{where}: declares no outputs and is not an output node")

@@ -51,8 +51,10 @@ def collect_returns(returns: list[Any], cls: type[Node]) -> tuple[Outputs, dict[
         else:
             values, shown = returned, None
         if not isinstance(values, tuple) or len(values) != len(cls.outputs):
+            got = (f"a tuple of {len(values)} value(s)" if isinstance(values, tuple)
+                   else type(values).__name__)
             raise TypeError(f"{cls.__name__}.run must return a tuple of {len(cls.outputs)} value(s) "
-                            f"or a Result, got {type(values).__name__}")
+                            f"or a Result, got {got}")
         for slot, (spec, value) in enumerate(zip(cls.outputs, values)):
             if spec.is_list:
                 outputs[slot].extend(value)

@@ -7,7 +7,9 @@ hook or node, and the nearest valid name, so a typo is found at load time instea
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Iterable, Mapping
+from types import ModuleType
 from typing import Any
 
 import pluggy
@@ -75,3 +77,14 @@ def call_impl(impl: Any, **kwargs: Any) -> Any:
     """Call one hook implementation with the spec's keyword arguments it accepts (an
     implementation may take any subset)."""
     return impl.function(**{name: kwargs[name] for name in impl.argnames if name in kwargs})
+
+
+def undecorated_hooks(plugin: ModuleType | object, project: str) -> list[str]:
+    """The ``nodeloom_*`` functions a plugin module defines (any, for another kind of plugin
+    object) without ``@hookimpl``: pluggy ignores them, so such a plugin would load with nothing
+    registered and no word why."""
+    owner = getattr(plugin, "__name__", None) if isinstance(plugin, ModuleType) else None
+    found = [(name, getattr(plugin, name, None)) for name in dir(plugin) if name.startswith(f"{project}_")]
+    return sorted(name for name, value in found
+                  if inspect.isfunction(value) and owner in (None, value.__module__)
+                  and not hasattr(value, f"{project}_impl"))

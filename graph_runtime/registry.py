@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
-import importlib.util
 import logging
-import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -25,7 +23,10 @@ import pluggy
 from graph_runtime import hookspecs
 from graph_runtime.node import Node
 from graph_runtime.plugin_records import CORE_TYPES, PluginRecord, Source, fail_plugin
-from graph_runtime.plugin_checks import call_impl, pending_failure, undeclared_type_reason, unknown_link_types
+from graph_runtime.plugin_checks import (
+    call_impl, pending_failure, undeclared_type_reason, undecorated_hooks, unknown_link_types,
+)
+from graph_runtime.plugin_folders import folder_plugin_name, import_path
 
 if TYPE_CHECKING:
     from graph_runtime.context import Services
@@ -77,13 +78,23 @@ class NodeRegistry:
     def register_plugin(self, module: ModuleType, *, name: str, source: Source,
                         location: str = "") -> PluginRecord:
         """Register a plugin module's hooks (its ``nodeloom_addhooks`` runs now); its nodes are
-        collected by ``load_nodes``. A plugin that fails is recorded as failed, never raised."""
+        collected by ``load_nodes``. A plugin that fails is recorded as failed, never raised; a
+        name another plugin already holds fails the newcomer only."""
         record = PluginRecord(name=name, source=source, location=location or getattr(module, "__file__", "") or "")
+        taken = self._loaded_record(name)
         self.plugins.append(record)
+        if taken is not None:
+            return fail_plugin(record, _name_taken(name, taken, record.location))
+        undecorated = undecorated_hooks(module, hookspecs.PROJECT)
+        if undecorated:
+            return fail_plugin(record, TypeError(
+                f"{', '.join(undecorated)} lack(s) @hookimpl, so no hook would call them; decorate "
+                "each with @hookimpl (from graph_runtime import hookimpl)"))
         try:
             self._manager.register(module, name=name)
         except Exception as exc:  # noqa: BLE001 - a bad plugin is reported, never fatal
-            self._drop(name)
+            if self._manager.get_plugin(name) is module:  # partly registered: undo it, and only it
+                self._drop(name)
             return fail_plugin(record, exc)
         return record
 
@@ -125,46 +136,33 @@ class NodeRegistry:
 
     def settings(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """The plugins' ``nodeloom_settings`` results for the parsed options, merged in load order
-        (what nodes read from ``ctx.services.get("settings")``)."""
-        merged: dict[str, Any] = {}
-        # A hook call answers last-registered first: reversed, later plugins override earlier ones.
-        for part in reversed(self._manager.hook.nodeloom_settings(options=options)):
-            merged.update(part or {})
-        return merged
+        (what nodes read from ``ctx.services.get("settings")``); a plugin whose hook raises is
+        recorded, logged and left out."""
+        return self._merged("nodeloom_settings", options=options)
 
     def startup(self, config: Mapping[str, Any]) -> None:
         """Call every plugin's ``nodeloom_startup(config, registry)`` once its nodes are loaded."""
-        for failure in self.call_each("nodeloom_startup", config=config, registry=self):
-            log.warning("%s", failure)
+        self.call_each("nodeloom_startup", config=config, registry=self)
 
-    def call_each(self, hook_name: str, **kwargs: Any) -> list[str]:
+    def call_each(self, hook_name: str, *, after: Callable[[str], None] | None = None,
+                  **kwargs: Any) -> list[str]:
         """Call each plugin's implementation of ``hook_name`` in load order (those of the command
-        line and startup hooks). One that raises is recorded on its plugin and logged while the
-        others still run; returns those failures, described."""
+        line and startup hooks), then ``after(plugin_name)`` if given. One that raises is recorded
+        on its plugin and logged while the others still run; returns those failures, described."""
         failures: list[str] = []
-        for impl in getattr(self._manager.hook, hook_name).get_hookimpls():
-            try:
-                call_impl(impl, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - one plugin must not take the others down
-                failure = f"{hook_name} failed: {type(exc).__name__}: {exc}"
-                record = self._record_of(impl.plugin_name)
-                if record is not None:
-                    record.error = failure
-                log.debug("plugin %s: %s", impl.plugin_name, failure, exc_info=True)
-                failures.append(f"plugin {impl.plugin_name}: {failure}")
+        self._call_isolated(hook_name, kwargs, failures, after=after)
         return failures
 
     def resource_stats(self, services: Services) -> dict[str, Any]:
-        """What the plugins' long-lived resources in ``services`` hold, merged across plugins."""
-        merged: dict[str, Any] = {}
-        for part in reversed(self._manager.hook.nodeloom_resource_stats(services=services)):
-            merged.update(part or {})
-        return merged
+        """What the plugins' long-lived resources in ``services`` hold, merged across plugins; a
+        plugin whose hook raises is recorded, logged and left out."""
+        return self._merged("nodeloom_resource_stats", services=services)
 
     def free_resources(self, services: Services, *, unload_models: bool, free_memory: bool) -> None:
-        """Ask every plugin to release its resources in ``services`` (``POST /free``)."""
-        self._manager.hook.nodeloom_free_resources(services=services, unload_models=unload_models,
-                                                   free_memory=free_memory)
+        """Ask every plugin to release its resources in ``services`` (``POST /free``); a plugin
+        whose hook raises is recorded and logged, and the others still run."""
+        self.call_each("nodeloom_free_resources", services=services, unload_models=unload_models,
+                       free_memory=free_memory)
 
     def long_running(self, prompt: Mapping[str, Any]) -> bool:
         """Whether the API-format ``prompt`` holds a node declared ``long_running`` (training,
@@ -178,8 +176,39 @@ class NodeRegistry:
 
     # -- internals ---------------------------------------------------------------------------
 
+    def _merged(self, hook_name: str, **kwargs: Any) -> dict[str, Any]:
+        """The dicts the plugins' ``hook_name`` return, merged in load order (later plugins
+        override earlier ones); a failing plugin is left out, recorded and logged."""
+        merged: dict[str, Any] = {}
+        for part in self._call_isolated(hook_name, kwargs, []):
+            merged.update(part or {})
+        return merged
+
+    def _call_isolated(self, hook_name: str, kwargs: Mapping[str, Any], failures: list[str], *,
+                       after: Callable[[str], None] | None = None) -> list[Any]:
+        """Each plugin's ``hook_name`` result in load order; a plugin whose implementation raises
+        gets the failure on its record and one warning line, and is appended to ``failures``."""
+        results: list[Any] = []
+        for impl in getattr(self._manager.hook, hook_name).get_hookimpls():
+            try:
+                results.append(call_impl(impl, **kwargs))
+            except Exception as exc:  # noqa: BLE001 - one plugin must not take the others down
+                failure = f"{hook_name} failed: {type(exc).__name__}: {exc}"
+                record = self._record_of(impl.plugin_name)
+                if record is not None:
+                    record.error = failure
+                log.warning("plugin %s: %s", impl.plugin_name, failure)
+                log.debug("plugin %s: %s", impl.plugin_name, failure, exc_info=True)
+                failures.append(f"plugin {impl.plugin_name}: {failure}")
+            if after is not None:
+                after(impl.plugin_name)
+        return results
+
     def _record_of(self, name: str | None) -> PluginRecord | None:
-        return next((p for p in self.plugins if p.name == name), None)
+        return self._loaded_record(name) or next((p for p in self.plugins if p.name == name), None)
+
+    def _loaded_record(self, name: str | None) -> PluginRecord | None:
+        return next((p for p in self.plugins if p.name == name and p.status == "loaded"), None)
 
     def _drop(self, name: str | None) -> None:
         if name is not None and self._manager.has_plugin(name):
@@ -234,11 +263,16 @@ def load_plugins(*, plugin_dirs: Iterable[Path] = (), builtins: Iterable[str] = 
             registry.register_plugin(module, name=entry.name, source="entry_point", location=entry.value)
     for directory in plugin_dirs:
         for path in sorted(Path(directory).iterdir()) if Path(directory).is_dir() else []:
-            plugin_name = _folder_plugin_name(path)
+            plugin_name = folder_plugin_name(path)
             if plugin_name is None:
                 continue
+            taken = registry._loaded_record(plugin_name)
+            if taken is not None:  # not even imported: the name is held by another folder's plugin
+                fail_plugin(_record(registry, plugin_name, "folder", str(path)),
+                            _name_taken(plugin_name, taken, str(path)))
+                continue
             try:
-                module = _import_path(path, plugin_name)
+                module = import_path(path, plugin_name)
             except Exception as exc:  # noqa: BLE001 - includes SyntaxError in the plugin
                 fail_plugin(_record(registry, plugin_name, "folder", str(path)), exc)
                 continue
@@ -261,38 +295,14 @@ def _record(registry: NodeRegistry, name: str, source: Source, location: str) ->
     return record
 
 
+def _name_taken(name: str, taken: PluginRecord, location: str) -> ValueError:
+    return ValueError(f"plugin name {name!r} is already taken by the plugin at {taken.location or '?'}; "
+                      f"this one at {location or '?'} is not loaded (rename one of them)")
+
+
 def _import_named(registry: NodeRegistry, module_name: str, source: Source) -> ModuleType | None:
     try:
         return importlib.import_module(module_name)
     except Exception as exc:  # noqa: BLE001
         fail_plugin(_record(registry, module_name, source, module_name), exc)
         return None
-
-
-def _folder_plugin_name(path: Path) -> str | None:
-    if path.name.startswith((".", "_")):
-        return None
-    if path.is_dir() and (path / "__init__.py").exists():
-        return f"plugins.{path.name}"
-    if path.is_file() and path.suffix == ".py":
-        return f"plugins.{path.stem}"
-    return None
-
-
-def _import_path(path: Path, module_name: str) -> ModuleType:
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    if path.is_dir():
-        spec = importlib.util.spec_from_file_location(
-            module_name, path / "__init__.py", submodule_search_locations=[str(path)])
-    else:
-        spec = importlib.util.spec_from_file_location(module_name, path)
-    assert spec is not None and spec.loader is not None, f"cannot import plugin at {path}"
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[module_name]
-        raise
-    return module

@@ -20,8 +20,11 @@ def node_schema(cls: type[Node], ctx: HookContext) -> dict[str, Any]:
     for spec in cls.inputs:
         if spec.hidden:
             sections["hidden"][spec.name] = spec.type
-        else:
-            sections["optional" if spec.optional else "required"][spec.name] = spec.schema(ctx)
+            continue
+        choices, reason = spec.listed_choices(ctx) if spec.type == "COMBO" else (None, None)
+        if reason is not None:
+            log.warning("node %s, input %s: %s", cls.__name__, spec.name, reason)
+        sections["optional" if spec.optional else "required"][spec.name] = spec.schema(ctx, choices=choices)
     inputs = {key: value for key, value in sections.items() if value or key == "required"}
     order = {key: list(value) for key, value in inputs.items()}
     return {
@@ -44,14 +47,16 @@ def node_schema(cls: type[Node], ctx: HookContext) -> dict[str, Any]:
 
 
 def object_info(registry: NodeRegistry, ctx: HookContext) -> dict[str, dict[str, Any]]:
-    """Every registered class's schema, keyed by class_type. A class whose schema cannot be built
-    (a choices callable that raises) is left out rather than failing the whole listing."""
+    """Every registered class's schema, keyed by class_type. A COMBO whose choices cannot be
+    listed (its callable raised) lists none, with a warning naming node and input; a class whose
+    schema still cannot be built is left out, logged, rather than failing the whole listing."""
     info: dict[str, dict[str, Any]] = {}
     for name, cls in sorted(registry.nodes.items()):
         try:
             info[name] = node_schema(cls, ctx)
-        except Exception:  # noqa: BLE001 - one broken plugin node must not hide the others
-            log.exception("schema of node %s failed", name)
+        except Exception as exc:  # noqa: BLE001 - one broken plugin node must not hide the others
+            log.warning("node %s left out of the node list: %s: %s", name, type(exc).__name__, exc)
+            log.debug("schema of node %s failed", name, exc_info=True)
     return info
 
 

@@ -84,3 +84,35 @@ def test_output_node_may_have_no_outputs_and_abstract_bases_are_not_checked() ->
             return ()
 
     assert Sink.output_node
+
+
+@pytest.mark.parametrize(("attribute", "meant"), [
+    ("long_runing", "long_running"), ("output_nod", "output_node"), ("categroy", "category"),
+])
+def test_a_misspelt_class_attribute_is_refused_naming_the_nearest(attribute: str, meant: str) -> None:
+    body = {attribute: True, "outputs": [Output("INT")], "run": lambda self, ctx: (1,)}
+    with pytest.raises(NodeDefinitionError) as info:
+        type("Typo", (Node,), body)
+    assert f"{attribute!r}" in str(info.value) and f"did you mean {meant!r}" in str(info.value)
+    assert "Typo" in str(info.value)
+
+
+def test_extra_attributes_and_methods_not_close_to_a_known_one_are_kept() -> None:
+    class Base(Node):
+        family = "sd15"  # a subclass's own attribute becomes known to its subclasses
+
+    with pytest.raises(NodeDefinitionError, match="'familly'.*did you mean 'family'"):
+        type("Extra", (Base,), {"familly": "sdxl", "outputs": [Output("INT")], "run": lambda self, ctx: (1,)})
+
+    class Fine(Node):
+        scale_factor = 8
+        DEFAULTS = {"x": 1}
+        outputs = [Output("INT")]
+
+        def categorise(self) -> str:  # a method, however close, is not checked
+            return "x"
+
+        def run(self, ctx: Context) -> tuple[int]:
+            return (1,)
+
+    assert Fine.scale_factor == 8
