@@ -220,7 +220,7 @@ def _has_extra_slot(spec: InputSpec, value: Any, following: InputSpec | None, ct
     # control value can only be this number's companion unless the next widget accepts it.
     if spec.type not in ("INT", "FLOAT"):
         return False
-    return following is None or not (following.type == "STRING" or value in following.current_choices(ctx))
+    return following is None or not (following.type == "STRING" or value in following.listed_choices(ctx)[0])
 
 
 def _resolve(scope: _Scope, link: _Link, depth: int = 0) -> _Resolved:
