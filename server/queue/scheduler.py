@@ -274,6 +274,26 @@ class Scheduler:
     def interrupt(self, prompt_id: str | None) -> list[str]:
         return self.pool.interrupt(prompt_id)
 
+    def interrupt_answer(self, prompt_id: str | None) -> dict[str, Any]:
+        """POST /interrupt's answer: ``{"interrupted": [ids]}``, plus ``reason`` (a code) and
+        ``message`` when nothing was interrupted, so a client learns why."""
+        hit = self.interrupt(prompt_id)
+        if hit:
+            return {"interrupted": hit}
+        item = self.store.get(prompt_id) if prompt_id is not None else None
+        if prompt_id is None:
+            reason, text = "nothing_running", "no prompt is running"
+        elif item is None:
+            reason, text = "unknown_prompt", f"no prompt {prompt_id!r} is known"
+        elif item.status == "running":  # it ended between the store's word and the pool's
+            reason, text = "finished", f"prompt {prompt_id!r} was finishing; nothing left to interrupt"
+        elif item.status == "pending":
+            reason, text = "queued", (f"prompt {prompt_id!r} is queued and has not started: remove it with "
+                                      f'POST /queue {{"delete": ["{prompt_id}"]}}')
+        else:
+            reason, text = "finished", f"prompt {prompt_id!r} has already finished ({item.status})"
+        return {"interrupted": [], "reason": reason, "message": text}
+
     def free(self) -> None:
         self.pool.free()
 
