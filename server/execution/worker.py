@@ -179,8 +179,8 @@ class _Worker:
         self.runtime.cache.clear()
         self.registry.hook.nodeloom_free_resources(services=self.runtime.services,
                                                    unload_models=True, free_memory=True)
-        _release_memory()
         self.send(Freed(self.model_stats(), self.cache_stats()))
+        _release_memory()  # after the report: returning pages to the OS can take a while
 
 
 def worker_main(config: WorkerConfig, conn: Connection) -> None:
