@@ -36,10 +36,11 @@ def check_widget(spec: InputSpec, value: Any, fail: Any, *, ctx: HookContext, ch
         return INVALID
     folder = spec.options.get(PATH_IN) if kind == "STRING" else None
     if isinstance(folder, str):
-        problem = path_problem(coerced, ctx.folders.directory_for(folder))
+        root = ctx.folders.directory_for(folder)
+        problem = path_problem(coerced, root)
         if problem is not None:
             fail("invalid_input_value", spec, f"Path is not inside the {folder} folder",
-                 f"{spec.name}: {quote(coerced)} {problem}", received_value=short_value(coerced))
+                 f"{spec.name}: {quote(coerced)} {problem} (folder {root})", received_value=short_value(coerced))
             return INVALID
     if kind == "COMBO" and check_choices:
         choices = spec.current_choices(ctx)
