@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ import networkx as nx
 
 from graph_runtime.context import HookContext
 from graph_runtime.formats import ApiPrompt, is_link
+from graph_runtime.input_limits import InputLimits, oversized
 from graph_runtime.node import InputSpec, Node
 from graph_runtime.registry import NodeRegistry
 from graph_runtime.widget_values import INVALID, check_widget, short_value
@@ -127,14 +129,17 @@ def node_sort_key(node_id: str) -> tuple[int, float, str]:
 
 
 def validate(prompt: ApiPrompt, registry: NodeRegistry, *, ctx: HookContext,
-             targets: list[str] | None = None) -> ValidationResult:
+             targets: list[str] | None = None, limits: InputLimits | None = None) -> ValidationResult:
     """Check a whole API-format prompt against the registry's node declarations, collecting every
     error. COMBO choices, missing-file messages and ``validate_inputs`` see ``ctx``'s folders (the
     runtime's or server's ``--base``, never the working directory). ``targets``: node ids to run
-    (ComfyUI's partial execution); default every output node."""
+    (ComfyUI's partial execution); default every output node. ``limits``: length limits on
+    identifiers and strings, checked first (a server's submissions; None: unchecked)."""
     result = ValidationResult(prompt=prompt, outputs=[])
     if not isinstance(prompt, dict):
         result.prompt_error = _prompt_error("invalid_prompt", "the prompt must be an object of nodes")
+        return result
+    if limits is not None and _refuse_oversized(prompt, limits, result):
         return result
     known: dict[str, type[Node]] = {}
     for node_id, node in prompt.items():
@@ -169,6 +174,19 @@ def validate(prompt: ApiPrompt, registry: NodeRegistry, *, ctx: HookContext,
     if not cycles:
         result.order = list(nx.lexicographical_topological_sort(subgraph, key=node_sort_key))
     return result
+
+
+def _refuse_oversized(prompt: ApiPrompt, limits: InputLimits, result: ValidationResult) -> bool:
+    """Report the prompt's oversized identifiers and strings (the first hundred); whether any."""
+    found = list(itertools.islice(oversized(prompt, limits), 100))
+    for item in found:
+        if item.what == "node id":  # node_errors are keyed by node id: this one cannot be a key
+            result.prompt_error = _prompt_error("invalid_prompt", item.message, f"node {item.node_id}")
+            continue
+        result.node_errors.append(NodeError(item.node_id, item.class_type, "value_too_long", item.message,
+                                            item.input_name or item.what, item.input_name,
+                                            {"received_length": item.length, "max_length": item.limit}))
+    return bool(found)
 
 
 def _prompt_error(kind: str, message: str, details: str = "") -> dict[str, Any]:

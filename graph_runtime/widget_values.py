@@ -5,10 +5,20 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from pathlib import Path
 from typing import Any
 
 from graph_runtime.context import HookContext
+from graph_runtime.input_limits import quote
 from graph_runtime.node import InputSpec
+
+# A STRING option naming the folder (input, output, temp) its value is a path inside: a
+# filename_prefix is String("filename_prefix", …, path_in="output"). It travels in /object_info,
+# so the server's schema stand-ins check it at submission.
+PATH_IN = "path_in"
+# Longest file or folder name most file systems take (ENAMETOOLONG beyond).
+NAME_MAX = 255
 
 # Returned by check_widget for a value that failed (its error is already reported).
 INVALID = object()
@@ -22,8 +32,16 @@ def check_widget(spec: InputSpec, value: Any, fail: Any, *, ctx: HookContext, ch
         coerced = _coerce(kind, value)
     except (TypeError, ValueError, OverflowError):
         fail("invalid_input_type", spec, f"Failed to convert an input value to a {kind} value",
-             f"{spec.name}, {value!r}", received_value=short_value(value))
+             f"{spec.name}, {_truncate(repr(value))}", received_value=short_value(value))
         return INVALID
+    folder = spec.options.get(PATH_IN) if kind == "STRING" else None
+    if isinstance(folder, str):
+        root = ctx.folders.directory_for(folder)
+        problem = path_problem(coerced, root)
+        if problem is not None:
+            fail("invalid_input_value", spec, f"Path is not inside the {folder} folder",
+                 f"{spec.name}: {quote(coerced)} {problem} (folder {root})", received_value=short_value(coerced))
+            return INVALID
     if kind == "COMBO" and check_choices:
         choices = spec.current_choices(ctx)
         if coerced not in choices:
@@ -34,7 +52,7 @@ def check_widget(spec: InputSpec, value: Any, fail: Any, *, ctx: HookContext, ch
                            f"available: {choices if choices else 'none (the folder is empty)'}")
             else:
                 message = "Value not in list"
-                details = f"{spec.name}: {coerced!r} not in {choices}"
+                details = f"{spec.name}: {quote(coerced)!r} not in {choices}"
             fail("value_not_in_list", spec, message, details, received_value=coerced)
             return INVALID
         return coerced
@@ -48,6 +66,30 @@ def check_widget(spec: InputSpec, value: Any, fail: Any, *, ctx: HookContext, ch
                  spec.name, received_value=coerced)
             return INVALID
     return coerced
+
+
+def path_problem(value: str, root: Path) -> str | None:
+    """Why ``value``, a file path relative to ``root`` (as a filename_prefix: sub-folders allowed,
+    ``..`` only while it stays inside), is refused; None when it is fine. Checked as the saving
+    node resolves it, so a prefix that would fail at run time fails at submission instead."""
+    normalised = os.path.normpath(value) if value else ""
+    subfolder, name = os.path.split(normalised)
+    if "\x00" in value:
+        return "contains a NUL character"
+    if not name or name in (".", ".."):
+        return "names no file; give a name such as 'ComfyUI' or 'renders/cat'"
+    if os.path.isabs(normalised) or normalised.split(os.sep)[0] == "..":
+        return "leaves the folder; use a name or a relative sub-folder path"
+    if any(len(part.encode()) > NAME_MAX for part in normalised.split(os.sep)):
+        return f"has a part longer than {NAME_MAX} bytes"
+    try:
+        base = root.resolve()
+        folder = (base / subfolder).resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, say
+        return f"cannot be resolved ({exc})"
+    if folder != base and base not in folder.parents:
+        return "leaves the folder through a symbolic link"
+    return None
 
 
 def _coerce(kind: str, value: Any) -> Any:

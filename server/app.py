@@ -15,6 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from server.http.body_limits import BodyLimitMiddleware, BodyLimits
 from server.http.routes_files import files_router
 from server.http.routes_info import VERSION, info_router
 from server.http.routes_prompt import prompt_router
@@ -77,6 +78,10 @@ def create_app(settings: ServerSettings) -> FastAPI:
     if settings.allow_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.allow_origins, allow_methods=["*"],
                            allow_headers=["*"])
+    # Inside the access check: a refused request's body is never read at all.
+    app.add_middleware(BodyLimitMiddleware, limits=BodyLimits(
+        upload=settings.max_upload_bytes, prompt=settings.max_prompt_bytes,
+        userdata=settings.max_userdata_bytes, other=settings.max_body_bytes))
     app.add_middleware(SecurityMiddleware, settings=settings)
     return app
 

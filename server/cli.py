@@ -55,6 +55,16 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS,
                         help="images with more pixels are refused before decoding, on upload, preview and "
                              f"LoadImage (default {DEFAULT_MAX_IMAGE_PIXELS}, 8192x8192)")
+    parser.add_argument("--max-prompt-mb", type=float, default=16.0, help="largest POST /prompt body")
+    parser.add_argument("--max-userdata-mb", type=float, default=10.0, help="largest /userdata file body")
+    parser.add_argument("--max-body-kb", type=float, default=1024.0,
+                        help="largest body of every other route (settings, queue commands)")
+    parser.add_argument("--max-string-chars", type=int, default=256 << 10,
+                        help="longest STRING input value a prompt may carry")
+    parser.add_argument("--cache-policy", choices=("lru", "none"), default="lru", help="each worker's output cache")
+    parser.add_argument("--cache-max-entries", type=int, default=256)
+    parser.add_argument("--cache-max-bytes", type=int, default=512 << 20,
+                        help="estimated bytes of cached outputs per worker (default 512 MiB)")
     parser.add_argument("--ws-send-queue", type=int, default=1024,
                         help="messages buffered per websocket client before a client too slow to read is dropped")
     parser.add_argument("--webhook-timeout", type=float, default=10.0,
@@ -80,6 +90,11 @@ def settings_from(args: argparse.Namespace, model_settings: dict[str, Any]) -> S
                           tuple(p.strip() for p in args.node_packs.split(",") if p.strip()),
                           max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
                           max_image_pixels=args.max_image_pixels,
+                          max_prompt_bytes=int(args.max_prompt_mb * 1024 * 1024),
+                          max_userdata_bytes=int(args.max_userdata_mb * 1024 * 1024),
+                          max_body_bytes=int(args.max_body_kb * 1024), max_string_chars=args.max_string_chars,
+                          cache_policy=args.cache_policy, cache_entries=args.cache_max_entries,
+                          cache_max_bytes=args.cache_max_bytes,
                           webhook_timeout=args.webhook_timeout, client_send_queue=args.ws_send_queue,
                           frontend_root=args.frontend_root, allow_origins=list(args.allow_origin),
                           model_settings=model_settings)

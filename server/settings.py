@@ -9,6 +9,7 @@ from typing import Any
 
 from PIL import Image
 
+from graph_runtime.cache import CachePolicy
 from graph_runtime.folders import FolderPaths
 
 LOOPBACK_HOSTS: frozenset[str] = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -44,6 +45,15 @@ class ServerSettings:
     max_upload_bytes: int = 100 * 1024 * 1024
     # Every image decoded (uploads, previews, LoadImage in the workers) is refused above this.
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    # Request bodies of POST /prompt, of /userdata/… files, and of every other route (settings,
+    # queue commands); refused with 413 as soon as they pass the limit, chunked or not.
+    max_prompt_bytes: int = 16 << 20
+    max_userdata_bytes: int = 10 << 20
+    max_body_bytes: int = 1 << 20
+    # Longest STRING value (characters) and identifier (class_type, node id, input name) a
+    # submitted prompt may carry.
+    max_string_chars: int = 256 << 10
+    max_identifier_chars: int = 256
     # A static frontend build to serve at "/"; None serves the installed comfyui-frontend-package.
     frontend_root: Path | None = None
     # Origins allowed by CORS (empty: CORS off) and, besides the server's own, by the origin check.
@@ -55,6 +65,9 @@ class ServerSettings:
     model_settings: dict[str, Any] = field(default_factory=dict)
     # Outputs cached per worker (graph_runtime OutputCache entries).
     cache_entries: int = 256
+    cache_policy: CachePolicy = "lru"
+    # Estimated bytes of cached outputs per worker (models are not counted: they have budgets).
+    cache_max_bytes: int = 512 << 20
     # How many times a prompt interrupted by a server restart is run again before it fails.
     max_attempts: int = 2
     # Seconds a completion webhook (extra_data.webhook_url) may take to answer.
@@ -72,6 +85,11 @@ class ServerSettings:
         assert self.max_upload_bytes > 0, "max_upload_bytes must be positive"
         assert self.max_image_pixels > 0, "max_image_pixels must be positive"
         self.model_settings = {**self.model_settings, MAX_IMAGE_PIXELS_KEY: self.max_image_pixels}
+        assert min(self.max_prompt_bytes, self.max_userdata_bytes, self.max_body_bytes) > 0, \
+            "body limits must be positive"
+        assert self.max_string_chars > 0 and self.max_identifier_chars > 0, "input limits must be positive"
+        assert self.cache_policy in ("lru", "none"), "cache_policy must be 'lru' or 'none'"
+        assert self.cache_entries > 0 and self.cache_max_bytes > 0, "cache bounds must be positive"
         assert self.webhook_timeout > 0, "webhook_timeout must be positive"
         assert self.client_send_queue > 0, "client_send_queue must be positive"
 

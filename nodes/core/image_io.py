@@ -198,7 +198,8 @@ class SaveImage(Node):
         Link("images", "IMAGE", tooltip="The images to save."),
         String("filename_prefix", "ComfyUI",
                tooltip="The prefix for the file to save. This may include formatting information "
-                       "such as %date:yyyy-MM-dd% or %width%, and sub-folders (a/b/name)."),
+                       "such as %date:yyyy-MM-dd% or %width%, and sub-folders (a/b/name).",
+               path_in="output"),
         Hidden("prompt", "PROMPT"),
         Hidden("extra_pnginfo", "EXTRA_PNGINFO"),
     ]

@@ -23,7 +23,7 @@ from typing import Any
 from graph_runtime.events import Executing, ExecutionStart
 from server.execution import placement
 from server.execution.messages import (
-    Cancel, Done, Dropped, Failed, Free, FromWorker, Interrupt, Job, NodeSchemas, Ready, Run, SchemasReply,
+    Cancel, Done, Dropped, Failed, Free, Freed, FromWorker, Interrupt, Job, NodeSchemas, Ready, Run, SchemasReply,
     SchemasRequest, Stop, WorkerConfig, WorkerEvent,
 )
 from server.execution.outcome import RunFailure
@@ -123,10 +123,12 @@ class LocalWorkerPool:
                 elif isinstance(event, Executing):
                     worker.node = (event.node_id, event.class_type)
                 self._listener.on_event(worker.ref, event)
-            case Done(prompt_id=prompt_id, result=result, model_stats=stats):
+            case Done(prompt_id=prompt_id, result=result, model_stats=stats, cache_stats=cache):
                 worker.forget(prompt_id)
-                worker.model_stats = stats
+                worker.model_stats, worker.cache_stats = stats, cache
                 self._listener.on_finished(worker.ref, prompt_id, result)
+            case Freed(model_stats=stats, cache_stats=cache):
+                worker.model_stats, worker.cache_stats = stats, cache
             case Dropped(prompt_id=prompt_id):
                 worker.forget(prompt_id)
                 self._listener.on_dropped(prompt_id)

@@ -3,7 +3,8 @@
 Server → worker: the ``WorkerConfig`` once, then ``Run``, ``Cancel``, ``Interrupt``,
 ``SchemasRequest``, ``Free``, ``Stop``.
 Worker → server: ``Ready`` once (or ``Failed`` when it cannot start), then ``WorkerEvent`` for
-every graph_runtime event, ``Done`` or ``Dropped`` for every ``Run``, and ``SchemasReply``.
+every graph_runtime event, ``Done`` or ``Dropped`` for every ``Run``, ``Freed`` for every
+``Free``, and ``SchemasReply``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from graph_runtime.cache import CachePolicy
 from graph_runtime.events import Event
 from graph_runtime.folders import FolderPaths
 from server.execution.outcome import RunResult
@@ -27,6 +29,8 @@ class WorkerConfig:
     # Node pack modules to load; None: every pack of the nodeloom.plugins entry-point group.
     builtin_plugins: tuple[str, ...] | None = None
     cache_entries: int = 256
+    cache_policy: CachePolicy = "lru"
+    cache_max_bytes: int = 512 << 20
     # CPU threads for torch's pools: the machine's cores shared among the workers, so that two
     # CPU workers do not each start a pool as large as the machine.
     threads: int | None = None
@@ -100,7 +104,8 @@ class SchemasRequest:
 
 @dataclass(frozen=True)
 class Free:
-    """Clear the output cache and unload models (between prompts)."""
+    """Clear the output cache and unload models: at once when idle, else after the prompts the
+    worker already holds; answered by ``Freed``."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,8 @@ class Done:
     prompt_id: str
     result: RunResult
     model_stats: dict[str, Any] | None = None
+    # The output cache after it: policy, bounds, entries, nbytes, hits, misses, evictions.
+    cache_stats: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -152,6 +159,14 @@ class Dropped:
 
 
 @dataclass(frozen=True)
+class Freed:
+    """A ``Free`` was done: what the worker holds now (as in ``Done``)."""
+
+    model_stats: dict[str, Any] | None
+    cache_stats: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
 class SchemasReply:
     """The answer to the SchemasRequest of the same ``request_id``."""
 
@@ -159,4 +174,4 @@ class SchemasReply:
     schemas: NodeSchemas
 
 
-FromWorker = Ready | Failed | WorkerEvent | Done | Dropped | SchemasReply
+FromWorker = Ready | Failed | WorkerEvent | Done | Dropped | Freed | SchemasReply

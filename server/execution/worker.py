@@ -14,6 +14,7 @@ import queue
 import sys
 import threading
 import traceback
+from dataclasses import asdict
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -23,7 +24,7 @@ from graph_runtime.registry import load_registry
 from graph_runtime.schema import model_inputs, object_info
 from graph_runtime.validation import WorkflowInvalid
 from server.execution.messages import (
-    Cancel, Done, Dropped, Failed, Free, FromWorker, Interrupt, Job, NodeSchemas, Ready, Run, SchemasReply,
+    Cancel, Done, Dropped, Failed, Free, Freed, FromWorker, Interrupt, Job, NodeSchemas, Ready, Run, SchemasReply,
     SchemasRequest, Stop, WorkerConfig, WorkerEvent,
 )
 from server.execution.outcome import RunFailure, RunOutcome, RunResult
@@ -54,18 +55,20 @@ class _Worker:
         self.config = config
         self.conn = conn
         self.send_lock = threading.Lock()
-        self.jobs: queue.Queue[Job | None] = queue.Queue()
+        # Jobs and Free requests in arrival order; None stops the worker.
+        self.jobs: queue.Queue[Job | Free | None] = queue.Queue()
         self.cancelled: set[str] = set()
         self.current: str | None = None
         self.interrupt = InterruptFlag()
-        self.free_requested = threading.Event()
         self.registry = load_registry(plugin_dirs=list(config.plugin_dirs), builtins=config.builtin_plugins or (),
                                       entry_points=config.builtin_plugins is None)
         self.registry.startup({"device": config.device})
         from graph_runtime.executor import Runtime
 
         local_device = "cpu" if config.device == "cpu" else "cuda:0"
-        self.runtime = Runtime(self.registry, cache=OutputCache(max_entries=config.cache_entries),
+        cache = OutputCache(policy=config.cache_policy, max_entries=config.cache_entries,
+                            max_bytes=config.cache_max_bytes)
+        self.runtime = Runtime(self.registry, cache=cache,
                                folders=config.folders,
                                services=Services(device=local_device,
                                                  settings={**config.model_settings, "device": local_device}))
@@ -107,7 +110,9 @@ class _Worker:
                 case SchemasRequest(request_id=request_id):
                     self.send(SchemasReply(request_id, self.schemas()))
                 case Free():
-                    self.free_requested.set()
+                    # Through the job queue: an idle main thread wakes for it at once; a busy
+                    # one frees once the prompts it already holds are done.
+                    self.jobs.put(message)
                 case Stop():
                     self.jobs.put(None)
                     return
@@ -128,15 +133,14 @@ class _Worker:
             if job is None:
                 return
             tidy = True
-            if self.free_requested.is_set():
+            if isinstance(job, Free):
                 self.free()
+                continue
             if job.prompt_id in self.cancelled:
                 self.cancelled.discard(job.prompt_id)
                 self.send(Dropped(job.prompt_id))
                 continue
             self.execute(job)
-            if self.free_requested.is_set() and self.jobs.empty():
-                self.free()
 
     def execute(self, job: Job) -> None:
         self.current = job.prompt_id
@@ -157,7 +161,7 @@ class _Worker:
         except Exception as exc:  # noqa: BLE001 - a runtime bug fails the prompt, not the worker
             result = RunFailure.of_exception(exc)
         self.current = None
-        self.send(Done(job.prompt_id, result, self.model_stats()))
+        self.send(Done(job.prompt_id, result, self.model_stats(), self.cache_stats()))
 
     def model_stats(self) -> dict[str, Any] | None:
         """What the plugins' long-lived resources hold (the model manager's report, say)."""
@@ -166,12 +170,17 @@ class _Worker:
             merged.update(part or {})
         return merged.get("model_manager")
 
+    def cache_stats(self) -> dict[str, Any]:
+        cache = self.runtime.cache
+        return {"policy": cache.policy, "max_entries": cache.max_entries, "max_bytes": cache.max_bytes,
+                **asdict(cache.stats())}
+
     def free(self) -> None:
-        self.free_requested.clear()
         self.runtime.cache.clear()
         self.registry.hook.nodeloom_free_resources(services=self.runtime.services,
                                                    unload_models=True, free_memory=True)
-        gc.collect()
+        self.send(Freed(self.model_stats(), self.cache_stats()))
+        _release_memory()  # after the report: returning pages to the OS can take a while
 
 
 def worker_main(config: WorkerConfig, conn: Connection) -> None:

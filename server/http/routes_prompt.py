@@ -91,7 +91,7 @@ def prompt_router() -> APIRouter:
     async def post_interrupt(request: Request) -> dict[str, Any]:
         # ComfyUI's client posts with no body at all; a body, when present, may name the prompt.
         body = await read_body(request, InterruptRequest)
-        return {"interrupted": scheduler_of(request).interrupt(body.prompt_id)}
+        return scheduler_of(request).interrupt_answer(body.prompt_id)
 
     @router.post("/free", openapi_extra=body_schema(FreeRequest))
     async def post_free(request: Request) -> dict[str, Any]:

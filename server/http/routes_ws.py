@@ -11,7 +11,7 @@ from fastapi import APIRouter, WebSocket
 from server.http.files import FileRequestError, store_upload
 from server.wire.hub import Client
 from server.wire.protocol import (
-    FEATURE_FLAGS, error_response, message, parse_binary_request, response, status_message,
+    FEATURE_FLAGS, error_response, message, parse_binary_request, parse_json, response, status_message,
 )
 from server.queue.scheduler import Scheduler, SubmissionError
 from server.settings import ServerSettings
@@ -40,7 +40,7 @@ class Commands:
                 target = data.get("prompt_id")
                 if target is not None and not isinstance(target, str):
                     return error_response(request_id, 400, "prompt_id must be a string")
-                return response(request_id, {"interrupted": scheduler.interrupt(target)})
+                return response(request_id, scheduler.interrupt_answer(target))
             if op == "queue":
                 return response(request_id, scheduler.queue_view())
             if op == "history":
@@ -113,9 +113,9 @@ def _binary(commands: Commands, frame: bytes) -> dict[str, Any]:
 
 async def _text(commands: Commands, client: Client, text: str) -> dict[str, Any] | None:
     try:
-        request = json.loads(text)
-    except ValueError:
-        return error_response(None, 400, "not JSON")
+        request = parse_json(text)
+    except ValueError as exc:
+        return error_response(None, 400, f"not JSON: {exc}")
     if not isinstance(request, dict):
         return error_response(None, 400, "a request must be a JSON object")
     if request.get("type") == "feature_flags":

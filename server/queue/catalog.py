@@ -17,6 +17,7 @@ from typing import Any
 from graph_runtime.context import HookContext
 from graph_runtime.folders import FolderPaths
 from graph_runtime.formats import ApiPrompt
+from graph_runtime.input_limits import InputLimits
 from graph_runtime.node import HIDDEN_KINDS, InputSpec, Node, Output
 from graph_runtime.registry import NodeRegistry
 from graph_runtime.validation import ValidationResult, validate
@@ -88,9 +89,11 @@ class SchemaCatalog:
             info[class_type] = schema
         return info
 
-    def validate(self, prompt: ApiPrompt, *, targets: list[str] | None = None) -> ValidationResult:
-        """Validate ``prompt`` against the reported schemas, model files looked up in ``folders``."""
-        return validate(prompt, self.registry, ctx=self.hook_context, targets=targets)
+    def validate(self, prompt: ApiPrompt, *, targets: list[str] | None = None,
+                 limits: InputLimits | None = None) -> ValidationResult:
+        """Validate ``prompt`` against the reported schemas, model files looked up in ``folders``
+        (safe to call from another thread: it reads the schemas once)."""
+        return validate(prompt, self.registry, ctx=self.hook_context, targets=targets, limits=limits)
 
     def long_running(self, prompt: ApiPrompt) -> bool:
         """Whether a node of ``prompt`` is of a class that declares itself long-running."""

@@ -2,7 +2,8 @@
 queue order, event fan-out, completion (history, webhooks, blocking waiters), cancel, interrupt.
 
 The scheduler depends on the pool only through ``ExecutionPool``; it listens to it as its
-``PoolListener``. Everything here runs on the event-loop thread.
+``PoolListener``. Everything here runs on the event-loop thread, except reading and validating a
+submission (``_check``), which touches no scheduling state.
 """
 
 from __future__ import annotations
@@ -12,17 +13,20 @@ import bisect
 import logging
 import os
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from graph_runtime.events import Event, ExecutionStart
+from graph_runtime.input_limits import InputLimits
+from graph_runtime.validation import ValidationResult
 from server.execution.messages import Job, NodeSchemas, WorkerConfig
 from server.execution.outcome import RunFailure, RunOutcome, RunResult
 from server.execution.pool import ExecutionPool, WorkerRef
 from server.queue.catalog import SchemaCatalog
 from server.queue.records import PromptRecord
 from server.queue.store import QueueItem, QueueStore
-from server.queue.submission import SubmissionError, read_submission, refuse
+from server.queue.submission import Submission, SubmissionError, read_submission, refuse
 from server.queue.webhooks import Webhooks
 from server.settings import ServerSettings
 from server.wire.hub import Hub
@@ -46,6 +50,7 @@ def worker_config(settings: ServerSettings, device: str) -> WorkerConfig:
     its share of the machine's cores."""
     return WorkerConfig(device=device, folders=settings.folders, plugin_dirs=tuple(settings.plugin_dirs),
                         builtin_plugins=settings.builtin_plugins, cache_entries=settings.cache_entries,
+                        cache_policy=settings.cache_policy, cache_max_bytes=settings.cache_max_bytes,
                         model_settings=dict(settings.model_settings),
                         threads=max(1, _cores() // len(settings.devices)))
 
@@ -72,6 +77,10 @@ class Scheduler:
         self.pending: list[tuple[float, str]] = []
         # One record per prompt queued and not finished (pending, handed to the pool, or running).
         self.records: dict[str, PromptRecord] = {}
+        self.limits = InputLimits(settings.max_identifier_chars, settings.max_string_chars)
+        # Submissions are read and validated here; two at a time, so a burst of large prompts
+        # cannot take every thread of the loop's default executor.
+        self._validator = ThreadPoolExecutor(max_workers=2, thread_name_prefix="validate")
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -90,6 +99,7 @@ class Scheduler:
         await self.hub.close_all()
         await self.pool.stop()
         self.webhooks.cancel_all()
+        self._validator.shutdown(wait=False, cancel_futures=True)
         self.store.close()
 
     def _enqueue(self, item: QueueItem) -> None:
@@ -105,12 +115,14 @@ class Scheduler:
                 await asyncio.wait_for(self.schemas_ready.wait(), self.settings.worker_start_timeout)
             except asyncio.TimeoutError:
                 raise refuse("no worker has started yet", kind="server_starting", status=503) from None
-        sub = read_submission(body, self.catalog.registry, self.catalog.hook_context)
-        result = self.catalog.validate(sub.prompt, targets=sub.targets)
+        loop = asyncio.get_running_loop()
+        # Off the event loop: a large prompt takes a while to read and validate, and other
+        # requests and the websockets keep being answered meanwhile.
+        sub, result = await loop.run_in_executor(self._validator, self._check, body)
         if not result.ok and any(e.type == "value_not_in_list" for e in result.node_errors):
             # Choices may have changed since the schemas were taken (an uploaded image): refresh once.
             await self.refresh_schemas()
-            result = self.catalog.validate(sub.prompt, targets=sub.targets)
+            sub, result = await loop.run_in_executor(self._validator, self._check, body)
         if not result.ok:
             raise SubmissionError(result.to_comfy())
         prompt_id = sub.prompt_id or str(uuid.uuid4())
@@ -122,6 +134,11 @@ class Scheduler:
         self.broadcast_status()
         self.dispatch()
         return Submitted(prompt_id, item.comfy_number, {})
+
+    def _check(self, body: dict[str, Any]) -> tuple[Submission, ValidationResult]:
+        """Read and validate a submission (on a validator thread)."""
+        sub = read_submission(body, self.catalog.registry, self.catalog.hook_context)
+        return sub, self.catalog.validate(sub.prompt, targets=sub.targets, limits=self.limits)
 
     async def refresh_schemas(self) -> None:
         fresh = await self.pool.schemas(timeout=10.0)
@@ -272,6 +289,26 @@ class Scheduler:
 
     def interrupt(self, prompt_id: str | None) -> list[str]:
         return self.pool.interrupt(prompt_id)
+
+    def interrupt_answer(self, prompt_id: str | None) -> dict[str, Any]:
+        """POST /interrupt's answer: ``{"interrupted": [ids]}``, plus ``reason`` (a code) and
+        ``message`` when nothing was interrupted, so a client learns why."""
+        hit = self.interrupt(prompt_id)
+        if hit:
+            return {"interrupted": hit}
+        item = self.store.get(prompt_id) if prompt_id is not None else None
+        if prompt_id is None:
+            reason, text = "nothing_running", "no prompt is running"
+        elif item is None:
+            reason, text = "unknown_prompt", f"no prompt {prompt_id!r} is known"
+        elif item.status == "running":  # it ended between the store's word and the pool's
+            reason, text = "finished", f"prompt {prompt_id!r} was finishing; nothing left to interrupt"
+        elif item.status == "pending":
+            reason, text = "queued", (f"prompt {prompt_id!r} is queued and has not started: remove it with "
+                                      f'POST /queue {{"delete": ["{prompt_id}"]}}')
+        else:
+            reason, text = "finished", f"prompt {prompt_id!r} has already finished ({item.status})"
+        return {"interrupted": [], "reason": reason, "message": text}
 
     def free(self) -> None:
         self.pool.free()

@@ -148,6 +148,15 @@ def error_response(request_id: Any, status: int, error: Any) -> Message:
     return {"type": "response", "id": request_id, "ok": False, "status": status, "error": error}
 
 
+def parse_json(text: str | bytes) -> Any:
+    """A client's JSON; ValueError for malformed JSON and for nesting too deep to parse (which
+    the json module reports as RecursionError)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 def parse_binary_request(frame: bytes) -> tuple[dict[str, Any], bytes]:
     """A client's binary frame: uint32 header length, JSON header, then the payload bytes."""
     if len(frame) < 4:
@@ -155,7 +164,7 @@ def parse_binary_request(frame: bytes) -> tuple[dict[str, Any], bytes]:
     (length,) = struct.unpack(">I", frame[:4])
     if length > len(frame) - 4:
         raise ValueError("binary frame header length exceeds the frame")
-    header = json.loads(frame[4:4 + length])
+    header = parse_json(frame[4:4 + length])
     if not isinstance(header, dict):
         raise ValueError("binary frame header must be a JSON object")
     return header, frame[4 + length:]

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from graph_runtime import WorkflowInvalid
-from nodes.core.imaging import expand_prefix
+from nodes.core.imaging import InvalidFilenamePrefix, expand_prefix, save_target
 
 UI_WORKFLOW = {"last_node_id": 2, "nodes": [{"id": 1, "type": "EmptyImage"}], "links": [],
                "version": 0.4, "extra": {"note": "ünïcode"}}
@@ -61,10 +61,15 @@ def test_prefix_with_subfolders(graphs):
     assert (graphs.folders.output_dir / "renders" / "day1" / "cat_00001_.png").is_file()
 
 
-def test_prefix_escaping_the_output_folder_fails_naming_it(graphs):
-    result = graphs.runtime.execute(save_prompt(prefix="../../escape"))
-    assert result.status == "error" and result.error.node_type == "SaveImage"
-    assert str(graphs.folders.output_dir) in result.error.exception_message
+def test_prefix_escaping_the_output_folder_is_invalid_naming_it(graphs):
+    # A validation error before anything runs (and at a server's submission: the schema says
+    # path_in "output"); save_target still refuses it at run time should a caller skip validation.
+    result = graphs.runtime.validate(save_prompt(prefix="../../escape"))
+    (error,) = result.node_errors
+    assert (error.node_id, error.type, error.input_name) == ("2", "invalid_input_value", "filename_prefix")
+    assert str(graphs.folders.output_dir) in error.details
+    with pytest.raises(InvalidFilenamePrefix, match="outside the folder"):
+        save_target("../../escape", graphs.folders.output_dir, 1, 1)
     assert not any(graphs.folders.base.parent.glob("escape*"))
 
 

@@ -157,3 +157,78 @@ def test_error_bodies_are_strict_json_even_for_infinite_values(registry: NodeReg
     result = check(prompt, registry)
     assert {(e.node_id, e.type) for e in result.node_errors} == {("1", "invalid_input_type"), ("2", "invalid_input_type")}
     json.dumps(result.to_comfy(), allow_nan=False)  # what HTTP clients must be able to parse
+
+
+# -- length limits and paths inside a folder -----------------------------------------------------
+
+from graph_runtime import Node, Result, String  # noqa: E402
+from graph_runtime.input_limits import InputLimits  # noqa: E402
+
+
+class SaveLike(Node):
+    output_node = True
+    inputs = [String("filename_prefix", "x", path_in="output"), String("note", "", optional=True)]
+
+    def run(self, ctx: Any, *, filename_prefix: str, note: str) -> Result:
+        return Result()
+
+
+@pytest.fixture
+def save_registry() -> NodeRegistry:
+    registry = NodeRegistry()
+    registry.add_node(SaveLike)
+    return registry
+
+
+def test_oversized_identifiers_and_strings_are_refused_at_once(save_registry: NodeRegistry) -> None:
+    import time
+
+    huge = "A" * 10_000_000
+    prompt = {"1": {"class_type": huge, "inputs": {}},
+              "2": {"class_type": "SaveLike", "inputs": {"filename_prefix": huge, "note": "ok"}},
+              "3": {"class_type": "SaveLike", "inputs": {"n" * 300: 1, "note": ["x" * 300, 0]}}}
+    started = time.perf_counter()
+    result = validate(prompt, save_registry, ctx=NO_FILES, limits=InputLimits())
+    assert time.perf_counter() - started < 0.05
+    assert errors(result) == [("1", "value_too_long", None), ("2", "value_too_long", "filename_prefix"),
+                              ("3", "value_too_long", "n" * 64 + "… (300 characters)"),
+                              ("3", "value_too_long", "note")]
+    body = result.to_comfy()
+    assert len(repr(body)) < 4000  # the error quotes the values' start only
+    first = body["node_errors"]["1"]
+    assert first["class_type"].startswith("AAAA") and first["class_type"].endswith("(10000000 characters)")
+    assert first["errors"][0]["message"] == "class_type is too long: 10000000 characters, at most 256"
+    assert body["node_errors"]["2"]["errors"][0]["extra_info"] == {
+        "received_length": 10_000_000, "max_length": 256 << 10, "input_name": "filename_prefix"}
+    # Unchecked without limits (headless runs), and fine within them.
+    unchecked = {"2": {"class_type": "SaveLike", "inputs": {"filename_prefix": "x", "note": huge}}}
+    assert validate(unchecked, save_registry, ctx=NO_FILES).ok
+    assert validate({"2": {"class_type": "SaveLike", "inputs": {"filename_prefix": "a", "note": "n" * 1000}}},
+                    save_registry,
+                    ctx=NO_FILES, limits=InputLimits()).ok
+
+
+def test_an_overlong_node_id_is_a_prompt_error(save_registry: NodeRegistry) -> None:
+    result = validate({"9" * 1000: {"class_type": "SaveLike", "inputs": {}}}, save_registry, ctx=NO_FILES,
+                      limits=InputLimits())
+    assert not result.ok and result.node_errors == []
+    assert result.prompt_error["message"] == "node id is too long: 1000 characters, at most 256"
+
+
+@pytest.mark.parametrize("prefix, ok", [
+    ("ComfyUI", True), ("renders/cat", True), ("a/../b", True), ("%date:yyyy-MM-dd%/x", True),
+    ("../escape", False), ("a/../../escape", False), ("/etc/passwd", False), ("", False), ("renders/", True),
+    ("..", False), ("bad\x00name", False), ("n" * 256, False), ("linked/out", False), ("loop/x", False),
+])
+def test_a_path_input_must_stay_inside_its_folder(save_registry: NodeRegistry, tmp_path: Path, prefix: str,
+                                                  ok: bool) -> None:
+    folders = FolderPaths(base=tmp_path)
+    (tmp_path / "output").mkdir()
+    (tmp_path / "output" / "linked").symlink_to(tmp_path)
+    (tmp_path / "output" / "loop").symlink_to(tmp_path / "output" / "loop")
+    result = validate({"1": {"class_type": "SaveLike", "inputs": {"filename_prefix": prefix}}}, save_registry,
+                      ctx=HookContext(folders))
+    assert result.ok is ok, result.format()
+    if not ok:
+        assert errors(result) == [("1", "invalid_input_value", "filename_prefix")]
+        assert "Path is not inside the output folder" in result.format()

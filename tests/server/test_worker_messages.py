@@ -13,7 +13,7 @@ from graph_runtime.events import ExecutionError, Executing, WorkflowProgress
 from graph_runtime.folders import FolderPaths
 from graph_runtime.validation import ValidationResult, WorkflowInvalid
 from server.execution.messages import (
-    Cancel, Done, Dropped, Failed, Free, Interrupt, Job, NodeSchemas, Ready, Run, SchemasReply, SchemasRequest,
+    Cancel, Done, Dropped, Failed, Free, Freed, Interrupt, Job, NodeSchemas, Ready, Run, SchemasReply, SchemasRequest,
     Stop, WorkerConfig, WorkerEvent,
 )
 from server.execution.outcome import FAILURE_KINDS, RunFailure, RunOutcome
@@ -34,6 +34,8 @@ MESSAGES = [
                           workflow=WorkflowProgress(nodes_done=0, nodes_total=1, fraction=0.0))),
     Done("p1", RunOutcome("success", {"2": {"images": []}}), {"loaded": []}),
     Done("p1", RunOutcome("interrupted")),
+    Done("p1", RunOutcome("success"), None, {"policy": "lru", "entries": 2, "nbytes": 64}),
+    Freed({"models": []}, {"policy": "lru", "entries": 0, "nbytes": 0}),
     *(Done("p1", RunFailure(kind, "E", f"{kind} failed", node_id="3", node_type="T", traceback=("a",),
                             executed=("1",), validation={"error": {}} if kind == "validation" else None))
       for kind in FAILURE_KINDS),

@@ -33,7 +33,7 @@ class TestSave(Node):
     category = "testing"
     description = "Write the colour as a PNG under output/."
     output_node = True
-    inputs = [Link("color", "COLOR"), String("filename_prefix", "test"), Int("size", 8, min=1, max=512)]
+    inputs = [Link("color", "COLOR"), String("filename_prefix", "test", path_in="output"), Int("size", 8, min=1, max=512)]
 
     def run(self, ctx, *, color, filename_prefix, size):
         folder = ctx.folders.output_dir
