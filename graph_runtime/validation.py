@@ -261,6 +261,9 @@ def _check_inputs(node_id: str, inputs: dict[str, Any], cls: type[Node], prompt:
             fail("invalid_input_type", spec, f"Input expects a link from a node producing {spec.type}",
                  f"got the constant {value!r}", received_value=short_value(value))
             continue
+        if spec.name not in self_checked and (reason := spec.choices_error(ctx)):
+            fail("value_not_in_list", spec, "Value not checked", reason)
+            continue
         coerced = check_widget(spec, value, fail, ctx=ctx, check_choices=spec.name not in self_checked)
         if coerced is not INVALID:
             constants[spec.name] = coerced

@@ -123,12 +123,12 @@ class LocalWorkerPool:
                 elif isinstance(event, Executing):
                     worker.node = (event.node_id, event.class_type)
                 self._listener.on_event(worker.ref, event)
-            case Done(prompt_id=prompt_id, result=result, model_stats=stats, cache_stats=cache):
+            case Done(prompt_id=prompt_id, result=result, resources=stats, cache_stats=cache):
                 worker.forget(prompt_id)
-                worker.model_stats, worker.cache_stats = stats, cache
+                worker.resources, worker.cache_stats = stats, cache
                 self._listener.on_finished(worker.ref, prompt_id, result)
-            case Freed(model_stats=stats, cache_stats=cache):
-                worker.model_stats, worker.cache_stats = stats, cache
+            case Freed(resources=stats, cache_stats=cache):
+                worker.resources, worker.cache_stats = stats, cache
             case Dropped(prompt_id=prompt_id):
                 worker.forget(prompt_id)
                 self._listener.on_dropped(prompt_id)

@@ -141,12 +141,12 @@ class WorkerEvent:
 
 @dataclass(frozen=True)
 class Done:
-    """A ``Run`` finished. ``model_stats``: the model manager's report after it (None when no
-    plugin reports one)."""
+    """A ``Run`` finished. ``resources``: what the plugins' resources hold after it, by name
+    (``{"model_manager": {...}, ...}``)."""
 
     prompt_id: str
     result: RunResult
-    model_stats: dict[str, Any] | None = None
+    resources: dict[str, Any] | None = None
     # The output cache after it: policy, bounds, entries, nbytes, hits, misses, evictions.
     cache_stats: dict[str, Any] | None = None
 
@@ -162,7 +162,7 @@ class Dropped:
 class Freed:
     """A ``Free`` was done: what the worker holds now (as in ``Done``)."""
 
-    model_stats: dict[str, Any] | None
+    resources: dict[str, Any] | None
     cache_stats: dict[str, Any] | None
 
 

@@ -77,7 +77,7 @@ class ExecutionPool(Protocol):
 
     def stats(self) -> list[dict[str, Any]]:
         """One entry per worker: ``{index, device, pid, state, running, queued, restarts, models,
-        model_manager}``."""
+        model_manager, resources, cache}`` (``resources``: every plugin's report by name)."""
 
     async def schemas(self, timeout: float = 30.0) -> NodeSchemas | None:
         """Fresh node schemas from a ready worker; None when none answers in ``timeout`` s."""

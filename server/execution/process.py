@@ -46,7 +46,7 @@ class WorkerHandle:
     started_at: float = 0.0
     failures_in_a_row: int = 0
     # The worker's model manager report after its last prompt (None until a model node ran).
-    model_stats: dict[str, Any] | None = None
+    resources: dict[str, Any] | None = None
     # Its output cache's report after its last prompt or free.
     cache_stats: dict[str, Any] | None = None
     send_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -93,7 +93,8 @@ class WorkerHandle:
         return {"index": self.index, "device": self.device, "pid": self.pid, "state": self.state,
                 "running": self.running, "queued": self.inflight[1:] if self.running else self.inflight,
                 "restarts": self.restarts, "models": list(self.models),
-                "model_manager": self.model_stats, "cache": self.cache_stats}
+                "model_manager": (self.resources or {}).get("model_manager"),
+                "resources": self.resources or {}, "cache": self.cache_stats}
 
     def spawn(self, config: WorkerConfig) -> Connection:
         """Start a fresh process; returns the server's end of its pipe."""
@@ -107,7 +108,7 @@ class WorkerHandle:
             pass
         self.process, self.conn, self.state = process, parent, "starting"
         self.inflight, self.long, self.running, self.node, self.models = [], set(), None, None, {}
-        self.model_stats = self.cache_stats = None
+        self.resources = self.cache_stats = None
         self.started_at = time.monotonic()
         return parent
 

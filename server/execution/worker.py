@@ -161,14 +161,12 @@ class _Worker:
         except Exception as exc:  # noqa: BLE001 - a runtime bug fails the prompt, not the worker
             result = RunFailure.of_exception(exc)
         self.current = None
-        self.send(Done(job.prompt_id, result, self.model_stats(), self.cache_stats()))
+        self.send(Done(job.prompt_id, result, self.resources(), self.cache_stats()))
 
-    def model_stats(self) -> dict[str, Any] | None:
-        """What the plugins' long-lived resources hold (the model manager's report, say)."""
-        merged: dict[str, Any] = {}
-        for part in self.registry.hook.nodeloom_resource_stats(services=self.runtime.services):
-            merged.update(part or {})
-        return merged.get("model_manager")
+    def resources(self) -> dict[str, Any]:
+        """What the plugins' long-lived resources hold, by name (the diffusion pack's
+        ``model_manager`` report, a plugin's own); a plugin whose hook fails is left out."""
+        return self.registry.resource_stats(self.runtime.services)
 
     def cache_stats(self) -> dict[str, Any]:
         cache = self.runtime.cache
@@ -177,9 +175,8 @@ class _Worker:
 
     def free(self) -> None:
         self.runtime.cache.clear()
-        self.registry.hook.nodeloom_free_resources(services=self.runtime.services,
-                                                   unload_models=True, free_memory=True)
-        self.send(Freed(self.model_stats(), self.cache_stats()))
+        self.registry.free_resources(self.runtime.services, unload_models=True, free_memory=True)
+        self.send(Freed(self.resources(), self.cache_stats()))
         _release_memory()  # after the report: returning pages to the OS can take a while
 
 

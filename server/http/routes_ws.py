@@ -63,7 +63,8 @@ class Commands:
             stored = store_upload(self.settings.folders, payload, filename=str(header.get("filename", "")),
                                   kind=str(header.get("type", "input")), subfolder=str(header.get("subfolder", "")),
                                   overwrite=bool(header.get("overwrite")),
-                                  max_bytes=self.settings.max_upload_bytes)
+                                  max_bytes=self.settings.max_upload_bytes,
+                                  max_pixels=self.settings.max_image_pixels)
         except FileRequestError as exc:
             return error_response(request_id, exc.status, exc.message)
         return response(request_id, stored.as_dict())

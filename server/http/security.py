@@ -8,7 +8,7 @@
   through a name of its own;
 - on loopback, an Origin that is not this server (or one of --allow-origin) is a cross-site
   request from a web page, refused with 403;
-- request bodies larger than the upload limit are refused with 413 before they are read.
+- request bodies are bounded per route while they stream (server.http.body_limits): 413 as soon as a limit is passed.
 """
 
 from __future__ import annotations
@@ -26,8 +26,6 @@ QUERY_TOKEN_PATHS = ("/ws", "/view", "/api/ws", "/api/view")
 # The names a browser on this machine uses for a loopback server ("localhost" in any case).
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 ORIGIN_SCHEMES = ("http", "https")
-# Multipart framing and form fields around the file itself.
-BODY_MARGIN = 1024 * 1024
 
 
 class SecurityMiddleware:
@@ -43,8 +41,7 @@ class SecurityMiddleware:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        problem = (self._check_token(scope, headers) or self._check_host(headers) or self._check_origin(headers)
-                   or self._check_size(scope, headers))
+        problem = (self._check_token(scope, headers) or self._check_host(headers) or self._check_origin(headers))
         if problem is not None:
             status, text = problem
             await _deny(scope, receive, send, status, text)
@@ -85,14 +82,6 @@ class SecurityMiddleware:
         own = parsed.scheme in ORIGIN_SCHEMES and parsed.netloc.lower() in self.own_hosts \
             and not (parsed.path or parsed.query or parsed.fragment or "@" in parsed.netloc)
         return None if own else (403, f"cross-origin request from {origin!r} refused")
-
-    def _check_size(self, scope: Scope, headers: dict[str, str]) -> tuple[int, str] | None:
-        length = headers.get("content-length")
-        if scope["type"] == "http" and length and length.isdigit():
-            if int(length) > self.settings.max_upload_bytes + BODY_MARGIN:
-                return 413, f"request body of {length} bytes exceeds the limit of {self.settings.max_upload_bytes}"
-        return None
-
 
 async def _deny(scope: Scope, receive: Receive, send: Send, status: int, text: str) -> None:
     body = json.dumps({"error": {"type": "forbidden" if status == 403 else "unauthorized" if status == 401

@@ -56,8 +56,6 @@ def test_choices_error_names_the_reason_only_for_a_raising_callable(hook_context
     assert pick.listed_choices(hook_context) == ([], pick.choices_error(hook_context))
 
 
-@pytest.mark.xfail(reason="needs the choices_error() check in graph_runtime.validation._check_inputs",
-                   strict=False)
 def test_validation_reports_choices_that_could_not_be_listed(runtime: Runtime) -> None:
     result = runtime.validate({"1": {"class_type": "BadChoices", "inputs": {"pick": "x", "mode": "a"}}})
     assert not result.ok
