@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     with cli_logging(verbose=verbose):
         # As pytest does: the plugins are loaded first (their options and subcommands join the
         # parser), the plugin folders being found by a first pass over the arguments.
-        registry = load_plugins(plugin_dirs=plugin_dirs_of(_plugins_dirs_given(argv)))
+        registry = load_plugins(plugin_dirs=plugin_dirs_of(*_plugins_dirs_given(argv)))
         parser = build_parser(registry)
         args, unknown = parser.parse_known_args(argv)
         if getattr(args, "passthrough", False):  # a command reading its arguments with its own parser
@@ -74,10 +74,14 @@ def _call_handler(args: argparse.Namespace, *, verbose: bool) -> int:
 # -- argument parsing ------------------------------------------------------------------------
 
 
-def _plugins_dirs_given(argv: list[str]) -> list[Path] | None:
+def _plugins_dirs_given(argv: list[str]) -> tuple[list[Path] | None, Path]:
+    """The plugin folders (``--plugins-dir``, or serve's older ``--plugins``) and ``--base`` as
+    given anywhere on the command line, so the plugins found there can add their options."""
     first = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    first.add_argument("--plugins-dir", type=Path, action="append")
-    return first.parse_known_args(argv)[0].plugins_dir
+    first.add_argument("--plugins-dir", "--plugins", dest="plugins_dir", type=Path, action="append")
+    first.add_argument("--base", type=Path, default=Path.cwd())
+    given = first.parse_known_args(argv)[0]
+    return given.plugins_dir, given.base
 
 
 def build_parser(registry: NodeRegistry) -> argparse.ArgumentParser:

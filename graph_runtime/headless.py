@@ -31,10 +31,10 @@ class Env:
     folders: FolderPaths
 
 
-def plugin_dirs_of(given: list[Path] | None) -> list[Path]:
-    """The plugin folders of a command: those given with ``--plugins-dir``, else ./plugins if it
-    exists."""
-    return list(given) if given else [p for p in [Path("plugins")] if p.is_dir()]
+def plugin_dirs_of(given: list[Path] | None, base: Path) -> list[Path]:
+    """The plugin folders of a command: those given with ``--plugins-dir``, else BASE/plugins if
+    it exists (``--base`` defaults to the current folder)."""
+    return list(given) if given else [p for p in [Path(base) / "plugins"] if p.is_dir()]
 
 
 def environment(args: argparse.Namespace) -> Env:

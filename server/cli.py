@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from graph_runtime.folders import FolderPaths
+from graph_runtime.headless import plugin_dirs_of
 from graph_runtime.registry import NodeRegistry, load_plugins
 from server.settings import DEFAULT_MAX_IMAGE_PIXELS, TOKEN_ENV, ServerSettings
 
@@ -47,7 +48,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-dir", type=Path)
     parser.add_argument("--user-dir", type=Path)
     parser.add_argument("--db", type=Path, help="SQLite file for the queue and history (default USER/nodeloom.sqlite3)")
-    parser.add_argument("--plugins", type=Path, action="append", default=[], help="plugin folder (repeatable)")
+    parser.add_argument("--plugins-dir", "--plugins", dest="plugins", type=Path, action="append", default=[],
+                        metavar="DIR", help="folder of plugin packages (repeatable; default: BASE/plugins if it exists)")
     parser.add_argument("--node-packs", default=None,
                         help="node packs the workers load (comma-separated modules; empty for none; "
                              "default: every pack of the nodeloom.plugins entry-point group)")
@@ -74,16 +76,22 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="info")
 
 
+def _resolved(path: Path | None) -> Path | None:
+    return path.resolve() if path is not None else None
+
+
 def settings_from(args: argparse.Namespace, model_settings: dict[str, Any]) -> ServerSettings:
     """The server's settings from serve's parsed options; ``model_settings`` are the plugins'
     settings for them (``registry.settings(vars(args))``)."""
-    folders = FolderPaths(base=args.base, models_roots=list(args.models), input_dir=args.input_dir,
-                          output_dir=args.output_dir, user_dir=args.user_dir)
+    # Resolved now: the workers and error messages must not depend on where they run from.
+    folders = FolderPaths(base=args.base.resolve(), models_roots=[m.resolve() for m in args.models],
+                          input_dir=_resolved(args.input_dir), output_dir=_resolved(args.output_dir),
+                          user_dir=_resolved(args.user_dir))
     if args.extra_model_paths:
         folders.load_extra_model_paths(args.extra_model_paths)
-    plugin_dirs = list(args.plugins) or ([args.base / "plugins"] if (args.base / "plugins").is_dir() else [])
+    plugin_dirs = plugin_dirs_of([p.resolve() for p in args.plugins] or None, folders.base)
     return ServerSettings(host=args.host, port=args.port, token=args.token, folders=folders,
-                          user_dir=args.user_dir, db_path=args.db,
+                          user_dir=_resolved(args.user_dir), db_path=_resolved(args.db),
                           devices=[d.strip() for d in args.devices.split(",") if d.strip()],
                           plugin_dirs=plugin_dirs,
                           builtin_plugins=None if args.node_packs is None else

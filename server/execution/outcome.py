@@ -62,7 +62,11 @@ class RunFailure:
 
     @classmethod
     def of_invalid(cls, invalid: WorkflowInvalid) -> RunFailure:
-        return cls("validation", "WorkflowInvalid", invalid.result.format(), validation=invalid.result.to_comfy())
+        # The first node at fault names the failure, as a node exception does (the editor shows it).
+        first = invalid.result.node_errors[0] if invalid.result.node_errors else None
+        return cls("validation", "WorkflowInvalid", invalid.result.format(),
+                   node_id=first.node_id if first else None, node_type=first.class_type if first else None,
+                   validation=invalid.result.to_comfy())
 
     @classmethod
     def of_exception(cls, exc: BaseException) -> RunFailure:

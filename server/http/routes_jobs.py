@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from server.execution.outcome import RunFailure
 from server.http.frontend_http import json_body
 from server.queue.store import QueueItem
+from server.wire.errors import error_body
 
 # QueueStore status -> the editor's job status. Prompts removed from the queue before they ran
 # ("cancelled" in the store) are gone from the panels, as they are from ComfyUI's /history.
@@ -111,9 +112,14 @@ def jobs_router() -> APIRouter:
                         sort_order: str = "desc", limit: int | None = None, offset: int = 0) -> Response:
         wanted = [s for s in status.split(",") if s] or list(JOB_STATUS.values())
         unknown = sorted(set(wanted) - set(JOB_STATUS.values()))
-        if unknown or sort_by not in SORT_KEYS or sort_order not in ("asc", "desc"):
-            return JSONResponse({"error": f"unknown status {unknown}, sort_by {sort_by!r} or sort_order "
-                                          f"{sort_order!r}"}, status_code=400)
+        problems = ([f"status: unknown {', '.join(unknown)}; use {', '.join(JOB_STATUS.values())}"] if unknown else [])
+        if sort_by not in SORT_KEYS:
+            problems.append(f"sort_by: unknown {sort_by!r}; use {', '.join(SORT_KEYS)}")
+        if sort_order not in ("asc", "desc"):
+            problems.append(f"sort_order: unknown {sort_order!r}; use asc or desc")
+        if problems:
+            return JSONResponse(error_body("invalid_query", "Invalid job query", "; ".join(problems)),
+                                status_code=400)
         scheduler = _scheduler(request)
         items = scheduler.store.by_status(*JOB_STATUS) if scheduler is not None else []
         jobs = [job_entry(i) for i in items if JOB_STATUS[i.status] in wanted]

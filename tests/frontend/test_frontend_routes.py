@@ -405,3 +405,13 @@ def test_job_detail_and_cancel(jobs: tuple[TestClient, _Scheduler]) -> None:
         "cancelled": [], "interrupted": ["running"]}
     assert scheduler.interrupted == ["running"]
     assert client.post("/api/jobs/cancel", json={"ids": 3}).status_code == 400
+
+
+def test_a_bad_job_query_names_each_bad_parameter(jobs: tuple[TestClient, _Scheduler]) -> None:
+    client, _ = jobs
+    answer = client.get("/api/jobs?sort_by=foo&status=done")
+    assert answer.status_code == 400
+    error = answer.json()["error"]
+    assert error["type"] == "invalid_query"
+    assert "sort_by: unknown 'foo'; use created_at, execution_duration" in error["details"]
+    assert "status: unknown done" in error["details"] and "sort_order" not in error["details"]

@@ -108,3 +108,14 @@ def test_schemas_from_a_bad_cache_are_refused() -> None:
         NodeSchemas.from_dict({"object_info": {}})
     with pytest.raises(TypeError):
         NodeSchemas.from_dict({"object_info": [], "model_inputs": {}})
+
+
+def test_a_validation_failure_names_the_first_node_at_fault() -> None:
+    from graph_runtime.validation import NodeError
+
+    invalid = WorkflowInvalid(ValidationResult({}, [], node_errors=[
+        NodeError("4", "CheckpointLoaderSimple", "value_not_in_list", "File not found", input_name="ckpt_name"),
+        NodeError("7", "SaveImage", "required_input_missing", "Required input is missing")]))
+    error = RunFailure.of_invalid(invalid).job_error("p1")
+    assert (error["node_id"], error["node_type"]) == ("4", "CheckpointLoaderSimple")
+    assert "ckpt_name" in error["exception_message"]

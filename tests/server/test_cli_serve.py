@@ -1,0 +1,60 @@
+"""``nodeloom serve``'s command line: the plugin folder named as for the other commands, a plugin's
+own option after ``serve``, and folders resolved where the command was given."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from graph_runtime.cli import _plugins_dirs_given
+from graph_runtime.headless import plugin_dirs_of
+from graph_runtime.registry import load_plugins
+from server.cli import build_parser, settings_from
+
+OPTION_PLUGIN = '''
+from graph_runtime import hookimpl
+
+@hookimpl
+def nodeloom_add_options(parser):
+    parser.add_argument("--myplug-level", type=int, default=1)
+
+@hookimpl
+def nodeloom_settings(options):
+    return {"myplug_level": options.get("myplug_level")}
+'''
+
+
+def _serve_args(argv: list[str]) -> argparse.Namespace:
+    registry = load_plugins(plugin_dirs=plugin_dirs_of(*_plugins_dirs_given(argv)), builtins=(),
+                            entry_points=False)
+    return build_parser(registry).parse_args(argv)
+
+
+def test_plugins_dir_after_serve_brings_the_plugins_options(tmp_path: Path) -> None:
+    plugins = tmp_path / "myplugins"
+    plugins.mkdir()
+    (plugins / "myplug.py").write_text(OPTION_PLUGIN)
+    args = _serve_args(["--plugins-dir", str(plugins), "--myplug-level", "3"])
+    assert args.myplug_level == 3
+    assert args.registry.settings(vars(args))["myplug_level"] == 3
+    assert settings_from(args, {}).plugin_dirs == [plugins.resolve()]
+
+
+def test_older_plugins_flag_still_works(tmp_path: Path) -> None:
+    args = _serve_args(["--plugins", str(tmp_path)])
+    assert settings_from(args, {}).plugin_dirs == [tmp_path.resolve()]
+
+
+def test_relative_folders_are_resolved_where_the_command_was_given(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "site" / "plugins").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    args = _serve_args(["--base", "site", "--models", "zoo", "--db", "q.sqlite3"])
+    settings = settings_from(args, {})
+    assert settings.folders.base == tmp_path / "site"
+    assert settings.folders.models_roots == [tmp_path / "zoo"]
+    assert settings.db_path == tmp_path / "q.sqlite3"
+    # The default plugin folder is BASE/plugins, as for run and batch.
+    assert settings.plugin_dirs == [tmp_path / "site" / "plugins"]
