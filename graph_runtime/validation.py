@@ -17,6 +17,7 @@ import networkx as nx
 from graph_runtime.context import HookContext
 from graph_runtime.formats import ApiPrompt, is_link
 from graph_runtime.input_limits import InputLimits, oversized
+from graph_runtime.link_checks import check_link
 from graph_runtime.node import InputSpec, Node
 from graph_runtime.registry import NodeRegistry
 from graph_runtime.widget_values import INVALID, check_widget, short_value
@@ -255,7 +256,7 @@ def _check_inputs(node_id: str, inputs: dict[str, Any], cls: type[Node], prompt:
             continue
         value = inputs[spec.name]
         if isinstance(value, list) and len(value) == 2 and not (spec.is_widget and not is_link(value)):
-            _check_link(node_id, spec, value, prompt, known, fail)
+            check_link(node_id, spec, value, prompt, known, fail)
             continue
         if not spec.is_widget:
             fail("invalid_input_type", spec, f"Input expects a link from a node producing {spec.type}",
@@ -274,46 +275,6 @@ def _check_inputs(node_id: str, inputs: dict[str, Any], cls: type[Node], prompt:
         if message:
             result.node_errors.append(NodeError(node_id, cls.__name__, "custom_validation_failed",
                                                 "Custom validation failed for node", str(message)))
-
-
-def _check_link(node_id: str, spec: InputSpec, value: list[Any], prompt: ApiPrompt,
-                known: dict[str, type[Node]], fail: Any) -> None:
-    if not is_link(value):
-        fail("bad_linked_input", spec, "Bad linked input, must be a length-2 list of [string, int]",
-             str(value), received_value=short_value(value))
-        return
-    source_id, index = str(value[0]), value[1]
-    if source_id == node_id:
-        fail("bad_linked_input", spec, "Node links to itself", f"{spec.name} ← node {source_id}")
-        return
-    if source_id not in prompt:
-        fail("bad_linked_input", spec, f"Input links to node {source_id}, which is not in the workflow",
-             f"{spec.name} ← [{source_id}, {index}]")
-        return
-    source = known.get(source_id)
-    if source is None:
-        return  # its own error (unknown class or malformed node) is already reported
-    if not 0 <= index < len(source.outputs):
-        fail("bad_linked_input", spec,
-             f"Output index {index} out of range: {source.__name__} has {len(source.outputs)} output(s)",
-             f"{spec.name} ← [{source_id}, {index}]")
-        return
-    produced = source.outputs[index].type
-    if not types_compatible(produced, spec):
-        fail("return_type_mismatch", spec, "Return type mismatch between linked nodes",
-             f"{spec.name}, received_type({produced}) mismatch input_type({spec.type})",
-             received_type=produced, linked_node=[source_id, index])
-
-
-def types_compatible(produced: str, spec: InputSpec) -> bool:
-    accepted = spec.type
-    if produced == "*" or accepted == "*":
-        return True
-    if accepted == "COMBO":
-        return produced in ("COMBO", "STRING")
-    produced_set = {t.strip() for t in produced.split(",")}
-    accepted_set = {t.strip() for t in accepted.split(",")}
-    return bool(produced_set & accepted_set)
 
 
 @functools.cache
