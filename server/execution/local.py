@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import subprocess
 import threading
 import time
@@ -29,6 +30,7 @@ from server.execution.messages import (
 from server.execution.outcome import RunFailure
 from server.execution.pool import PoolListener
 from server.execution.process import PREFETCH, WorkerHandle, exit_reason
+from server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
@@ -222,3 +224,25 @@ class LocalWorkerPool:
         except asyncio.TimeoutError:
             self._schema_waiters.pop(request, None)
             return None
+
+
+def worker_config(settings: ServerSettings, device: str) -> WorkerConfig:
+    """How the local pool starts the worker of ``device``: the server's folders and plugins, and
+    its share of the machine's cores."""
+    return WorkerConfig(device=device, folders=settings.folders, plugin_dirs=tuple(settings.plugin_dirs),
+                        builtin_plugins=settings.builtin_plugins, cache_entries=settings.cache_entries,
+                        cache_policy=settings.cache_policy, cache_max_bytes=settings.cache_max_bytes,
+                        model_settings=dict(settings.model_settings),
+                        threads=max(1, _cores() // len(settings.devices)))
+
+
+def local_pool(settings: ServerSettings) -> LocalWorkerPool:
+    """The pool of one worker process per device of ``settings``."""
+    return LocalWorkerPool(settings.devices, lambda device: worker_config(settings, device))
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1

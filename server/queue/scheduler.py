@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
-import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,7 +19,8 @@ from typing import Any
 from graph_runtime.events import Event, ExecutionStart
 from graph_runtime.input_limits import InputLimits
 from graph_runtime.validation import ValidationResult
-from server.execution.messages import Job, NodeSchemas, WorkerConfig
+from server.execution.local import local_pool
+from server.execution.messages import Job, NodeSchemas
 from server.execution.outcome import RunFailure, RunOutcome, RunResult
 from server.execution.pool import ExecutionPool, WorkerRef
 from server.queue.catalog import SchemaCatalog
@@ -35,7 +35,7 @@ from server.wire.relay import relay
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Scheduler", "Submitted", "SubmissionError", "worker_config"]
+__all__ = ["Scheduler", "Submitted", "SubmissionError"]
 
 
 @dataclass
@@ -43,22 +43,6 @@ class Submitted:
     prompt_id: str
     number: int | float
     node_errors: dict[str, Any]
-
-
-def worker_config(settings: ServerSettings, device: str) -> WorkerConfig:
-    """How the local pool starts the worker of ``device``: the server's folders and plugins, and
-    its share of the machine's cores."""
-    return WorkerConfig(device=device, folders=settings.folders, plugin_dirs=tuple(settings.plugin_dirs),
-                        builtin_plugins=settings.builtin_plugins, cache_entries=settings.cache_entries,
-                        cache_policy=settings.cache_policy, cache_max_bytes=settings.cache_max_bytes,
-                        model_settings=dict(settings.model_settings),
-                        threads=max(1, _cores() // len(settings.devices)))
-
-
-def local_pool(settings: ServerSettings) -> ExecutionPool:
-    from server.execution.local import LocalWorkerPool
-
-    return LocalWorkerPool(settings.devices, lambda device: worker_config(settings, device))
 
 
 class Scheduler:
@@ -312,10 +296,3 @@ class Scheduler:
 
     def free(self) -> None:
         self.pool.free()
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1

@@ -8,7 +8,7 @@ import httpx
 
 from graph_runtime.registry import NodeRegistry
 from server.cli import build_parser, settings_from
-from server.queue.scheduler import worker_config
+from server.execution.local import worker_config
 from tests.server.conftest import color_prompt, start_server
 
 
