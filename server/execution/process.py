@@ -90,9 +90,7 @@ class WorkerHandle:
             self.running, self.node = None, None
 
     def describe(self) -> dict[str, Any]:
-        # "busy" while a prompt runs, so a glance at /system_stats tells an idle worker from a busy one.
-        state = "busy" if self.state == "ready" and self.running else self.state
-        return {"index": self.index, "device": self.device, "pid": self.pid, "state": state,
+        return {"index": self.index, "device": self.device, "pid": self.pid, "state": self.state,
                 "running": self.running, "queued": self.inflight[1:] if self.running else self.inflight,
                 "restarts": self.restarts, "models": list(self.models),
                 "model_manager": (self.resources or {}).get("model_manager"),
