@@ -68,10 +68,8 @@ class ValidationResult:
         if self.prompt_error is not None:
             return self.prompt_error
         if self.node_errors:
-            return {"type": "prompt_outputs_failed_validation",
-                    "message": "Prompt outputs failed validation",
-                    "details": "; ".join(e.describe() for e in self.node_errors[:20]),
-                    "extra_info": {}}
+            return comfy_error("prompt_outputs_failed_validation", "Prompt outputs failed validation",
+                               "; ".join(e.describe() for e in self.node_errors[:20]))
         return None
 
     def to_comfy(self) -> dict[str, Any]:
@@ -138,7 +136,7 @@ def validate(prompt: ApiPrompt, registry: NodeRegistry, *, ctx: HookContext,
     identifiers and strings, checked first (a server's submissions; None: unchecked)."""
     result = ValidationResult(prompt=prompt, outputs=[])
     if not isinstance(prompt, dict):
-        result.prompt_error = _prompt_error("invalid_prompt", "the prompt must be an object of nodes")
+        result.prompt_error = comfy_error("invalid_prompt", "the prompt must be an object of nodes")
         return result
     if limits is not None and _refuse_oversized(prompt, limits, result):
         return result
@@ -182,7 +180,7 @@ def _refuse_oversized(prompt: ApiPrompt, limits: InputLimits, result: Validation
     found = list(itertools.islice(oversized(prompt, limits), 100))
     for item in found:
         if item.what == "node id":  # node_errors are keyed by node id: this one cannot be a key
-            result.prompt_error = _prompt_error("invalid_prompt", item.message, f"node {item.node_id}")
+            result.prompt_error = comfy_error("invalid_prompt", item.message, f"node {item.node_id}")
             continue
         result.node_errors.append(NodeError(item.node_id, item.class_type, "value_too_long", item.message,
                                             item.input_name or item.what, item.input_name,
@@ -190,7 +188,9 @@ def _refuse_oversized(prompt: ApiPrompt, limits: InputLimits, result: Validation
     return bool(found)
 
 
-def _prompt_error(kind: str, message: str, details: str = "") -> dict[str, Any]:
+def comfy_error(kind: str, message: str, details: Any = "") -> dict[str, Any]:
+    """ComfyUI's error object ``{type, message, details, extra_info}`` (the ``error`` of its
+    POST /prompt answers); ``details`` is a string, or a list of per-field problems."""
     return {"type": kind, "message": message, "details": details, "extra_info": {}}
 
 
@@ -226,13 +226,13 @@ def _select_outputs(prompt: ApiPrompt, known: dict[str, type[Node]], targets: li
     if targets is not None:
         missing = [t for t in targets if t not in prompt]
         if missing:
-            result.prompt_error = _prompt_error("invalid_prompt", "Requested outputs are not in the prompt",
+            result.prompt_error = comfy_error("invalid_prompt", "Requested outputs are not in the prompt",
                                                 ", ".join(missing))
             return []
         return sorted(set(targets), key=node_sort_key)
     outputs = sorted((n for n, cls in known.items() if cls.output_node), key=node_sort_key)
     if not outputs and not result.node_errors:
-        result.prompt_error = _prompt_error("prompt_no_outputs", "Prompt has no outputs",
+        result.prompt_error = comfy_error("prompt_no_outputs", "Prompt has no outputs",
                                             "add an output node such as SaveImage or PreviewImage")
     return outputs
 
