@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import mimetypes
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -97,10 +98,18 @@ class PixelBudget:
                              f"the limit of {self.limit} pixels (the server's --max-image-pixels)")
 
 
+def _open_quietly(path: Path) -> Image.Image:
+    """``Image.open`` (header only) without Pillow's bomb warning: the PixelBudget refuses an
+    oversized image with a reason naming the limit."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(path)
+
+
 def _frames(path: Path, limit: int) -> list[Image.Image]:
     """Every frame of the file, upright (EXIF orientation applied), sized like the first."""
     budget = PixelBudget(path, limit)
-    with Image.open(path) as picture:
+    with _open_quietly(path) as picture:
         frames: list[Image.Image] = []
         budget.charge(picture)
         for index, frame in enumerate(ImageSequence.Iterator(picture)):
@@ -179,7 +188,7 @@ class LoadImageMask(_InputImageFile):
 
     def run(self, ctx: Context, *, image: str, channel: str) -> tuple[torch.Tensor]:
         path = resolve_image(image, ctx.folders)
-        with Image.open(path) as picture:
+        with _open_quietly(path) as picture:
             PixelBudget(path, max_image_pixels(ctx)).charge(picture)
             upright = ImageOps.exif_transpose(picture) or picture
             if upright.mode in ("I", "I;16", "I;16B", "I;16L"):

@@ -12,6 +12,7 @@ import io
 import json
 import mimetypes
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -153,7 +154,10 @@ def _decode(data: bytes, max_pixels: int) -> Image.Image:
     first; anything else (or a bomb) is a 400."""
     formats = UPLOAD_DECODERS
     try:
-        with Image.open(io.BytesIO(data), formats=formats) as probe:
+        with warnings.catch_warnings():  # our own limit (check_pixels) refuses it with a reason
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            probe = Image.open(io.BytesIO(data), formats=formats)
+        with probe:
             check_pixels(probe, max_pixels)
             probe.verify()
         image = Image.open(io.BytesIO(data), formats=formats)
