@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,9 @@ from graph_runtime.node import InputSpec
 PATH_IN = "path_in"
 # Longest file or folder name most file systems take (ENAMETOOLONG beyond).
 NAME_MAX = 255
+# Longest path, and deepest sub-folder chain, a prefix may ask the saving node to create.
+PATH_MAX = 4096
+MAX_DEPTH = 32
 
 # Returned by check_widget for a value that failed (its error is already reported).
 INVALID = object()
@@ -76,6 +80,15 @@ def path_problem(value: str, root: Path) -> str | None:
     subfolder, name = os.path.split(normalised)
     if "\x00" in value:
         return "contains a NUL character"
+    if "\\" in value or re.match(r"[A-Za-z]:", value):
+        # /view serves neither, and on Windows they would name another folder or a drive.
+        return "contains a backslash or a drive letter; use forward slashes and relative names"
+    try:
+        encoded = value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid UTF-8 text"
+    if len(encoded) > PATH_MAX or normalised.count(os.sep) >= MAX_DEPTH:
+        return f"is too long or too deep (at most {PATH_MAX} bytes and {MAX_DEPTH} folders)"
     if not name or name in (".", ".."):
         return "names no file; give a name such as 'ComfyUI' or 'renders/cat'"
     if os.path.isabs(normalised) or normalised.split(os.sep)[0] == "..":

@@ -219,6 +219,7 @@ def test_an_overlong_node_id_is_a_prompt_error(save_registry: NodeRegistry) -> N
     ("ComfyUI", True), ("renders/cat", True), ("a/../b", True), ("%date:yyyy-MM-dd%/x", True),
     ("../escape", False), ("a/../../escape", False), ("/etc/passwd", False), ("", False), ("renders/", True),
     ("..", False), ("bad\x00name", False), ("n" * 256, False), ("linked/out", False), ("loop/x", False),
+    ("d/" * 1000 + "x", False), ("C:/escape", False), ("a\\..\\..\\escape", False), ("caf\udce9", False),
 ])
 def test_a_path_input_must_stay_inside_its_folder(save_registry: NodeRegistry, tmp_path: Path, prefix: str,
                                                   ok: bool) -> None:
