@@ -14,15 +14,21 @@ from typing import Any
 
 # Longest piece of an oversized value quoted in an error.
 QUOTED_CHARS = 64
+# Deepest container nesting a submission may carry. Pydantic's JSON parser, which reads every
+# HTTP body and websocket frame, refuses past about this depth; a value nested deeper (from
+# json.loads or built in code) breaks json.loads, pickling and history encoding further on.
+MAX_JSON_DEPTH = 200
 
 
 @dataclass(frozen=True)
 class InputLimits:
     """``identifier_chars``: node ids, class_type, input names, link sources; ``string_chars``:
-    string input values and node titles."""
+    string input values and node titles; ``max_nodes``: nodes of one prompt."""
 
     identifier_chars: int = 256
     string_chars: int = 256 << 10
+    # Nodes per prompt: execution events cost time per node (progress reports list them all).
+    max_nodes: int = 10_000
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,19 @@ class Oversized:
 def quote(text: str) -> str:
     """``text``, or its start and length when it is long."""
     return text if len(text) <= QUOTED_CHARS else f"{text[:QUOTED_CHARS]}… ({len(text)} characters)"
+
+
+def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether ``value`` nests dicts and lists more than ``limit`` levels; counted with a stack,
+    not recursion, so any depth is measured safely."""
+    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, (dict, list)) else []
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 
 
 def oversized(prompt: dict[str, Any], limits: InputLimits) -> Iterator[Oversized]:

@@ -176,7 +176,12 @@ def validate(prompt: ApiPrompt, registry: NodeRegistry, *, ctx: HookContext,
 
 
 def _refuse_oversized(prompt: ApiPrompt, limits: InputLimits, result: ValidationResult) -> bool:
-    """Report the prompt's oversized identifiers and strings (the first hundred); whether any."""
+    """Report a prompt with too many nodes (checked first: later checks cost time per node), or
+    its oversized identifiers and strings (the first hundred); whether any."""
+    if len(prompt) > limits.max_nodes:
+        result.prompt_error = comfy_error("invalid_prompt", f"the prompt has too many nodes: {len(prompt)}, "
+                                          f"at most {limits.max_nodes}", "too_many_nodes")
+        return True
     found = list(itertools.islice(oversized(prompt, limits), 100))
     for item in found:
         if item.what == "node id":  # node_errors are keyed by node id: this one cannot be a key

@@ -63,6 +63,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest body of every other route (settings, queue commands)")
     parser.add_argument("--max-string-chars", type=int, default=256 << 10,
                         help="longest STRING input value a prompt may carry")
+    parser.add_argument("--max-nodes", type=int, default=10_000, help="most nodes a submitted prompt may have")
     parser.add_argument("--cache-policy", choices=("lru", "none"), default="lru", help="each worker's output cache")
     parser.add_argument("--cache-max-entries", type=int, default=256)
     parser.add_argument("--cache-max-bytes", type=int, default=512 << 20,
@@ -101,6 +102,7 @@ def settings_from(args: argparse.Namespace, model_settings: dict[str, Any]) -> S
                           max_prompt_bytes=int(args.max_prompt_mb * 1024 * 1024),
                           max_userdata_bytes=int(args.max_userdata_mb * 1024 * 1024),
                           max_body_bytes=int(args.max_body_kb * 1024), max_string_chars=args.max_string_chars,
+                          max_nodes=args.max_nodes,
                           cache_policy=args.cache_policy, cache_entries=args.cache_max_entries,
                           cache_max_bytes=args.cache_max_bytes,
                           webhook_timeout=args.webhook_timeout, client_send_queue=args.ws_send_queue,

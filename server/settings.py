@@ -54,6 +54,8 @@ class ServerSettings:
     # submitted prompt may carry.
     max_string_chars: int = 256 << 10
     max_identifier_chars: int = 256
+    # Most nodes one submitted prompt may have (each node's events cost time while it runs).
+    max_nodes: int = 10_000
     # A static frontend build to serve at "/"; None serves the installed comfyui-frontend-package.
     frontend_root: Path | None = None
     # Origins allowed by CORS (empty: CORS off) and, besides the server's own, by the origin check.
@@ -87,7 +89,8 @@ class ServerSettings:
         self.model_settings = {**self.model_settings, MAX_IMAGE_PIXELS_KEY: self.max_image_pixels}
         assert min(self.max_prompt_bytes, self.max_userdata_bytes, self.max_body_bytes) > 0, \
             "body limits must be positive"
-        assert self.max_string_chars > 0 and self.max_identifier_chars > 0, "input limits must be positive"
+        assert min(self.max_string_chars, self.max_identifier_chars, self.max_nodes) > 0, \
+            "input limits must be positive"
         assert self.cache_policy in ("lru", "none"), "cache_policy must be 'lru' or 'none'"
         assert self.cache_entries > 0 and self.cache_max_bytes > 0, "cache bounds must be positive"
         assert self.webhook_timeout > 0, "webhook_timeout must be positive"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from typing import Any
@@ -57,14 +58,16 @@ class Commands:
             return error_response(request_id, exc.status, exc.body)
         return error_response(request_id, 400, f"unknown op {op!r}")
 
-    def upload(self, header: dict[str, Any], payload: bytes) -> dict[str, Any]:
+    async def upload(self, header: dict[str, Any], payload: bytes) -> dict[str, Any]:
+        """Stored on a worker thread: decoding and checking an image takes up to seconds, during
+        which the other clients and requests must still be answered."""
         request_id = header.get("id")
         try:
-            stored = store_upload(self.settings.folders, payload, filename=str(header.get("filename", "")),
-                                  kind=str(header.get("type", "input")), subfolder=str(header.get("subfolder", "")),
-                                  overwrite=bool(header.get("overwrite")),
-                                  max_bytes=self.settings.max_upload_bytes,
-                                  max_pixels=self.settings.max_image_pixels)
+            stored = await asyncio.to_thread(
+                store_upload, self.settings.folders, payload, filename=str(header.get("filename", "")),
+                kind=str(header.get("type", "input")), subfolder=str(header.get("subfolder", "")),
+                overwrite=bool(header.get("overwrite")), max_bytes=self.settings.max_upload_bytes,
+                max_pixels=self.settings.max_image_pixels)
         except FileRequestError as exc:
             return error_response(request_id, exc.status, exc.message)
         return response(request_id, stored.as_dict())
@@ -87,7 +90,7 @@ def ws_router(settings: ServerSettings) -> APIRouter:
                 if received["type"] == "websocket.disconnect":
                     break
                 if received.get("bytes") is not None:
-                    _reply(scheduler, client, _binary(commands, received["bytes"]))
+                    _reply(scheduler, client, await _binary(commands, received["bytes"]))
                 elif received.get("text") is not None:
                     answer = await _text(commands, client, received["text"])
                     if answer is not None:
@@ -102,14 +105,14 @@ def _reply(scheduler: Scheduler, client: Client, payload: dict[str, Any]) -> Non
     scheduler.hub.send_to(client, json.dumps(payload, default=str))
 
 
-def _binary(commands: Commands, frame: bytes) -> dict[str, Any]:
+async def _binary(commands: Commands, frame: bytes) -> dict[str, Any]:
     try:
         header, payload = parse_binary_request(frame)
     except (ValueError, UnicodeDecodeError) as exc:
         return error_response(None, 400, f"bad binary frame: {exc}")
     if header.get("op") != "upload":
         return error_response(header.get("id"), 400, "binary frames carry only the upload op")
-    return commands.upload(header, payload)
+    return await commands.upload(header, payload)
 
 
 async def _text(commands: Commands, client: Client, text: str) -> dict[str, Any] | None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from graph_runtime.events import Event, ExecutionStart
-from graph_runtime.input_limits import InputLimits
+from graph_runtime.input_limits import InputLimits, quote
 from graph_runtime.validation import ValidationResult
 from server.execution.local import local_pool
 from server.execution.messages import Job, NodeSchemas
@@ -61,7 +61,7 @@ class Scheduler:
         self.pending: list[tuple[float, str]] = []
         # One record per prompt queued and not finished (pending, handed to the pool, or running).
         self.records: dict[str, PromptRecord] = {}
-        self.limits = InputLimits(settings.max_identifier_chars, settings.max_string_chars)
+        self.limits = InputLimits(settings.max_identifier_chars, settings.max_string_chars, settings.max_nodes)
         # Submissions are read and validated here; two at a time, so a burst of large prompts
         # cannot take every thread of the loop's default executor.
         self._validator = ThreadPoolExecutor(max_workers=2, thread_name_prefix="validate")
@@ -121,7 +121,7 @@ class Scheduler:
 
     def _check(self, body: dict[str, Any]) -> tuple[Submission, ValidationResult]:
         """Read and validate a submission (on a validator thread)."""
-        sub = read_submission(body, self.catalog.registry, self.catalog.hook_context)
+        sub = read_submission(body, self.catalog.registry, self.catalog.hook_context, self.limits)
         return sub, self.catalog.validate(sub.prompt, targets=sub.targets, limits=self.limits)
 
     async def refresh_schemas(self) -> None:
@@ -179,7 +179,8 @@ class Scheduler:
         if isinstance(event, ExecutionStart):
             self.store.mark_running(event.prompt_id, worker.as_dict())
             self.broadcast_status()
-        record.messages += relay(self.hub, record.client_id, event.prompt_id, record.translator.translate(event))
+        out = record.translator.translate(event, listening=self.hub.listens(record.client_id))
+        record.messages += relay(self.hub, record.client_id, event.prompt_id, out)
 
     def on_finished(self, worker: WorkerRef | None, prompt_id: str, result: RunResult) -> None:
         record = self.records.pop(prompt_id, None)
@@ -277,21 +278,21 @@ class Scheduler:
     def interrupt_answer(self, prompt_id: str | None) -> dict[str, Any]:
         """POST /interrupt's answer: ``{"interrupted": [ids]}``, plus ``reason`` (a code) and
         ``message`` when nothing was interrupted, so a client learns why."""
-        hit = self.interrupt(prompt_id)
-        if hit:
+        if hit := self.interrupt(prompt_id):
             return {"interrupted": hit}
         item = self.store.get(prompt_id) if prompt_id is not None else None
+        shown = quote(prompt_id or "")  # a long id is echoed by its start, as in validation errors
         if prompt_id is None:
             reason, text = "nothing_running", "no prompt is running"
         elif item is None:
-            reason, text = "unknown_prompt", f"no prompt {prompt_id!r} is known"
+            reason, text = "unknown_prompt", f"no prompt {shown!r} is known"
         elif item.status == "running":  # it ended between the store's word and the pool's
-            reason, text = "finished", f"prompt {prompt_id!r} was finishing; nothing left to interrupt"
+            reason, text = "finished", f"prompt {shown!r} was finishing; nothing left to interrupt"
         elif item.status == "pending":
-            reason, text = "queued", (f"prompt {prompt_id!r} is queued and has not started: remove it with "
+            reason, text = "queued", (f"prompt {shown!r} is queued and has not started: remove it with "
                                       f'POST /queue {{"delete": ["{prompt_id}"]}}')
         else:
-            reason, text = "finished", f"prompt {prompt_id!r} has already finished ({item.status})"
+            reason, text = "finished", f"prompt {shown!r} has already finished ({item.status})"
         return {"interrupted": [], "reason": reason, "message": text}
 
     def free(self) -> None:

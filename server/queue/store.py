@@ -8,6 +8,7 @@ running when the server died is run once more and then failed instead of crashin
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from server.execution.outcome import RunFailure
+
+log = logging.getLogger(__name__)
 
 Status = Literal["pending", "running", "success", "error", "interrupted", "cancelled"]
 FINISHED: frozenset[str] = frozenset({"success", "error", "interrupted", "cancelled"})
@@ -191,12 +194,13 @@ class QueueStore:
 
     def get(self, prompt_id: str) -> QueueItem | None:
         row = self._db.execute("SELECT * FROM prompts WHERE prompt_id=?", (prompt_id,)).fetchone()
-        return _item(row) if row is not None else None
+        return self._decode(row) if row is not None else None
 
     def by_status(self, *statuses: Status) -> list[QueueItem]:
         marks = ",".join("?" * len(statuses))
-        rows = self._db.execute(f"SELECT * FROM prompts WHERE status IN ({marks}) ORDER BY number", statuses)
-        return [_item(row) for row in rows]
+        rows = self._db.execute(f"SELECT * FROM prompts WHERE status IN ({marks}) ORDER BY number", statuses).fetchall()
+        # A row failed while decoding has left the statuses asked for.
+        return [item for row in rows if (item := self._decode(row)).status in statuses]
 
     def pending_ids(self) -> list[str]:
         return [row[0] for row in self._db.execute(
@@ -212,7 +216,25 @@ class QueueStore:
         rows = self._db.execute(
             "SELECT * FROM prompts WHERE status IN ('success','error','interrupted') "
             "ORDER BY finished DESC, number DESC LIMIT ? OFFSET ?", (limit, max(offset, 0))).fetchall()
-        return [_item(row) for row in reversed(rows)]
+        return [self._decode(row) for row in reversed(rows)]
+
+    def _decode(self, row: sqlite3.Row) -> QueueItem:
+        """The row's item. A row that cannot be decoded (JSON nested too deeply, written before
+        submissions were bounded, or damaged) must not break every read of the queue, nor the
+        start of the server: it is failed in place, its contents replaced by the reason."""
+        try:
+            return _item(row)
+        except (ValueError, TypeError, RecursionError) as exc:
+            reason = f"stored prompt cannot be decoded ({type(exc).__name__}: {str(exc)[:200]})"
+        log.warning("prompt %r: %s; marked as failed", row["prompt_id"], reason)
+        failure = RunFailure("internal", "UndecodablePrompt", reason)
+        status = row["status"] if row["status"] in FINISHED else "error"
+        self._db.execute(
+            "UPDATE prompts SET status=?, prompt='{}', extra_data='{}', outputs_to_execute='[]', outputs='{}',"
+            " messages='[]', error=?, worker=NULL, finished=COALESCE(finished, ?) WHERE prompt_id=?",
+            (status, json.dumps(failure.as_dict()), time.time(), row["prompt_id"]))
+        fresh = self._db.execute("SELECT * FROM prompts WHERE prompt_id=?", (row["prompt_id"],)).fetchone()
+        return _item(fresh)
 
 
 def _item(row: sqlite3.Row) -> QueueItem:

@@ -9,6 +9,7 @@ from typing import Any
 
 from graph_runtime.context import HookContext
 from graph_runtime.formats import ApiPrompt, WorkflowFormatError, parse_workflow
+from graph_runtime.input_limits import MAX_JSON_DEPTH, InputLimits, quote, too_deep
 from graph_runtime.registry import NodeRegistry
 from server.queue.webhooks import check_url
 from server.wire.errors import error_body
@@ -41,14 +42,21 @@ class Submission:
     front: bool
 
 
-def read_submission(body: dict[str, Any], registry: NodeRegistry, ctx: HookContext) -> Submission:
+def read_submission(body: dict[str, Any], registry: NodeRegistry, ctx: HookContext,
+                    limits: InputLimits | None = None) -> Submission:
     """``body``: ``{prompt, client_id?, extra_data?, front?, number?, prompt_id?,
     partial_execution_targets?}``; ``prompt`` may also be a UI-format workflow (converted with
     ``registry``'s schemas, choices listed in ``ctx``'s folders). Raises SubmissionError."""
+    limits = limits or InputLimits()
     extra = body.get("extra_data") or {}
     if not isinstance(extra, dict):
         raise refuse("extra_data must be an object")
     document = body.get("prompt")
+    # The parsers refuse deeper JSON already; this holds for every caller, before anything is
+    # stored (a stored value too deep to decode again breaks the queue and the history).
+    for name, value in (("prompt", document), ("extra_data", extra)):
+        if too_deep(value):
+            raise refuse(f"{name} is nested too deeply", f"at most {MAX_JSON_DEPTH} levels")
     try:
         workflow = parse_workflow({"prompt": document} if _is_api(document) else document, registry, ctx=ctx)
     except (WorkflowFormatError, ImportError) as exc:
@@ -67,6 +75,9 @@ def read_submission(body: dict[str, Any], registry: NodeRegistry, ctx: HookConte
     client_id = body.get("client_id")
     if not isinstance(client_id, str):
         client_id = extra.get("client_id") if isinstance(extra.get("client_id"), str) else None
+    for name, value in (("prompt_id", prompt_id), ("client_id", client_id)):
+        if value is not None and (problem := id_problem(value, limits.identifier_chars)) is not None:
+            raise refuse(f"{name} {problem}", quote(value.encode("utf-8", "backslashreplace").decode()))
     if client_id is not None:
         extra["client_id"] = client_id
     number = body.get("number")
@@ -75,6 +86,18 @@ def read_submission(body: dict[str, Any], registry: NodeRegistry, ctx: HookConte
         raise refuse("number must be a finite number")
     return Submission(workflow.prompt, extra, targets, prompt_id, client_id, number,
                       bool(body.get("front")))
+
+
+def id_problem(value: str, limit: int) -> str | None:
+    """Why ``value`` cannot be a prompt or client id, or None. Ids are stored as SQLite text and
+    sent in every message: a lone surrogate cannot be encoded there, and a huge one is echoed."""
+    if len(value) > limit:
+        return f"is too long: {len(value)} characters, at most {limit}"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid UTF-8 text"
+    return None
 
 
 def _is_api(document: Any) -> bool:

@@ -48,20 +48,29 @@ class Hub:
         if client.task is not None:
             client.task.cancel()
 
+    def listens(self, client_id: str | None) -> bool:
+        """Whether a message for ``client_id`` (None: everyone) would reach any client; callers
+        skip building messages that cost time when nobody would get them."""
+        return bool(self.clients) if client_id is None else client_id in self.clients
+
     def send(self, client_id: str | None, payload: Message) -> None:
         """To one client, or to all when ``client_id`` is None (as ComfyUI's send_sync)."""
+        targets = self._targets(client_id)
+        if not targets:  # encoding a large message for nobody would only stall the event loop
+            return
         text = json.dumps(payload, default=str)
-        if client_id is None:
-            for client in list(self.clients.values()):
-                self._put(client, text)
-        elif (client := self.clients.get(client_id)) is not None:
+        for client in targets:
             self._put(client, text)
 
     def send_binary(self, client_id: str | None, plain: bytes, with_metadata: bytes) -> None:
-        targets = list(self.clients.values()) if client_id is None else (
-            [self.clients[client_id]] if client_id in self.clients else [])
-        for client in targets:
+        for client in self._targets(client_id):
             self._put(client, with_metadata if client.supports_preview_metadata else plain)
+
+    def _targets(self, client_id: str | None) -> list[Client]:
+        if client_id is None:
+            return list(self.clients.values())
+        client = self.clients.get(client_id)
+        return [client] if client is not None else []
 
     def send_to(self, client: Client, frame: Frame) -> None:
         self._put(client, frame)

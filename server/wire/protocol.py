@@ -8,6 +8,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
+import pydantic_core
+
 from graph_runtime.events import (
     Event, Executed, Executing, ExecutionCached, ExecutionError, ExecutionInterrupted,
     ExecutionStart, ExecutionSuccess, Preview, Progress,
@@ -71,7 +73,9 @@ class PromptTranslator:
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
     running: str | None = None
 
-    def translate(self, event: Event) -> Outgoing:
+    def translate(self, event: Event, *, listening: bool = True) -> Outgoing:
+        """``listening``: whether anyone gets the messages; when not, the node states are still
+        kept but no progress_state (a copy of every node's state, per event) is built."""
         pid = self.prompt_id
         out = Outgoing()
         if isinstance(event, ExecutionStart):
@@ -83,30 +87,30 @@ class PromptTranslator:
             self._finish_running()
             self.running = event.node_id
             self._set(event.node_id, 0, 1, "running")
-            out.messages.append(self._progress_state())
+            self._report_state(out, listening)
             out.messages.append(message("executing", {"node": event.node_id, "display_node": event.display_node,
                                                       "prompt_id": pid}))
         elif isinstance(event, Progress):
             self._set(event.node_id, event.value, event.max, "running")
             out.messages.append(message("progress", {"value": event.value, "max": event.max,
                                                      "prompt_id": pid, "node": event.node_id}))
-            out.messages.append(self._progress_state())
+            self._report_state(out, listening)
             out.preview, out.text, out.node_id = event.preview, event.text, event.node_id
         elif isinstance(event, Executed):
             if event.node_id == self.running:
                 self._finish_running()
-                out.messages.append(self._progress_state())
+                self._report_state(out, listening)
             out.messages.append(message("executed", {"node": event.node_id, "display_node": event.display_node,
                                                      "output": event.output, "prompt_id": pid}))
         elif isinstance(event, ExecutionSuccess):
             self._finish_running()
             if self.nodes:
-                out.messages.append(self._progress_state())
+                self._report_state(out, listening)
             out.messages.append(message("execution_success", {"prompt_id": pid, "timestamp": event.timestamp}))
         elif isinstance(event, ExecutionError):
             if event.node_id in self.nodes:
                 self.nodes[event.node_id]["state"] = "error"
-                out.messages.append(self._progress_state())
+                self._report_state(out, listening)
             out.messages.append(message("execution_error", error_data(event)))
         elif isinstance(event, ExecutionInterrupted):
             out.messages.append(message("execution_interrupted", {
@@ -125,9 +129,10 @@ class PromptTranslator:
             entry.update(state="finished", value=entry["max"])
         self.running = None
 
-    def _progress_state(self) -> Message:
-        return message("progress_state", {"prompt_id": self.prompt_id,
-                                          "nodes": {k: dict(v) for k, v in self.nodes.items()}})
+    def _report_state(self, out: Outgoing, listening: bool) -> None:
+        if listening:  # a copy of every node's state so far: O(nodes) per event
+            out.messages.append(message("progress_state", {
+                "prompt_id": self.prompt_id, "nodes": {k: dict(v) for k, v in self.nodes.items()}}))
 
 
 def error_data(event: ExecutionError) -> dict[str, Any]:
@@ -149,12 +154,15 @@ def error_response(request_id: Any, status: int, error: Any) -> Message:
 
 
 def parse_json(text: str | bytes) -> Any:
-    """A client's JSON; ValueError for malformed JSON and for nesting too deep to parse (which
-    the json module reports as RecursionError)."""
+    """A client's JSON, read by the parser that reads HTTP bodies (pydantic's), so both refuse
+    the same things: nesting deeper than about MAX_JSON_DEPTH levels (json.loads accepts ~1000,
+    which then break the store and the workers), lone surrogates, malformed text. ValueError."""
     try:
-        return json.loads(text)
-    except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
+        return pydantic_core.from_json(text)
+    except ValueError as exc:
+        if "recursion limit" in str(exc):
+            raise ValueError("JSON nested too deeply") from None
+        raise
 
 
 def parse_binary_request(frame: bytes) -> tuple[dict[str, Any], bytes]:

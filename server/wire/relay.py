@@ -20,7 +20,7 @@ def relay(hub: Hub, client_id: str | None, prompt_id: str, out: Outgoing) -> lis
         if msg["type"] in HISTORY_MESSAGES:
             kept.append([msg["type"], msg["data"]])
         hub.send(client_id, msg)
-    if out.preview is not None and out.node_id is not None:
+    if out.preview is not None and out.node_id is not None and hub.listens(client_id):
         hub.send_binary(client_id,
                         preview_frame(out.preview, node_id=out.node_id, prompt_id=prompt_id, with_metadata=False),
                         preview_frame(out.preview, node_id=out.node_id, prompt_id=prompt_id, with_metadata=True))

@@ -8,10 +8,20 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 
 import httpx
+import pytest
 
-from tests.server.conftest import RunningServer, color_prompt
+from tests.server.conftest import RunningServer, color_prompt, start_server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    # The large-prompt test has 40 000 nodes, past the default --max-nodes.
+    running = start_server(tmp_path_factory.mktemp("server"), "--max-nodes", "50000")
+    yield running
+    running.stop()
 
 TEN_MB = "A" * 10_000_000
 
