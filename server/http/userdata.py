@@ -246,9 +246,17 @@ def _read_whole(path: Path) -> bytes | None:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return None
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(mode):  # checked on the raw descriptor: wrapping one of a folder fails
+        os.close(fd)
+        if stat.S_ISDIR(mode):  # a folder is no user file: the 404 it always was
+            return None
+        raise NotRegularFile(f"{path.name!r} is not a regular file")
     with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise NotRegularFile(f"{path.name!r} is not a regular file")
         return handle.read()
 
 

@@ -207,3 +207,9 @@ def test_reading_a_fifo_user_file_is_refused_without_blocking(client: TestClient
     reader.start()
     reader.join(timeout=20)
     assert result == [400]
+
+
+def test_reading_a_folder_or_the_root_as_a_user_file_is_a_404(client: TestClient, settings: ServerSettings) -> None:
+    (user_dir(settings) / "workflows").mkdir()
+    for name in ("workflows", "."):
+        assert client.get(f"/userdata/{name}").status_code == 404
