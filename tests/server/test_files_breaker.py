@@ -209,7 +209,8 @@ def test_reading_a_fifo_user_file_is_refused_without_blocking(client: TestClient
     assert result == [400]
 
 
-def test_reading_a_folder_or_the_root_as_a_user_file_is_a_404(client: TestClient, settings: ServerSettings) -> None:
-    (user_dir(settings) / "workflows").mkdir()
-    for name in ("workflows", "."):
-        assert client.get(f"/userdata/{name}").status_code == 404
+def test_reading_a_folder_as_a_user_file_is_a_404(client: TestClient, settings: ServerSettings) -> None:
+    (user_dir(settings) / "workflows" / "inner").mkdir(parents=True)
+    for name in ("workflows", "workflows%2Finner"):
+        answer = client.get(f"/userdata/{name}")
+        assert answer.status_code == 404, (name, answer.status_code)
