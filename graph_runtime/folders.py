@@ -98,6 +98,8 @@ class FolderPaths:
                 if path.is_file() and path.suffix.lower() in extensions and path.suffix != ".yaml":
                     names.add(path.relative_to(directory).as_posix())
         names.discard(".")
+        # A name that is not UTF-8 on disk could never be sent in a JSON answer nor asked for.
+        names = {name for name in names if servable_name(name)}
         return sorted(names)
 
     def model_path(self, folder: str, name: str) -> Path:
@@ -146,10 +148,25 @@ NAME_MAX = 255
 PATH_MAX = 4096
 
 
+def servable_name(name: str) -> bool:
+    """Whether ``name`` can travel in a JSON answer or a URL: it encodes as UTF-8. A name read
+    from a disk holding non-UTF-8 bytes (decoded with surrogateescape), or sent with a lone
+    surrogate escape, does not; listings skip such entries and safe_join refuses them."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def safe_join(directory: Path, name: str) -> Path:
     """``directory / name`` resolved, refusing anything that leaves ``directory``: ``..``,
     absolute paths, NUL bytes, backslashes, and symlinks pointing outside; and refusing, as
     UnsafePath too, what the OS could not look up: a component over NAME_MAX bytes, a symlink loop."""
+    if not servable_name(name):
+        # os.fsencode would accept "\udce9" (surrogateescape) and store a file every listing of
+        # it then fails to encode; refuse it here, where every upload and user file passes.
+        raise UnsafePath(f"refusing file name {name!r}: it is not valid UTF-8")
     if not name or "\x00" in name or "\\" in name or name.startswith("/") or ":" in name[:3]:
         raise UnsafePath(f"refusing file name {name!r}")
     parts = name.split("/")

@@ -17,7 +17,7 @@ import torch
 from PIL import Image, ImageOps, ImageSequence
 
 from graph_runtime import Combo, Context, Hidden, HookContext, Link, Node, Output, Result, String
-from graph_runtime.folders import FolderPaths, UnsafePath, safe_join
+from graph_runtime.folders import FolderPaths, UnsafePath, safe_join, servable_name
 from nodes.core.imaging import pil_to_tensor, save_png_batch
 
 # ComfyUI refers to files outside the input folder as "name.png [output]" / "name.png [temp]".
@@ -36,12 +36,14 @@ mimetypes.add_type("image/webp", ".webp")
 
 
 def input_images(ctx: HookContext) -> list[str]:
-    """The image files directly in the run's input folder: LoadImage's choices."""
+    """The image files directly in the run's input folder: LoadImage's choices (names that are
+    not UTF-8 skipped: they would fail /object_info and could never be chosen)."""
     folder = ctx.folders.input_dir
     if folder is None or not folder.is_dir():
         return []
     return sorted(entry.name for entry in folder.iterdir()
-                  if entry.is_file() and (mimetypes.guess_type(entry.name)[0] or "").startswith("image/"))
+                  if servable_name(entry.name) and entry.is_file()
+                  and (mimetypes.guess_type(entry.name)[0] or "").startswith("image/"))
 
 
 def resolve_image(name: str, folders: FolderPaths) -> Path:

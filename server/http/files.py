@@ -8,11 +8,16 @@ attachment, always with ``nosniff``, so a stored file never becomes a page of th
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import mimetypes
 import os
+import tempfile
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -36,6 +41,20 @@ UPLOAD_EXTENSIONS = frozenset(ext for exts in UPLOAD_FORMATS.values() for ext in
 # What /view shows inline: raster images (what the nodes write) and media a browser only plays.
 INLINE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp", "image/avif",
                           "video/mp4", "video/webm", "audio/flac", "audio/mpeg", "audio/wav", "audio/x-wav", "audio/ogg"})
+
+# Decoding holds the whole image in memory (up to --max-image-pixels, ~256 MB for an RGBA
+# 8192x8192): at most this many decodes run at once in the process, so parallel uploads, masks and
+# /view conversions cost at most that many images; further callers wait for a slot.
+MAX_PARALLEL_DECODES = 2
+DECODE_SLOTS = threading.BoundedSemaphore(MAX_PARALLEL_DECODES)
+
+
+@contextmanager
+def decode_slot() -> Iterator[None]:
+    """Hold one of DECODE_SLOTS while decoded images are alive. Not reentrant: a holder never
+    asks for a second slot (that could deadlock once every slot is held)."""
+    with DECODE_SLOTS:
+        yield
 
 
 class FileRequestError(Exception):
@@ -110,8 +129,15 @@ def view(folders: FolderPaths, *, filename: str, kind: str = "output", subfolder
             return Served(path, found, "inline")
         # Not an image: downloaded as opaque bytes, never rendered (HTML, SVG, scripts).
         return Served(path, "application/octet-stream", "attachment")
+    with decode_slot():
+        return _convert(path.read_bytes(), filename=filename, preview=preview, channel=channel,
+                        max_pixels=max_pixels)
+
+
+def _convert(data: bytes, *, filename: str, preview: str | None, channel: str, max_pixels: int) -> Served:
+    """/view's re-encoding of ``data`` (a preview format, one channel); the caller holds a decode slot."""
     try:
-        image = _open(path.read_bytes(), max_pixels)
+        image = _open(data, max_pixels)
     except FileRequestError as exc:
         raise FileRequestError(400, f"{filename!r} cannot be converted: {exc.message}") from None
     if channel == "rgb":
@@ -192,16 +218,49 @@ def store_upload(folders: FolderPaths, data: bytes, *, filename: str, kind: str 
     if not filename or os.path.basename(filename) != filename:
         raise FileRequestError(400, f"invalid upload file name {filename!r}")
     resolve(folders, kind, filename, subfolder)  # the name as sent must be safe before decoding
-    path = resolve(folders, kind, _image_name(filename, data, max_pixels), subfolder)
-    path = _free_name(path) if not overwrite else path
-    tmp = path.with_name(f".{path.name}.upload")
+    with decode_slot():
+        name = _image_name(filename, data, max_pixels)
+    path = resolve(folders, kind, name, subfolder)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        path = _store(path, data, overwrite=overwrite)
     except OSError as exc:
-        raise FileRequestError(400, f"cannot store {filename!r} in {kind}/{subfolder}: {exc.strerror}") from None
+        raise FileRequestError(400, f"cannot store {filename!r} in {kind}/{subfolder}: {exc.strerror or exc}") from None
     return Stored(path.name, subfolder.strip("/"), kind)
+
+
+def _store(path: Path, data: bytes, *, overwrite: bool) -> Path:
+    """Write ``data`` to ``path`` (or, unless ``overwrite``, the first free name " (n)" after it)
+    and return where it went. The bytes go to a temp file unique to this call first, so parallel
+    uploads under one name never share one, and a name is taken atomically: os.link fails on an
+    existing name, so two uploads never both see it free and one overwrite the other."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, staged = tempfile.mkstemp(prefix=".upload-", dir=path.parent)  # hidden from listings
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        if overwrite:
+            os.replace(staged, path)
+            return path
+        for candidate in _candidate_names(path):
+            try:
+                os.link(staged, candidate)
+                return candidate
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                    raise
+            # A file system without hard links: reserve the name by creating it exclusively.
+            try:
+                os.close(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                continue
+            os.replace(staged, candidate)
+            return candidate
+        raise AssertionError("unreachable: the candidate names never end")
+    finally:
+        if os.path.exists(staged):
+            os.unlink(staged)
 
 
 def store_mask(folders: FolderPaths, data: bytes, *, filename: str, original_ref: str,
@@ -218,20 +277,23 @@ def store_mask(folders: FolderPaths, data: bytes, *, filename: str, original_ref
     original_path = resolve(folders, str(ref.get("type") or "input"), ref["filename"], str(ref.get("subfolder") or ""))
     if not original_path.is_file():
         raise FileRequestError(404, f"original image {ref['filename']!r} not found")
-    mask = _open(data, max_pixels)
-    original = _open(original_path.read_bytes(), max_pixels).convert("RGBA")
-    alpha = mask.getchannel("A") if "A" in mask.getbands() else mask.convert("L")
-    original.putalpha(alpha.resize(original.size))
-    buffer = io.BytesIO()
-    original.save(buffer, format="PNG")
+    # The slot is given back before store_upload takes its own (slots are not reentrant).
+    with decode_slot():
+        mask = _open(data, max_pixels)
+        original = _open(original_path.read_bytes(), max_pixels).convert("RGBA")
+        alpha = mask.getchannel("A") if "A" in mask.getbands() else mask.convert("L")
+        original.putalpha(alpha.resize(original.size))
+        buffer = io.BytesIO()
+        original.save(buffer, format="PNG")
+        del mask, original, alpha  # only the encoded bytes outlive the slot
     return store_upload(folders, buffer.getvalue(), filename=filename, kind=kind, subfolder=subfolder,
                         overwrite=overwrite, max_bytes=max_bytes, max_pixels=max_pixels)
 
 
-def _free_name(path: Path) -> Path:
+def _candidate_names(path: Path) -> Iterator[Path]:
+    """``path``, then "stem (1).ext", "stem (2).ext", … as ComfyUI names taken uploads."""
+    yield path
     counter = 1
-    candidate = path
-    while candidate.exists():
-        candidate = path.with_name(f"{path.stem} ({counter}){path.suffix}")
+    while True:
+        yield path.with_name(f"{path.stem} ({counter}){path.suffix}")
         counter += 1
-    return candidate

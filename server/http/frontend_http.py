@@ -49,20 +49,22 @@ def flag(request: Request, name: str, default: str) -> bool:
 
 
 async def json_body(request: Request) -> Any:
-    """The request body parsed as JSON; None when it is not JSON (each route says what it wanted)."""
+    """The request body parsed as JSON; None when it is not JSON or nested too deeply for the
+    parser (RecursionError, e.g. "[" * 100000): each route says what it wanted."""
     try:
         return json.loads(await request.body())
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 
 def read_json_file(path: Path, *, level: int = logging.WARNING) -> Any:
-    """The JSON in ``path``, or None (logged at ``level``) when it is missing or unreadable: one
-    bad file must not break the editor's page."""
+    """The JSON in ``path``, or None (logged at ``level``) when it is missing or unreadable
+    (including JSON nested too deeply to parse, which any user file may hold): one bad file must
+    not break the editor's page."""
     if not path.is_file():
         return None
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         log.log(level, "ignoring unreadable %s: %s", path, exc)
         return None

@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from graph_runtime.folders import MODEL_FOLDERS, FolderPaths
+from graph_runtime.folders import MODEL_FOLDERS, FolderPaths, servable_name
 from server.http.frontend_http import json_body
 
 
@@ -51,14 +51,14 @@ def install_log_buffer() -> LogBuffer:
 
 
 def _listable_files(directory: os.PathLike[str]) -> list[tuple[str, float]]:
-    """The files directly in ``directory`` with their modification times, skipping hidden ones
-    and any entry the OS cannot stat (a symlink loop, a dangling or vanished link): one bad
-    entry must not fail the editor's whole listing."""
+    """The files directly in ``directory`` with their modification times, skipping hidden ones,
+    names that are not UTF-8 (no JSON answer can hold them) and any entry the OS cannot stat (a
+    symlink loop, a dangling or vanished link): one bad entry must not fail the whole listing."""
     found = []
     with os.scandir(directory) as entries:
         for entry in entries:
             try:
-                if entry.name.startswith(".") or not entry.is_file():
+                if entry.name.startswith(".") or not servable_name(entry.name) or not entry.is_file():
                     continue
                 found.append((entry.name, entry.stat().st_mtime))
             except OSError:

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,8 @@ class UserFiles:
 
     def inside(self, path: Path) -> bool:
         """Whether ``path`` (found under the resolved folder) still lies strictly inside it once
-        links are followed: the same check ``safe_join`` makes for names a request supplies."""
+        links are followed, and its name is UTF-8: the same checks ``safe_join`` makes for names
+        a request supplies, so a listing never holds a name no JSON answer can encode."""
         root = self.root.resolve()
         try:
             return safe_join(root, self.relative(path)) != root
@@ -82,8 +84,18 @@ class UserFiles:
         loaded = read_json_file(self.root / SETTINGS_FILE, level=logging.ERROR)
         return loaded if isinstance(loaded, dict) else {}
 
-    def save_settings(self, values: dict[str, Any]) -> None:
-        self.write(self.root / SETTINGS_FILE, json.dumps(values, indent=4).encode("utf-8"))
+    def save_settings(self, values: dict[str, Any]) -> Response | None:
+        """Store ``values``; the 4xx answer when they cannot be (see _write_refused), else None."""
+        try:
+            # A body the parser just accepted can still be too deep for the indenting encoder.
+            text = json.dumps(values, indent=4)
+        except RecursionError:
+            return PlainTextResponse("settings are nested too deeply to store", status_code=400)
+        try:
+            self.write(self.root / SETTINGS_FILE, text.encode("utf-8"))
+        except OSError as exc:
+            return _write_refused(SETTINGS_FILE, exc)
+        return None
 
     def v2_entries(self, directory: Path) -> list[dict[str, Any]]:
         """Everything under ``directory``, folders first, as ``GET /v2/userdata`` lists it."""
@@ -131,8 +143,7 @@ def _settings_routes(router: APIRouter, files: UserFiles) -> None:
         values = await json_body(request)
         if not isinstance(values, dict):
             return PlainTextResponse("settings must be a JSON object", status_code=400)
-        files.save_settings({**files.settings(), **values})
-        return Response(status_code=200)
+        return files.save_settings({**files.settings(), **values}) or Response(status_code=200)
 
     @router.get("/settings/{setting_id:path}")
     async def get_setting(setting_id: str) -> Any:
@@ -142,8 +153,7 @@ def _settings_routes(router: APIRouter, files: UserFiles) -> None:
     async def post_setting(setting_id: str, request: Request) -> Response:
         values = files.settings()
         values[setting_id] = await json_body(request)
-        files.save_settings(values)
-        return Response(status_code=200)
+        return files.save_settings(values) or Response(status_code=200)
 
 
 def _listing_routes(router: APIRouter, files: UserFiles) -> None:
@@ -221,15 +231,44 @@ def _requested_paths(request: Request, files: UserFiles) -> tuple[list[str], lis
     return names, paths
 
 
+class NotRegularFile(OSError):
+    """A user path naming a FIFO, socket or device: reading one could block forever."""
+
+
 def _read_whole(path: Path) -> bytes | None:
     """The file's bytes read through one open descriptor, or None when it is gone. A delete or
     an atomic rewrite racing the read leaves this descriptor on the old content: the answer is
-    the whole old file or a 404, never a body cut off at a size stat-ed before."""
+    the whole old file or a 404, never a body cut off at a size stat-ed before. Raises
+    NotRegularFile for anything but a regular file."""
+    # O_NONBLOCK: opening a FIFO for reading otherwise waits for a writer that never comes; the
+    # descriptor's own fstat then decides, so a swap after the check cannot slip a FIFO in.
     try:
-        with path.open("rb") as handle:
-            return handle.read()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return None
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(mode):  # checked on the raw descriptor: wrapping one of a folder fails
+        os.close(fd)
+        if stat.S_ISDIR(mode):  # a folder is no user file: the 404 it always was
+            return None
+        raise NotRegularFile(f"{path.name!r} is not a regular file")
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read()
+
+
+def _write_refused(name: str, exc: OSError) -> Response:
+    """The 4xx answer for a write or move the file system refused: a user file standing where a
+    folder is needed (``a.json/b.json`` after ``a.json``), a folder where a file is, or another
+    OS reason (a name too long, a read-only disk)."""
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        return PlainTextResponse(f"cannot store {name!r}: a part of its folder path is a file", status_code=409)
+    if isinstance(exc, IsADirectoryError):
+        return PlainTextResponse(f"cannot store {name!r}: it is a folder", status_code=409)
+    return PlainTextResponse(f"cannot store {name!r}: {exc.strerror or exc}", status_code=400)
 
 
 # The route parameter, declared so /openapi.json documents it; the handlers read the raw path
@@ -243,7 +282,10 @@ def _file_routes(router: APIRouter, files: UserFiles) -> None:
         names, paths = _requested_paths(request, files)
         if isinstance(paths, Response):
             return paths
-        body = await run_in_threadpool(_read_whole, paths[0])
+        try:
+            body = await run_in_threadpool(_read_whole, paths[0])
+        except NotRegularFile as exc:
+            return PlainTextResponse(str(exc), status_code=400)
         if body is not None:
             return Response(body, media_type=media_type(paths[0]),
                             headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
@@ -258,13 +300,16 @@ def _file_routes(router: APIRouter, files: UserFiles) -> None:
         if isinstance(paths, Response):
             return paths
         if len(paths) == 2:
-            return _move(files, *paths, overwrite=overwrite, full_info=full_info)
+            return _move(files, *paths, overwrite=overwrite, full_info=full_info, dest_name=names[1])
         path = paths[0]
         if path.is_dir():
             return PlainTextResponse(f"{names[0]!r} is a folder", status_code=400)
         if not overwrite and path.exists():
             return PlainTextResponse("file already exists", status_code=409)
-        files.write(path, await request.body())
+        try:
+            files.write(path, await request.body())
+        except OSError as exc:
+            return _write_refused(names[0], exc)
         return files.describe(path, full_info=full_info)
 
     @router.delete("/userdata/{name:path}")
@@ -281,14 +326,19 @@ def _file_routes(router: APIRouter, files: UserFiles) -> None:
         return Response(status_code=204)
 
 
-def _move(files: UserFiles, source: Path, dest: Path, *, overwrite: bool, full_info: bool) -> Response:
+def _move(files: UserFiles, source: Path, dest: Path, *, overwrite: bool, full_info: bool,
+          dest_name: str) -> Response:
     if not source.is_file():
         return PlainTextResponse("no such user file", status_code=404)
+    if dest.is_dir():  # shutil.move would put the file inside it, under another name
+        return PlainTextResponse(f"cannot store {dest_name!r}: it is a folder", status_code=409)
     if not overwrite and dest.exists():
         return PlainTextResponse("file already exists", status_code=409)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(source, dest)
     except FileNotFoundError:  # moved or deleted by a concurrent request
         return PlainTextResponse("no such user file", status_code=404)
+    except OSError as exc:
+        return _write_refused(dest_name, exc)
     return files.describe(dest, full_info=full_info)
