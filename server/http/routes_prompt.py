@@ -95,8 +95,11 @@ def prompt_router() -> APIRouter:
 
     @router.post("/free", openapi_extra=body_schema(FreeRequest))
     async def post_free(request: Request) -> dict[str, Any]:
-        await read_body(request, FreeRequest)
-        scheduler_of(request).free()
+        body = await read_body(request, FreeRequest)
+        # As in ComfyUI, an empty request frees nothing; either flag unloads models and clears
+        # the workers' caches (the editor's "free model and node cache" sends both).
+        if body.unload_models or body.free_memory:
+            scheduler_of(request).free()
         return {}
 
     return router
