@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from nodes.inputs import CROP_METHODS, MAX_RESOLUTION, UPSCALE_METHODS  # noqa: F401 - re-exported to the core nodes
+from nodes.inputs import UPSCALE_METHODS
+
 
 
 # -- conversion ------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from graph_runtime import Boolean, Combo, Context, Float, Int, Link, Node, Output
-from nodes.core.imaging import MAX_RESOLUTION, as_mask_batch
+from nodes.core.imaging import as_mask_batch
+from nodes.inputs import MAX_RESOLUTION
 
 CHANNELS: tuple[str, ...] = ("red", "green", "blue", "alpha")
 

@@ -18,7 +18,8 @@ from server.http.routes_catalog import catalog_router
 from server.http.routes_internal import install_log_buffer, internal_router
 from server.http.routes_jobs import jobs_router
 from server.settings import ServerSettings
-from server.http.userdata import USER, userdata_router
+from server.http.user_files import USER
+from server.http.userdata import userdata_router
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif", ".ico")
 NO_STORE = {"Cache-Control": "no-cache", "Pragma": "no-cache", "Expires": "0"}
