@@ -166,7 +166,7 @@ class _Worker:
     def resources(self) -> dict[str, Any]:
         """What the plugins' long-lived resources hold, by name (the diffusion pack's
         ``model_manager`` report, a plugin's own); a plugin whose hook fails is left out."""
-        return self.registry.resource_stats(self.runtime.services)
+        return self.runtime.resource_stats()
 
     def cache_stats(self) -> dict[str, Any]:
         cache = self.runtime.cache
@@ -174,8 +174,7 @@ class _Worker:
                 **asdict(cache.stats())}
 
     def free(self) -> None:
-        self.runtime.cache.clear()
-        self.registry.free_resources(self.runtime.services, unload_models=True, free_memory=True)
+        self.runtime.free(unload_models=True, free_memory=True)
         self.send(Freed(self.resources(), self.cache_stats()))
         _release_memory()  # after the report: returning pages to the OS can take a while
 
