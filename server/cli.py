@@ -12,22 +12,9 @@ from typing import Any
 
 from graph_runtime.folders import FolderPaths
 from graph_runtime.headless import plugin_dirs_of
-from graph_runtime.registry import NodeRegistry, load_plugins
 from server.settings import DEFAULT_MAX_IMAGE_PIXELS, TOKEN_ENV, ServerSettings
 
 DESCRIPTION = __doc__
-
-
-def build_parser(registry: NodeRegistry) -> argparse.ArgumentParser:
-    """``python -m server.cli``'s parser: serve's options and the plugins' shared options (the
-    diffusion pack's --device, --ram-budget, …); ``nodeloom serve`` builds the same through the
-    CLI hooks."""
-    parser = argparse.ArgumentParser(prog="nodeloom serve", description=DESCRIPTION)
-    for failure in registry.call_each("nodeloom_add_options", parser=parser):
-        print(f"warning: {failure}", file=sys.stderr)
-    add_serve_arguments(parser)
-    parser.set_defaults(registry=registry)
-    return parser
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -111,8 +98,11 @@ def settings_from(args: argparse.Namespace, model_settings: dict[str, Any]) -> S
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m server.cli``: the same as ``nodeloom serve``."""
-    return serve(build_parser(load_plugins()).parse_args(argv))
+    """``python -m server.cli ARGS``: exactly ``nodeloom serve ARGS`` (one parser, one plugin
+    loading)."""
+    from graph_runtime.cli import main as nodeloom
+
+    return nodeloom(["serve", *(sys.argv[1:] if argv is None else argv)])
 
 
 def serve(args: argparse.Namespace) -> int:

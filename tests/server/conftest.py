@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -32,6 +32,16 @@ def wait_until(predicate: Callable[[], T], timeout: float = 60.0) -> T:
             return value
         time.sleep(0.1)
     raise AssertionError("condition not met in time")
+
+
+def serve_args(argv: list[str], plugin_dirs: list[Path] = ()) -> Any:
+    """``nodeloom serve ARGV`` parsed as the command parses it: the server plugin plus the plugin
+    folders given (their options join serve's)."""
+    from graph_runtime.cli import build_parser
+    from graph_runtime.registry import load_plugins
+
+    registry = load_plugins(plugin_dirs=list(plugin_dirs), builtins=("server.plugin",), entry_points=False)
+    return build_parser(registry).parse_args(["serve", *argv])
 
 
 def free_port() -> int:

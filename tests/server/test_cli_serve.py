@@ -10,8 +10,8 @@ import pytest
 
 from graph_runtime.cli import _plugins_dirs_given
 from graph_runtime.headless import plugin_dirs_of
-from graph_runtime.registry import load_plugins
-from server.cli import build_parser, settings_from
+from server.cli import settings_from
+from tests.server.conftest import serve_args
 
 OPTION_PLUGIN = '''
 from graph_runtime import hookimpl
@@ -27,9 +27,8 @@ def nodeloom_settings(options):
 
 
 def _serve_args(argv: list[str]) -> argparse.Namespace:
-    registry = load_plugins(plugin_dirs=plugin_dirs_of(*_plugins_dirs_given(argv)), builtins=(),
-                            entry_points=False)
-    return build_parser(registry).parse_args(argv)
+    # The plugin folders as the command finds them (a first pass over the arguments).
+    return serve_args(argv, plugin_dirs_of(*_plugins_dirs_given(argv)))
 
 
 def test_plugins_dir_after_serve_brings_the_plugins_options(tmp_path: Path) -> None:

@@ -6,18 +6,16 @@ from __future__ import annotations
 
 import httpx
 
-from graph_runtime.registry import NodeRegistry
-from server.cli import build_parser, settings_from
+from server.cli import settings_from
 from server.execution.local import worker_config
-from tests.server.conftest import color_prompt, start_server
+from tests.server.conftest import color_prompt, serve_args, start_server
 
 
 def test_serve_parses_the_cache_options_and_bounds_bytes_by_default(tmp_path) -> None:
-    parser = build_parser(NodeRegistry())
-    default = worker_config(settings_from(parser.parse_args(["--base", str(tmp_path)]), {}), "cpu")
+    default = worker_config(settings_from(serve_args(["--base", str(tmp_path)]), {}), "cpu")
     assert (default.cache_policy, default.cache_entries, default.cache_max_bytes) == ("lru", 256, 512 << 20)
-    args = parser.parse_args(["--base", str(tmp_path), "--cache-policy", "none", "--cache-max-entries", "3",
-                              "--cache-max-bytes", "1000"])
+    args = serve_args(["--base", str(tmp_path), "--cache-policy", "none", "--cache-max-entries", "3",
+                       "--cache-max-bytes", "1000"])
     config = worker_config(settings_from(args, {}), "cpu")
     assert (config.cache_policy, config.cache_entries, config.cache_max_bytes) == ("none", 3, 1000)
 
