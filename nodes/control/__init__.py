@@ -1,0 +1,13 @@
+"""ControlNet and T2I-Adapter: loaders, apply nodes, inpaint control images, soft-edge annotators, composite."""
+
+from __future__ import annotations
+
+from graph_runtime import Node, hookimpl
+from nodes import collect_nodes
+
+MODULES: tuple[str, ...] = ()
+
+
+@hookimpl
+def nodeloom_register_nodes() -> list[type[Node]]:
+    return collect_nodes(__name__, MODULES)
