@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from graph_runtime.context import Context, HookContext
 from graph_runtime.folders import FolderPaths
-from graph_runtime.node import Float, Int, Link, ModelFile, Node, Output
+from graph_runtime.node import Float, Int, Link, ModelFile, Node, Output, Result
 
 from nodes.diffusion import loading
 from nodes.infra import ldm_keys
-from nodes.diffusion.lora import Patch, read_lora, resolve
+from nodes.diffusion.lora import Patch, Resolved, describe, read_lora, resolve
+from nodes.infra.files import ModelFileError
 from nodes.infra.model_manager import manager_from
 from nodes.diffusion.models import ClipModel, DiffusionModel
+
+log = logging.getLogger(__name__)
 
 
 def _file_fingerprint(folders: FolderPaths, folder: str, name: str | None) -> Any:
@@ -83,38 +87,46 @@ def _unet_ldm_names(unet: Any) -> dict[str, str]:
     return {ldm[: -len(".weight")]: diffusers[: -len(".weight")] for ldm, diffusers in renamed.items()}
 
 
-def _model_patch(ctx: Context, model: DiffusionModel, raw: dict[str, Any], strength: float, name: str) -> DiffusionModel:
-    if strength == 0 or "unet" not in raw:
-        return model
+def _apply_lora(ctx: Context, lora_name: str, model: DiffusionModel, clip: ClipModel | None, strength_model: float,
+                strength_clip: float) -> tuple[DiffusionModel, ClipModel | None, str]:
+    """The model and CLIP with the LoRA's patches, and the report: modules matched and ignored,
+    every ignored key by name (also logged). Nothing matched at all is an error naming the file."""
+    lora = read_lora(Path(ctx.folders.model_path("loras", lora_name)))
     manager = manager_from(ctx.services)
-    unet = manager.ensure_loaded(model.ref)
-    weights = resolve(raw["unet"], unet, ldm_names=_unet_ldm_names(unet), what=f"the UNet ({name})")
-    return model.with_patch(Patch(weights, strength))
-
-
-def _clip_patch(ctx: Context, clip: ClipModel, raw: dict[str, Any], strength: float, name: str) -> ClipModel:
-    if strength == 0:
-        return clip
-    manager = manager_from(ctx.services)
-    patches: list[Patch | None] = []
-    for index, ref in enumerate(clip.refs):
-        component = "text_encoder" if index == 0 else f"text_encoder_{index + 1}"
-        if component not in raw:
-            patches.append(None)
-            continue
-        weights = resolve(raw[component], manager.ensure_loaded(ref), what=f"the {component} ({name})")
-        patches.append(Patch(weights, strength))
-    return clip.with_patches(patches)
-
-
-def _read(ctx: Context, lora_name: str) -> dict[str, Any]:
-    return read_lora(Path(ctx.folders.model_path("loras", lora_name)))
+    resolved: dict[str, Resolved] = {}
+    skipped = [c for c in lora.modules if (c == "unet" and strength_model == 0)
+               or (c != "unet" and (clip is None or strength_clip == 0))]
+    if strength_model != 0 and "unet" in lora.modules:
+        unet = manager.ensure_loaded(model.ref)
+        resolved["unet"] = resolve(lora, "unet", unet, ldm_names=_unet_ldm_names(unet))
+        if resolved["unet"].weights:
+            model = model.with_patch(Patch(resolved["unet"].weights, strength_model))
+    if clip is not None and strength_clip != 0:
+        components = ["text_encoder" if index == 0 else f"text_encoder_{index + 1}" for index in range(len(clip.refs))]
+        patches: list[Patch | None] = []
+        for component, ref in zip(components, clip.refs):
+            if component in lora.modules:
+                resolved[component] = resolve(lora, component, manager.ensure_loaded(ref))
+            weights = resolved[component].weights if component in resolved else {}
+            patches.append(Patch(weights, strength_clip) if weights else None)
+        for component in lora.modules.keys() - {"unet", *components}:
+            resolved[component] = resolve(lora, component, None)
+        clip = clip.with_patches(patches)
+    text = describe(lora_name, resolved, lora.unknown, skipped, limit=20)
+    attempted = strength_model != 0 or (clip is not None and strength_clip != 0)
+    if attempted and not any(res.weights for res in resolved.values()):
+        raise ModelFileError(f"LoRA {lora_name} matches no module of this model: "
+                             f"{describe(lora_name, resolved, lora.unknown, skipped, limit=5)}")
+    ignored = bool(lora.unknown) or any(res.ignored for res in resolved.values())
+    log.log(logging.WARNING if ignored else logging.INFO, "%s", describe(lora_name, resolved, lora.unknown, skipped))
+    return model, clip, text
 
 
 class LoraLoader(Node):
     category = "loaders"
-    description = ("Apply a LoRA (kohya or diffusers/peft format) to the diffusion model and the text encoder(s) "
-                   "with separate strengths. Stackable; the shared base model is never modified.")
+    description = ("Apply a LoRA-family file (LoRA, LoCon, LoHa, LoKr, DoRA, diffs; kohya, LyCORIS or diffusers/peft "
+                   "keys) to the diffusion model and the text encoder(s) with separate strengths. Stackable; the "
+                   "shared base model is never modified. Shows modules matched and every key ignored.")
     inputs = [Link("model", "MODEL"), Link("clip", "CLIP"), ModelFile("lora_name", "loras"),
               Float("strength_model", 1.0, min=-100.0, max=100.0, step=0.01),
               Float("strength_clip", 1.0, min=-100.0, max=100.0, step=0.01)]
@@ -125,15 +137,14 @@ class LoraLoader(Node):
         return _file_fingerprint(ctx.folders, "loras", lora_name)
 
     def run(self, ctx: Context, *, model: DiffusionModel, clip: ClipModel, lora_name: str,
-            strength_model: float, strength_clip: float) -> tuple[Any, ...]:
-        raw = _read(ctx, lora_name)
-        return (_model_patch(ctx, model, raw, strength_model, lora_name),
-                _clip_patch(ctx, clip, raw, strength_clip, lora_name))
+            strength_model: float, strength_clip: float) -> Result:
+        model, patched_clip, text = _apply_lora(ctx, lora_name, model, clip, strength_model, strength_clip)
+        return Result(outputs=(model, patched_clip), ui={"text": [text]})
 
 
 class LoraLoaderModelOnly(Node):
     category = "loaders"
-    description = "Apply a LoRA to the diffusion model only."
+    description = "Apply a LoRA-family file to the diffusion model only. Shows modules matched and keys ignored."
     inputs = [Link("model", "MODEL"), ModelFile("lora_name", "loras"),
               Float("strength_model", 1.0, min=-100.0, max=100.0, step=0.01)]
     outputs = [Output("MODEL")]
@@ -142,8 +153,9 @@ class LoraLoaderModelOnly(Node):
     def fingerprint(cls, ctx: HookContext, *, lora_name: str | None = None, **_: Any) -> Any:
         return _file_fingerprint(ctx.folders, "loras", lora_name)
 
-    def run(self, ctx: Context, *, model: DiffusionModel, lora_name: str, strength_model: float) -> tuple[Any, ...]:
-        return (_model_patch(ctx, model, _read(ctx, lora_name), strength_model, lora_name),)
+    def run(self, ctx: Context, *, model: DiffusionModel, lora_name: str, strength_model: float) -> Result:
+        model, _, text = _apply_lora(ctx, lora_name, model, None, strength_model, 0.0)
+        return Result(outputs=(model,), ui={"text": [text]})
 
 
 class CLIPSetLastLayer(Node):

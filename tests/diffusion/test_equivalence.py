@@ -70,7 +70,8 @@ def test_lora_matches_load_lora_weights(make_ctx, zoo_root, lora: str) -> None:
     ctx = make_ctx()
     model, clip, vae = load(ctx, "tiny-sd15.safetensors")
     base = VAEDecode().run(ctx, samples=ksample(ctx, model, clip, {"samples": torch.zeros(1, 4, 8, 8)}), vae=vae)[0]
-    lmodel, lclip = LoraLoader().run(ctx, model=model, clip=clip, lora_name=lora, strength_model=1.0, strength_clip=1.0)
+    lmodel, lclip = LoraLoader().run(ctx, model=model, clip=clip, lora_name=lora, strength_model=1.0,
+                                     strength_clip=1.0).outputs
     image = VAEDecode().run(ctx, samples=ksample(ctx, lmodel, lclip, {"samples": torch.zeros(1, 4, 8, 8)}), vae=vae)[0]
     assert (image - base).abs().max() > 1e-3, "the LoRA changed nothing"
     pipe = pipeline(ctx, model, clip, vae, "txt2img")
