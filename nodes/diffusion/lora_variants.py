@@ -95,7 +95,7 @@ class ModulePatch:
             else:
                 w2 = t["lokr_w2_a"] @ t["lokr_w2_b"]
             w1 = w1.reshape(*w1.shape, *[1] * (w2.dim() - w1.dim()))
-            return torch.kron(w1, w2)
+            return torch.kron(w1.contiguous(), w2.contiguous())
         if self.kind == "diff":
             return t["diff"]
         return None
