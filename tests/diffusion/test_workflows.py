@@ -33,6 +33,10 @@ def test_workflow_runs(runtime, name: str) -> None:
     images = result.outputs["9"]["images"]
     saved = runtime.folders.output_dir / images[0].get("subfolder", "") / images[0]["filename"]
     assert Image.open(saved).size == (64, 64)
+    if name == "lora":  # each LoraLoader shows what it matched
+        assert result.outputs["10"]["text"] == [
+            "LoRA tiny-sd15-kohya.safetensors: UNet 32 matched (lora 32), 0 ignored; text encoder 12 matched (lora 12), "
+            "0 ignored"]
 
 
 def test_unsupported_sampler_is_a_validation_error(runtime) -> None:
