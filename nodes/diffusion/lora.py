@@ -220,14 +220,13 @@ def describe(name: str, resolved: dict[str, Resolved], unknown: Sequence[str], s
         parts.append(f"{COMPONENT_TITLES[component]} {len(res.weights)} matched" + (f" ({kinds})" if kinds else "")
                      + f", {res.ignored_modules} ignored")
     ignored = [item for res in resolved.values() for item in res.ignored] + [f"{k} (unknown key)" for k in unknown]
-    text = f"LoRA {name}: " + "; ".join(parts)
     if skipped:
-        text += f"; not applied here: {', '.join(COMPONENT_TITLES[c] for c in skipped)}"
+        parts.append(f"not applied here: {', '.join(COMPONENT_TITLES[c] for c in skipped)}")
     if ignored:
         shown = ignored if limit is None else ignored[:limit]
         more = f", and {len(ignored) - len(shown)} more" if len(shown) < len(ignored) else ""
-        text += f"; {len(ignored)} key(s) ignored: " + ", ".join(shown) + more
-    return text
+        parts.append(f"{len(ignored)} key(s) ignored: " + ", ".join(shown) + more)
+    return f"LoRA {name}: " + "; ".join(parts)
 
 
 @contextlib.contextmanager

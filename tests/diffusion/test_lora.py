@@ -194,3 +194,20 @@ def test_peft_lora_alpha_from_metadata_matches_diffusers(ctx: Context) -> None:
             assert torch.allclose(ours[name], reference, atol=1e-6), name
     finally:
         pipe.unload_lora_weights()
+
+
+def test_old_attention_processor_keys_and_zero_strength(ctx: Context) -> None:
+    attn = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor"
+    up, down = rand(32, 2), rand(2, 32)
+    name = write(ctx, "processor.safetensors", {f"{attn}.to_out_lora.up.weight": up,
+                                                f"{attn}.to_out_lora.down.weight": down})
+    model, clip, result = run_lora(ctx, name)
+    assert "UNet 1 matched (lora 1), 0 ignored" in result.ui["text"][0]
+    manager = manager_from(ctx.services)
+    path = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_out.0"
+    base = manager.ensure_loaded(model.ref).get_submodule(path).weight.detach().clone()
+    with result.outputs[0].use(manager) as unet:
+        assert torch.allclose(unet.get_submodule(path).weight, base + STRENGTH * up @ down, atol=1e-6)
+    # At strength 0 nothing is applied, nothing is an error, and the report says so.
+    zero = LoraLoader().run(ctx, model=model, clip=clip, lora_name=name, strength_model=0.0, strength_clip=0.0)
+    assert zero.outputs[0] is model and zero.ui["text"] == ["LoRA processor.safetensors: not applied here: UNet"]
