@@ -23,6 +23,7 @@ from nodes.infra import clip_scorer
 from nodes.infra.clip_scorer import ClipScorer, load_clip_scorer
 from nodes.infra.model_manager import ModelManager, manager_from
 
+TIE_DECIMALS = 4  # PickScores are ~20 (100 x cosine): 1e-4 is far below any real preference
 FOLDER = "scorers"  # models/scorers/<name>/: a CLIPModel and its processor, transformers format
 
 
@@ -37,10 +38,12 @@ class Ranking:
 
 
 def rank(scores: torch.Tensor) -> Ranking:
-    """Sort [N] scores descending; equal scores keep their original order (stable, by index)."""
+    """Sort [N] scores descending. Scores equal to ``TIE_DECIMALS`` decimals are a tie, kept in
+    their original order: identical images at different batch positions differ by float noise
+    (~1e-6), which must not decide the ranking."""
     probabilities = torch.softmax(scores, dim=-1)
     values = scores.tolist()
-    order = sorted(range(len(values)), key=lambda i: (-values[i], i))
+    order = sorted(range(len(values)), key=lambda i: (-round(values[i], TIE_DECIMALS), i))
     return Ranking(order=order, scores=[values[i] for i in order],
                    probabilities=[float(probabilities[i]) for i in order])
 

@@ -37,6 +37,7 @@ def realesrgan_x4plus_state(*, blocks: int = 23, features: int = 64, grow: int =
     return {f"{name}.{kind}": tensor for name, pair in layers.items() for kind, tensor in zip(("weight", "bias"), pair)}
 
 
+@pytest.mark.slow
 def test_full_size_realesrgan_x4plus_pth_loads_and_upscales_4x(tmp_path: Path) -> None:
     state = realesrgan_x4plus_state()
     path = tmp_path / "RealESRGAN_x4plus.pth"
