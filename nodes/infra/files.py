@@ -39,16 +39,32 @@ def read_state_dict(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
             raise ModelFileError(f"cannot read {path.name}: not a valid safetensors file, it may be "
                                  f"truncated or corrupt ({type(exc).__name__}: {exc})") from exc
         return tensors, metadata
-    try:
-        loaded = torch.load(str(path), map_location="cpu", weights_only=True, mmap=False)
-    except Exception as exc:  # noqa: BLE001 - includes UnpicklingError for unsafe pickles
-        raise ModelFileError(f"cannot read {path.name} safely (weights-only load): {type(exc).__name__}: "
-                             f"{exc}. Convert it to .safetensors.") from exc
+    loaded = load_pickle_weights_only(path)
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
         loaded = loaded["state_dict"]
     if not isinstance(loaded, dict):
         raise ModelFileError(f"{path.name} holds a {type(loaded).__name__}, not a state dict")
     return {k: v for k, v in loaded.items() if isinstance(v, torch.Tensor)}, {}
+
+
+def load_pickle_weights_only(path: Path) -> Any:
+    """A pickled .ckpt/.pt/.pth/.bin file as saved (nested dicts such as Real-ESRGAN's
+    ``params_ema`` kept), loaded with ``weights_only=True``; raises ModelFileError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"model file not found: {path}")
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=False)
+    except Exception as exc:  # noqa: BLE001 - includes UnpicklingError for unsafe pickles
+        raise ModelFileError(f"cannot read {path.name} safely (weights-only load): {type(exc).__name__}: "
+                             f"{exc}. Convert it to .safetensors.") from exc
+
+
+def file_identity(path: Path) -> tuple[str, int, int]:
+    """(resolved path, mtime ns, size): what makes a loaded file the same file (model manager keys,
+    node fingerprints)."""
+    stat = Path(path).stat()
+    return str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size
 
 
 @contextlib.contextmanager

@@ -1,0 +1,129 @@
+"""CLIP image and text embeddings from a local transformers-format folder, for preference scorers
+(PickScore) and evaluation metrics (CLIP score): loaded once through the model manager, images and
+prompts embedded as the published PickScore code does (``get_image_features`` /
+``get_text_features`` of a ``CLIPModel``, each L2-normalised).
+
+A scorer folder holds a ``CLIPModel`` saved with ``save_pretrained`` (``config.json`` plus
+weights) and its processor (``preprocessor_config.json`` and the tokenizer files), e.g.
+``models/scorers/PickScore_v1/``. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from nodes.infra.files import ModelFileError
+from nodes.infra.model_manager import ModelManager, ModelRef
+
+PART = "clip"
+IMAGE_CHUNK = 16  # images embedded per forward pass: bounds activation memory for large N
+MAX_TEXT_TOKENS = 77  # PickScore truncates prompts to CLIP's context
+
+
+@dataclass(frozen=True, eq=False)
+class ClipScorer:
+    """A CLIPModel in the model manager plus the folder its processor is read from."""
+
+    ref: ModelRef
+    folder: Path
+    name: str
+
+
+def folder_identity(folder: Path) -> tuple[Any, ...]:
+    """(name, mtime, size) of every file in ``folder``: a replaced weight file is a new model."""
+    files = sorted(p for p in Path(folder).rglob("*") if p.is_file())
+    return tuple((p.relative_to(folder).as_posix(), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
+
+
+def scorer_folders(roots: list[Path]) -> list[str]:
+    """Names (relative, forward slashes) of the folders under ``roots`` holding a ``config.json``."""
+    names = {found.parent.relative_to(root).as_posix()
+             for root in roots if root.is_dir() for found in root.rglob("config.json")}
+    names.discard(".")
+    return sorted(names)
+
+
+def load_clip_scorer(manager: ModelManager, folder: Path, *, label: str = "") -> ClipScorer:
+    """The scorer in ``folder``, loaded now (a broken folder fails in the loader node). Raises
+    ModelFileError naming the folder when the model or its processor cannot be read."""
+    from transformers import CLIPModel
+
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise ModelFileError(f"{folder.name}: not a transformers model folder (no config.json in {folder})")
+    group = ("clip_scorer", str(folder.resolve()), folder_identity(folder))
+
+    def loader() -> dict[str, torch.nn.Module]:
+        try:
+            return {PART: CLIPModel.from_pretrained(str(folder), local_files_only=True)}
+        except Exception as exc:  # noqa: BLE001 - transformers raises OSError/ValueError/KeyError alike
+            raise ModelFileError(f"{folder.name}: cannot load a CLIPModel from {folder} "
+                                 f"({type(exc).__name__}: {exc})") from exc
+
+    scorer = ClipScorer(ref=ModelRef(group, PART, loader, label or folder.name), folder=folder,
+                        name=label or folder.name)
+    manager.ensure_loaded(scorer.ref)
+    processor(manager, scorer)
+    return scorer
+
+
+def processor(manager: ModelManager, scorer: ClipScorer) -> Any:
+    """The folder's CLIPProcessor, kept in the manager's descriptions cache."""
+    from transformers import CLIPProcessor
+
+    cached = manager.descriptions.get(scorer.ref.group)
+    if cached is None:
+        try:
+            cached = CLIPProcessor.from_pretrained(str(scorer.folder), local_files_only=True)
+        except Exception as exc:  # noqa: BLE001 - missing or malformed processor files
+            raise ModelFileError(f"{scorer.folder.name}: cannot load the CLIP processor (preprocessor_config.json "
+                                 f"and tokenizer files) from {scorer.folder} ({type(exc).__name__}: {exc})") from exc
+        manager.descriptions.put(scorer.ref.group, cached)
+    return cached
+
+
+def to_uint8_images(images: torch.Tensor) -> list[np.ndarray]:
+    """IMAGE [B, H, W, C] float 0..1 -> RGB uint8 arrays, what the processor gets from image files."""
+    rgb = images[..., :3] if images.shape[-1] >= 3 else images.expand(*images.shape[:-1], 3)
+    return list((rgb.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy())
+
+
+def _features(output: Any) -> torch.Tensor:
+    # transformers 5 returns a model output whose pooler_output is the projection; 4.x a tensor.
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+def image_embeddings(manager: ModelManager, scorer: ClipScorer, images: torch.Tensor) -> torch.Tensor:
+    """IMAGE [B, H, W, C] -> L2-normalised image embeddings [B, D], float32 on the CPU."""
+    proc = processor(manager, scorer)
+    chunks = []
+    with manager.use(scorer.ref) as (model,), torch.inference_mode():
+        device, dtype = model.device, model.dtype
+        arrays = to_uint8_images(images)
+        for start in range(0, len(arrays), IMAGE_CHUNK):
+            pixels = proc(images=arrays[start:start + IMAGE_CHUNK], return_tensors="pt")["pixel_values"]
+            chunks.append(_features(model.get_image_features(pixel_values=pixels.to(device, dtype))).float().cpu())
+    embeds = torch.cat(chunks)
+    return embeds / embeds.norm(dim=-1, keepdim=True)
+
+
+def text_embeddings(manager: ModelManager, scorer: ClipScorer, texts: list[str]) -> torch.Tensor:
+    """Prompts -> L2-normalised text embeddings [T, D], float32 on the CPU (truncated to 77 tokens)."""
+    proc = processor(manager, scorer)
+    with manager.use(scorer.ref) as (model,), torch.inference_mode():
+        max_length = min(MAX_TEXT_TOKENS, int(model.config.text_config.max_position_embeddings))
+        tokens = proc(text=texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        tokens = {k: v.to(model.device) for k, v in tokens.items()}
+        embeds = _features(model.get_text_features(**tokens)).float().cpu()
+    return embeds / embeds.norm(dim=-1, keepdim=True)
+
+
+def logit_scale(manager: ModelManager, scorer: ClipScorer) -> float:
+    """``logit_scale.exp()`` of the model (100 for trained CLIP/PickScore)."""
+    with manager.use(scorer.ref) as (model,):
+        return float(model.logit_scale.detach().float().exp())
