@@ -52,7 +52,7 @@ def read_state_dict(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
 
 
 @contextlib.contextmanager
-def _empty_weights() -> Iterator[None]:
+def empty_weights() -> Iterator[None]:
     """Skip random initialisation of weights that are overwritten right away (seconds for a
     full-size UNet); buffers stay real so non-persistent ones (position ids) keep their values."""
     try:
@@ -70,7 +70,7 @@ def build_module(kind: str, config: dict[str, Any], state_dict: dict[str, Tensor
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     config = {k: v for k, v in config.items() if not k.startswith("_")}
-    with _empty_weights():
+    with empty_weights():
         if kind == "unet":
             module: torch.nn.Module = UNet2DConditionModel.from_config(config)
         elif kind == "vae":
