@@ -69,7 +69,10 @@ class BBoxDetectHaar(Node):
         import cv2
 
         path = cascade_path(ctx, cascade)
-        classifier = cv2.CascadeClassifier(str(path))
+        try:
+            classifier = cv2.CascadeClassifier(str(path))
+        except (cv2.error, SystemError) as exc:  # OpenCV's parser raises on malformed XML
+            raise ValueError(f"cascade {cascade!r} ({path}) is not an OpenCV cascade classifier file: {exc}") from exc
         if classifier.empty():
             raise ValueError(f"cascade {cascade!r} ({path}) is not an OpenCV cascade classifier file")
         height, width = image.shape[1], image.shape[2]
