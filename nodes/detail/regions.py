@@ -111,7 +111,8 @@ def paste_region(image: torch.Tensor, source: torch.Tensor, region: Box, mask: t
     width, height = x1 - x0, y1 - y0
     if mask is None:
         mask = torch.ones((1, height, width))
-    weight = feathered(_resize_mask(as_mask_batch(mask).float()[:1], width, height), dilation=dilation, feather=feather)[0]
+    region_mask = _resize_mask(as_mask_batch(mask).float()[:1], width, height)
+    weight = feathered(region_mask, dilation=dilation, feather=feather)[0]
     pasted = _resize_image(source, width, height)[0]
     channels = min(image.shape[-1], pasted.shape[-1])
     out = image.clone()
@@ -173,8 +174,9 @@ class PasteByBBox(Node):
         out = _one(image, "image")
         boxes = [box for group in regions for box in group]
         if len(source) != len(boxes) or (mask is not None and len(mask) != len(boxes)):
-            raise ValueError(f"PasteByBBox needs one source{' and mask' if mask else ''} per region: got "
-                             f"{len(source)} source(s){f', {len(mask)} mask(s)' if mask else ''} for {len(boxes)} region(s)")
+            masks = f", {len(mask)} mask(s)" if mask is not None else ""
+            raise ValueError(f"PasteByBBox needs one source (and mask, when given) per region: got "
+                             f"{len(source)} source(s){masks} for {len(boxes)} region(s)")
         check_boxes_fit(tuple(boxes), out, "regions")
         blend = torch.zeros(out.shape[:3])
         for index, (crop, box) in enumerate(zip(source, boxes)):

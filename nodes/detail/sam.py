@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,10 +118,14 @@ class SAMLoader(Node):
         return (sam_model(manager_from(ctx.services), path, model_name),)
 
 
+Report = Callable[[int, int, "str | None"], None]
+
+
 def segment_boxes(sam: torch.nn.Module, image: torch.Tensor, boxes: BBoxes, threshold: float,
-                  report: Any = None) -> tuple[torch.Tensor, list[float]]:
+                  report: Report | None = None) -> tuple[torch.Tensor, list[float]]:
     """MASK ``[B, H, W]`` (0/1 float): per box, SAM's single mask for the box prompt when its
-    predicted IoU score reaches ``threshold``, else the box itself. Returns the scores too."""
+    predicted IoU score reaches ``threshold``, else the box itself. Returns the scores too.
+    ``report(done, total, note)`` follows each box; ``note`` says when the box was used instead."""
     from segment_anything import SamPredictor
 
     batch, height, width = image.shape[0], image.shape[1], image.shape[2]
@@ -138,12 +142,14 @@ def segment_boxes(sam: torch.nn.Module, image: torch.Tensor, boxes: BBoxes, thre
                                                     multimask_output=False)
             score = float(predicted[0])
             scores.append(score)
+            note = None
             if score >= threshold:
                 mask[index] = torch.maximum(mask[index], torch.from_numpy(masks[0].astype(np.float32)))
             else:
                 mask[index] = torch.maximum(mask[index], boxes_to_mask((box,), batch, height, width)[index])
-                if report is not None:
-                    report(f"box at ({box.x0:.0f}, {box.y0:.0f}): SAM score {score:.3f} < {threshold}, box used")
+                note = f"box at ({box.x0:.0f}, {box.y0:.0f}): SAM score {score:.3f} < {threshold}, box used"
+            if report is not None:
+                report(len(scores), len(boxes), note)
     return mask, scores
 
 
@@ -162,9 +168,10 @@ class SAMSegmentBoxes(Node):
             threshold: float) -> tuple[torch.Tensor]:
         check_boxes_fit(bboxes, image)
 
-        def report(text: str) -> None:
-            log.info("%s", text)
-            ctx.progress(0, 1, text=text)
+        def report(done: int, total: int, note: str | None) -> None:
+            if note:
+                log.info("node %s: %s", ctx.node_id, note)
+            ctx.progress(done, total, text=note)
 
         with sam_model.use(manager_from(ctx.services)) as sam:
             mask, _ = segment_boxes(sam, image, bboxes, threshold, report)

@@ -69,3 +69,19 @@ def test_paste_changes_only_pixels_under_the_feathered_mask():
     assert blend[0, :30].sum() == 0 and blend[0, 60:].sum() == 0 and blend[0, :, :20].sum() == 0
     core = blend[0] == 1
     assert core.any() and out[0][core].abs().max() == 0  # fully inside: the source's pixels
+
+
+def test_paste_node_needs_one_source_per_region(make_ctx):
+    from nodes.detail.regions import PasteByBBox
+
+    image = torch.rand(1, 32, 32, 3)
+    regions = [(Box(0, 0, 16, 16, image_size=(32, 32)),), (Box(8, 8, 24, 24, image_size=(32, 32)),)]
+    with pytest.raises(ValueError, match="got 1 source\\(s\\) for 2 region\\(s\\)"):
+        PasteByBBox().run(make_ctx(), image=[image], source=[torch.rand(1, 16, 16, 3)], regions=regions,
+                          dilation=[0], feather=[0])
+    out, blend = PasteByBBox().run(make_ctx(), image=[image], source=[torch.zeros(1, 16, 16, 3)] * 2,
+                                   regions=regions, dilation=[0], feather=[0])
+    covered = torch.zeros(32, 32, dtype=torch.bool)
+    covered[:16, :16] = covered[8:24, 8:24] = True
+    assert out[0][covered].abs().max() == 0 and torch.equal(out[0][~covered], image[0][~covered])
+    assert torch.equal(blend[0] == 1, covered) and blend[0][~covered].sum() == 0
