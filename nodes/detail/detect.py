@@ -40,6 +40,15 @@ def cascade_path(ctx: HookContext, name: str) -> Path:
     return ctx.folders.model_path(DETECTORS_FOLDER, name)
 
 
+def file_fingerprint(ctx: HookContext, folder: str, name: str | None) -> Any:
+    """(mtime, size) of a model file, so the executor re-runs a node whose file was replaced."""
+    try:
+        stat = ctx.folders.model_path(folder, name or "").stat()
+    except (OSError, ValueError):
+        return None
+    return (stat.st_mtime_ns, stat.st_size)
+
+
 def to_uint8(image: torch.Tensor) -> np.ndarray:
     """One IMAGE ``[H, W, C]`` 0..1 as ``[H, W, 3]`` uint8 RGB (alpha dropped, grey repeated)."""
     rgb = image[..., :3] if image.shape[-1] >= 3 else image[..., :1].expand(*image.shape[:-1], 3)
@@ -63,6 +72,10 @@ class BBoxDetectHaar(Node):
               Int("min_size", 32, min=1, max=16384, tooltip="smallest box side in pixels"),
               Int("max_count", 0, min=0, max=1000, tooltip="most boxes per image, best first (0: all)")]
     outputs = [Output(BBOX)]
+
+    @classmethod
+    def fingerprint(cls, ctx: HookContext, *, cascade: str | None = None, **_: Any) -> Any:
+        return None if cascade in BUILTIN_CASCADES else file_fingerprint(ctx, DETECTORS_FOLDER, cascade)
 
     def run(self, ctx: Context, *, image: torch.Tensor, cascade: str, scale_factor: float, min_neighbors: int,
             min_size: int, max_count: int) -> tuple[BBoxes]:
@@ -108,6 +121,10 @@ class BBoxDetectYOLO(Node):
               Float("threshold", 0.3, min=0.0, max=1.0, step=0.01),
               Int("min_size", 0, min=0, max=16384), Int("max_count", 0, min=0, max=1000)]
     outputs = [Output(BBOX)]
+
+    @classmethod
+    def fingerprint(cls, ctx: HookContext, *, model_name: str | None = None, **_: Any) -> Any:
+        return file_fingerprint(ctx, DETECTORS_FOLDER, model_name)
 
     @classmethod
     def validate_inputs(cls, ctx: HookContext, **widgets: Any) -> str | None:

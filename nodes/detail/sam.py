@@ -24,7 +24,7 @@ import torch
 from graph_runtime import Context, Float, HookContext, Link, ModelFile, Node, Output
 
 from nodes.detail.bbox import BBOX, BBoxes, boxes_to_mask, check_boxes_fit
-from nodes.detail.detect import to_uint8
+from nodes.detail.detect import file_fingerprint, to_uint8
 from nodes.diffusion.loading import file_group
 from nodes.infra.files import METADATA_KEY, ModelFileError, empty_weights, read_state_dict
 from nodes.infra.model_manager import LoadPolicy, ModelManager, ModelRef, manager_from
@@ -107,11 +107,7 @@ class SAMLoader(Node):
 
     @classmethod
     def fingerprint(cls, ctx: HookContext, *, model_name: str | None = None, **_: Any) -> Any:
-        try:  # a replaced file is loaded again
-            stat = ctx.folders.model_path(SAMS_FOLDER, model_name or "").stat()
-        except (OSError, ValueError):
-            return None
-        return (stat.st_mtime_ns, stat.st_size)
+        return file_fingerprint(ctx, SAMS_FOLDER, model_name)
 
     def run(self, ctx: Context, *, model_name: str) -> tuple[SamModel]:
         path = ctx.folders.model_path(SAMS_FOLDER, model_name)

@@ -65,7 +65,10 @@ def test_user_cascade_from_the_models_folder(make_ctx, astronaut, folders):
         choices = BBoxDetectHaar.input_spec("cascade").current_choices(HookContext(folders=folders))
         assert "my_face.xml" in choices and choices[:4] == list(BUILTIN_CASCADES)
         assert len(detect(make_ctx(), astronaut, cascade="my_face.xml")) == 1
+        before = BBoxDetectHaar.fingerprint(HookContext(folders=folders), cascade="my_face.xml")
         target.write_text("<opencv_storage></opencv_storage>")
+        after = BBoxDetectHaar.fingerprint(HookContext(folders=folders), cascade="my_face.xml")
+        assert before is not None and after != before  # a replaced file runs the node again
         with pytest.raises(ValueError, match="my_face.xml.*not an OpenCV cascade"):
             detect(make_ctx(), astronaut, cascade="my_face.xml")
     finally:
