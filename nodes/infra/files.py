@@ -68,7 +68,7 @@ def file_identity(path: Path) -> tuple[str, int, int]:
 
 
 @contextlib.contextmanager
-def _empty_weights() -> Iterator[None]:
+def empty_weights() -> Iterator[None]:
     """Skip random initialisation of weights that are overwritten right away (seconds for a
     full-size UNet); buffers stay real so non-persistent ones (position ids) keep their values."""
     try:
@@ -86,7 +86,7 @@ def build_module(kind: str, config: dict[str, Any], state_dict: dict[str, Tensor
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     config = {k: v for k, v in config.items() if not k.startswith("_")}
-    with _empty_weights():
+    with empty_weights():
         if kind == "unet":
             module: torch.nn.Module = UNet2DConditionModel.from_config(config)
         elif kind == "vae":
