@@ -115,7 +115,8 @@ def sample(manager: ModelManager, model: DiffusionModel, positive: Conditioning,
 def _check_zero_snr(config: dict[str, Any], scheduler: Any, sampler_name: str) -> None:
     """ModelSamplingDiscrete(zsnr=True) asks for rescaled betas; diffusers ignores the option in
     schedulers without it, so refuse rather than sample without it."""
-    if config.get("rescale_betas_zero_snr") and not scheduler.config.get("rescale_betas_zero_snr"):
+    supported = "rescale_betas_zero_snr" in inspect.signature(type(scheduler).__init__).parameters
+    if config.get("rescale_betas_zero_snr") and not supported:
         raise ValueError(f"sampler {sampler_name!r} ({type(scheduler).__name__}) cannot rescale the noise schedule "
                          f"to zero terminal SNR (ModelSamplingDiscrete zsnr); use euler, euler_ancestral, "
                          f"dpmpp_2m, ddim or uni_pc")
