@@ -66,7 +66,8 @@ class Embeddings:
                 return path, word[end:]
         available = sorted({p.relative_to(d).as_posix() for d in self.dirs if d.is_dir() for p in d.rglob("*")
                             if p.is_file() and p.suffix.lower() in EXTENSIONS[1:]})
-        raise EmbeddingError(f"embedding {word.rstrip(',.;:!?')!r} not found in {' or '.join(map(str, self.dirs)) or 'no folder'} "
+        where = " or ".join(map(str, self.dirs)) or "no folder"
+        raise EmbeddingError(f"embedding {word.rstrip(',.;:!?')!r} not found in {where} "
                              f"(available: {', '.join(available) or 'none'})")
 
     def check(self, text: str) -> str | None:

@@ -119,8 +119,8 @@ def test_model_sampling_discrete_overrides_the_detection(make_ctx) -> None:
         assert patched.scheduler_config["prediction_type"] == expected
     latent = {"samples": torch.zeros(1, 4, 8, 8)}
     as_eps = ModelSamplingDiscrete().run(ctx, model=model, sampling="eps", zsnr=False)[0]
-    change = ksample(ctx, as_eps, clip, latent, steps=2)["samples"] - ksample(ctx, model, clip, latent, steps=2)["samples"]
-    assert change.abs().max() > 0.1
+    as_v = ksample(ctx, model, clip, latent, steps=2)["samples"]
+    assert (ksample(ctx, as_eps, clip, latent, steps=2)["samples"] - as_v).abs().max() > 0.1
     zsnr = ModelSamplingDiscrete().run(ctx, model=model, sampling="v_prediction", zsnr=True)[0]
     assert torch.isfinite(ksample(ctx, zsnr, clip, latent, steps=2)["samples"]).all()
     with pytest.raises(ValueError, match="'heun'.*zero terminal SNR"):
