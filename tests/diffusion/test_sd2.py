@@ -125,3 +125,18 @@ def test_model_sampling_discrete_overrides_the_detection(make_ctx) -> None:
     assert torch.isfinite(ksample(ctx, zsnr, clip, latent, steps=2)["samples"]).all()
     with pytest.raises(ValueError, match="'heun'.*zero terminal SNR"):
         ksample(ctx, zsnr, clip, latent, sampler="heun", steps=2)
+
+
+@pytest.mark.parametrize("name", ["tiny-sd2-v", "tiny-sd2-eps", "tiny-sd15-inpainting"])
+def test_file_without_metadata_builds_the_same_models(zoo_root: Path, tmp_path: Path, name: str) -> None:
+    """What a downloaded file is: architecture from the shapes alone (9 input channels included)."""
+    tok = lambda n: zoo_root / "clip_tokenizer" / n  # noqa: E731
+    bare = load_checkpoint(_bare(zoo_root, tmp_path, name), tokenizer_root=tok)
+    described = load_checkpoint(zoo_root / "checkpoints" / f"{name}.safetensors", tokenizer_root=tok)
+    for a, b in [(bare.unet, described.unet), (bare.vae, described.vae),
+                 *zip(bare.text_encoders, described.text_encoders)]:
+        sa, sb = a.state_dict(), b.state_dict()
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert bare.unet.config.in_channels == described.unet.config.in_channels
+    if name.startswith("tiny-sd2"):  # SD2's 64-wide heads follow from the shapes (SD1's fixed 8 do not)
+        assert bare.unet.config.attention_head_dim == described.unet.config.attention_head_dim
