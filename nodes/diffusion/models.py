@@ -137,9 +137,14 @@ class ClipModel:
             # SDXL conditions on the penultimate layer without the final norm (diffusers' clip_skip
             # counts from there): CLIPSetLastLayer(-n) reads hidden_states[-n - 1].
             return out.hidden_states[self.layer - 1], pooled
-        if self.layer == -1:
+        layer = self.layer
+        if any(te.drop_last_block for te in family(self.family).text_encoders):
+            # SD2's model ends at the file's penultimate block (its default): CLIPSetLastLayer(-2)
+            # is that, -3 the block before. -1 (ComfyUI: the dropped last block) stays the default.
+            layer = min(layer + 1, -1)
+        if layer == -1:
             return out.last_hidden_state, pooled
-        hidden = out.hidden_states[self.layer]
+        hidden = out.hidden_states[layer]
         return getattr(encoder, "text_model", encoder).final_layer_norm(hidden), pooled
 
 

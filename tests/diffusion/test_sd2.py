@@ -4,6 +4,7 @@ the original (LDM FrozenOpenCLIPEmbedder) computes it, and sampling as diffusers
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -52,9 +53,9 @@ def test_prediction_type_rules_at_full_size() -> None:
     assert prediction_type_of({}, SD21, {"model": {"params": {"parameterization": "v"}}}) == "v_prediction"
 
 
-def _openclip_reference(zoo_root: Path, ids: torch.Tensor) -> torch.Tensor:
+def _openclip_reference(zoo_root: Path, ids: torch.Tensor, skip: int = 1) -> torch.Tensor:
     """LDM's FrozenOpenCLIPEmbedder(layer="penultimate") on open_clip's own CLIP built from the
-    file's ``cond_stage_model.model.*`` tensors: all blocks but the last, then ln_final."""
+    file's ``cond_stage_model.model.*`` tensors: all blocks but the last ``skip``, then ln_final."""
     import open_clip
 
     sd = load_file(str(zoo_root / "checkpoints" / "tiny-sd2-v.safetensors"))
@@ -65,7 +66,7 @@ def _openclip_reference(zoo_root: Path, ids: torch.Tensor) -> torch.Tensor:
         text_cfg=open_clip.model.CLIPTextCfg(vocab_size=TINY_VOCAB, width=32, heads=4, layers=4, mlp_ratio=2.0))
     result = model.load_state_dict(tower, strict=False)
     assert not result.unexpected_keys and all(k.startswith("visual.") for k in result.missing_keys)
-    model.transformer.resblocks = model.transformer.resblocks[:-1]
+    model.transformer.resblocks = model.transformer.resblocks[:-skip]
     with torch.no_grad():
         x = model.token_embedding(ids) + model.positional_embedding
         return model.ln_final(model.transformer(x, attn_mask=model.attn_mask))
@@ -79,6 +80,10 @@ def test_text_encoder_matches_openclip_penultimate_layer(make_ctx, zoo_root: Pat
     ids = torch.tensor([[t for t, _ in chunks[0]]])
     assert clip.tokenizers()[0].convert_ids_to_tokens(int(ids[0, -1])) == "!"  # SD2 pads with "!"
     assert (ours - _openclip_reference(zoo_root, ids)).abs().max() < 1e-5
+    # CLIPSetLastLayer counts the file's blocks, as ComfyUI: -2 is SD2's own penultimate layer.
+    for layer, skip in ((-2, 1), (-3, 2)):
+        skipped = CLIPTextEncode().run(ctx, text=POSITIVE, clip=replace(clip, layer=layer))[0][0][0]
+        assert (skipped - _openclip_reference(zoo_root, ids, skip)).abs().max() < 1e-5
 
 
 def test_text_encoder_conversion_matches_diffusers(zoo_root: Path) -> None:
