@@ -144,13 +144,42 @@ def checkpoint_spec(path: Path, sd: dict[str, Tensor], metadata: dict[str, str])
 
         original = yaml.safe_load(sidecar.read_text()) or {}
         spec["tokenizer_name"] = original.get("nodeloom_tokenizer", spec.get("tokenizer_name"))
-        params = original.get("model", {}).get("params", {})
-        if params.get("parameterization") == "v":
-            spec["scheduler"] = dict(spec["scheduler"], prediction_type="v_prediction")
-        elif "parameterization" in params or fam.prediction_type == "epsilon":
-            spec["scheduler"] = dict(spec["scheduler"], prediction_type="epsilon")
+    spec["scheduler"] = dict(spec["scheduler"], prediction_type=prediction_type_of(sd, fam, original))
     spec["original_config"] = original
     return spec
+
+
+# ComfyUI's test (supported_models.SD20.model_type): the 768-v models' last output attention block
+# has norm1 biases spread wider than this; the 512 epsilon models' stay near zero.
+V_PREDICTION_MIN_STD = 0.09
+
+
+def prediction_type_of(sd: dict[str, Tensor], fam: FamilySpec, original: dict[str, Any] | None) -> str:
+    """``epsilon`` or ``v_prediction`` for a single file without our metadata.
+
+    A sidecar LDM ``.yaml`` decides (``model.params.parameterization: v``; absent means eps, as in
+    LDM). Otherwise families published as epsilon are epsilon, and for SD2.x, whose keys are the
+    same for both kinds, ComfyUI's weight check decides: a UNet with extra input channels
+    (inpainting, depth) is epsilon; otherwise the std of the last output block's
+    ``transformer_blocks.0.norm1.bias`` above 0.09 means v-prediction (``output_blocks.11`` in
+    full-size files). diffusers' ``from_single_file`` instead takes v_prediction for every SD2 file
+    (the stabilityai/stable-diffusion-2-1 config), which samples the 512 base models wrongly.
+    ModelSamplingDiscrete overrides whatever is detected here.
+    """
+    if original is not None:
+        params = original.get("model", {}).get("params", {})
+        return "v_prediction" if params.get("parameterization", "eps") == "v" else "epsilon"
+    if fam.prediction_type != "v_prediction":
+        return fam.prediction_type
+    conv_in = sd.get(ldm_keys.UNET_PREFIX + "input_blocks.0.0.weight")
+    if conv_in is not None and conv_in.shape[1] != fam.latent_channels:
+        return "epsilon"
+    pattern = re.escape(ldm_keys.UNET_PREFIX) + r"output_blocks\.(\d+)\.1\.transformer_blocks\.0\.norm1\.bias$"
+    last = max(_indices(list(sd), pattern), default=None)
+    if last is None:
+        return fam.prediction_type
+    bias = sd[f"{ldm_keys.UNET_PREFIX}output_blocks.{last}.1.transformer_blocks.0.norm1.bias"]
+    return "v_prediction" if float(bias.float().std(unbiased=False)) > V_PREDICTION_MIN_STD else "epsilon"
 
 
 def load_checkpoint(path: Path, *, tokenizer_root: Callable[[str], Path],

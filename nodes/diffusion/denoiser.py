@@ -7,6 +7,8 @@ Per step, :class:`Denoiser` turns the scheduler's model input into a noise predi
   cfg <= 1, when the sampler asks for it, or for UNets with guidance embedded in ``timestep_cond``);
 - the **per-model extras** come from the family data and the UNet config (SDXL's pooled text
   embeds and size/crop time ids; LCM-style ``timestep_cond`` from the guidance scale embedding);
+- an **inpainting UNet** (9 input channels) gets the mask and masked-image latents appended to
+  its input (``inpaint``), after the hooks, which see the 4-channel latents;
 - **denoiser hooks** see each call (:class:`UNetCall`) and may add ControlNet/T2I-Adapter
   residuals or more ``added_cond_kwargs`` (:class:`UNetInputs`); several hooks' residuals add up.
 
@@ -25,6 +27,7 @@ import torch
 
 from nodes.diffusion.families import FamilySpec
 from nodes.diffusion.guidance import Guidance, ModelExtras
+from nodes.diffusion.inpaint import InpaintInputs, concat_for
 from nodes.diffusion.models import Conditioning
 Tensor = torch.Tensor
 
@@ -135,8 +138,9 @@ class Denoiser:
 
     def __init__(self, unet: torch.nn.Module, spec: FamilySpec, *, positive: Conditioning, negative: Conditioning,
                  guidance: Guidance, extras: ModelExtras, batch: int, steps: int,
-                 hooks: Sequence[DenoiserHook] = ()) -> None:
+                 hooks: Sequence[DenoiserHook] = (), inpaint: InpaintInputs | None = None) -> None:
         self.unet = unet
+        self.inpaint = inpaint
         self.spec = spec
         self.positive = positive
         self.negative = negative
@@ -178,6 +182,8 @@ class Denoiser:
                             conditioning=tuple(e[1] for e in entries), batch=self.batch, step=step,
                             steps=self.steps, unet_config=self.unet_config, region=region)
             self._run_hooks(call, step).apply(kwargs)
+        if self.inpaint is not None:
+            sample = torch.cat([sample, concat_for(self.inpaint, entries, self.batch, region, dtype, device)], dim=1)
         return self.unet(sample, t, **kwargs, return_dict=False)[0]
 
     def _run_hooks(self, call: UNetCall, step: int) -> UNetInputs:

@@ -23,8 +23,9 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 class TextEncoderSpec:
     """One text encoder of a family: its part name, where its weights sit in an original
     single file (``ldm_prefix``) and in which layout (transformers' CLIP or OpenCLIP), whether it
-    keeps its projection (pooled output), its tokenizer's pad token, and whether the file's last
-    transformer block is left out (SD2 conditions on the penultimate layer, as diffusers builds it)."""
+    keeps its projection (pooled output), its tokenizer's pad token, whether the file's last
+    transformer block is left out (SD2 conditions on the penultimate layer, as diffusers builds it),
+    and the key of its vectors in a two-encoder textual-inversion file (clip_l, clip_h, clip_g)."""
 
     part: str
     ldm_prefix: str
@@ -32,6 +33,7 @@ class TextEncoderSpec:
     projection: bool
     pad_token: str
     drop_last_block: bool = False
+    embedding_key: str = "clip_l"
 
 
 @dataclass(frozen=True)
@@ -90,12 +92,13 @@ SD15 = FamilySpec(
 SD21 = FamilySpec(
     name="sd21", title="Stable Diffusion 2.x", default_resolution=768, pipeline="StableDiffusionPipeline",
     text_encoders=(TextEncoderSpec("text_encoder", ldm_keys.SD2_OPENCLIP_PREFIX, "openclip", False, "!",
-                                   drop_last_block=True),),
+                                   drop_last_block=True, embedding_key="clip_h"),),
     latent_rgb=_SD_RGB, head_dim_64=True, aliases=("sd2", "sd2.1"))
 SDXL = FamilySpec(
     name="sdxl", title="Stable Diffusion XL", default_resolution=1024, pipeline="StableDiffusionXLPipeline",
     text_encoders=(TextEncoderSpec("text_encoder", ldm_keys.SDXL_CLIP_L_PREFIX, "clip", False, "<|endoftext|>"),
-                   TextEncoderSpec("text_encoder_2", ldm_keys.SDXL_OPENCLIP_PREFIX, "openclip", True, "!")),
+                   TextEncoderSpec("text_encoder_2", ldm_keys.SDXL_OPENCLIP_PREFIX, "openclip", True, "!",
+                                   embedding_key="clip_g")),
     latent_rgb=((0.3651, 0.4232, 0.4341), (-0.2533, -0.0042, 0.1068), (0.1076, 0.1111, -0.0362),
                 (-0.3165, -0.2492, -0.2188)),
     latent_rgb_bias=(0.1084, -0.0175, -0.0011), size_conditioning=True, clip_skip_from_penultimate=True,

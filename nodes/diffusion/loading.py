@@ -95,7 +95,8 @@ def _values(manager: ModelManager, group: tuple[Any, ...], loader: Callable[[], 
     encoders = family(comp.family).text_encoders
     te_refs = tuple(unet_ref.sibling(te.part) for te in encoders)
     pads = [spec.get(te.part.replace("text_encoder", "tokenizer"), {}).get("pad_token", te.pad_token) for te in encoders]
-    pads = [_folder_pad(d, p) for d, p in zip(comp.tokenizer_dirs, pads)]
+    if group[0] == "diffusers":  # a single file's shared tokenizer folder must not set SD2's "!" padding
+        pads = [_folder_pad(d, p) for d, p in zip(comp.tokenizer_dirs, pads)]
     model = DiffusionModel(ref=unet_ref, family=comp.family, scheduler_config=dict(spec["scheduler"]))
     clip = ClipModel(family=comp.family, refs=te_refs, tokenizer_dirs=tuple(str(d) for d in comp.tokenizer_dirs),
                      pad_tokens=tuple(pads), force_zeros_for_empty_prompt=bool(spec.get("force_zeros_for_empty_prompt")))

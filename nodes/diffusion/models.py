@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from nodes.diffusion.embeddings import PREFIX as EMBEDDING_PREFIX
+from nodes.diffusion.embeddings import Embeddings, inserted
 from nodes.diffusion.families import FamilySpec, family
 from nodes.diffusion.lora import Patch, patched
 from nodes.infra.model_manager import ModelManager, ModelRef
@@ -65,38 +67,56 @@ class ClipModel:
     def tokenizers(self) -> list[Any]:
         return [load_tokenizer(d, pad) for d, pad in zip(self.tokenizer_dirs, self.pad_tokens)]
 
-    def tokenize(self, text: str, encoder: int = 0) -> list[list[tuple[int, float]]]:
+    def tokenize(self, text: str, encoder: int = 0, *, embeddings: Embeddings | None = None,
+                 table: torch.nn.Embedding | None = None) -> tuple[list[list[tuple[int, float]]], list[torch.Tensor]]:
+        """Weighted 77-token windows of ``text`` for text encoder ``encoder``, and the
+        textual-inversion vectors its ``embedding:name`` words stand for: an id ``table.num_embeddings
+        + k`` means ``vectors[k]``. Without ``embeddings`` (and the encoder's token ``table``, for
+        its size and width) such words are plain text."""
         tok = self.tokenizers()[encoder]
+        key = family(self.family).text_encoders[encoder].embedding_key
+        vectors: list[torch.Tensor] = []
 
         def word_ids(word: str) -> list[int]:
-            return tok(word, add_special_tokens=False)["input_ids"]
+            if embeddings is None or table is None or not word.startswith(EMBEDDING_PREFIX):
+                return tok(word, add_special_tokens=False)["input_ids"]
+            found, rest = embeddings.vectors(word[len(EMBEDDING_PREFIX):], encoder_key=key, width=table.embedding_dim)
+            first = table.num_embeddings + len(vectors)
+            vectors.extend(found)
+            return list(range(first, first + len(found))) + (word_ids(rest) if rest else [])
 
-        return chunk_tokens(text, word_ids, bos=tok.bos_token_id, eos=tok.eos_token_id, pad=tok.pad_token_id,
-                            max_length=tok.model_max_length)
+        chunks = chunk_tokens(text, word_ids, bos=tok.bos_token_id, eos=tok.eos_token_id, pad=tok.pad_token_id,
+                              max_length=tok.model_max_length)
+        return chunks, vectors
 
-    def encode(self, manager: ModelManager, text: str, *, text_l: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def encode(self, manager: ModelManager, text: str, *, text_l: str | None = None,
+               embeddings: Embeddings | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(embeddings [1, 77*k, D], pooled [1, P]) for ``text``; for SDXL ``text_l`` (default
-        ``text``) feeds the CLIP-L encoder and ``text`` the bigG one."""
+        ``text``) feeds the CLIP-L encoder and ``text`` the bigG one. ``embedding:name`` words use
+        ``embeddings`` (EmbeddingError when one is missing or made for another encoder)."""
         texts = [text_l if text_l is not None else text, text] if len(self.refs) == 2 else [text]
         patches = self.patches or tuple(() for _ in self.refs)
         with manager.use(*self.refs) as encoders:
             outputs = []
             for index, (encoder, prompt, patch) in enumerate(zip(encoders, texts, patches)):
+                chunks, vectors = self.tokenize(prompt, index, embeddings=embeddings,
+                                                table=encoder.get_input_embeddings())
                 with patched(encoder, patch):
-                    outputs.append(self._encode_one(encoder, index, self.tokenize(prompt, index)))
+                    outputs.append(self._encode_one(encoder, index, chunks, vectors))
         chunks = min(o[0].shape[1] for o in outputs)
         embeds = torch.cat([o[0][:, :chunks] for o in outputs], dim=-1)
         pooled = outputs[-1][1]
         return embeds.float().cpu(), None if pooled is None else pooled.float().cpu()
 
-    def _encode_one(self, encoder: torch.nn.Module, index: int, chunks: list[list[tuple[int, float]]]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _encode_one(self, encoder: torch.nn.Module, index: int, chunks: list[list[tuple[int, float]]],
+                    vectors: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """ComfyUI's weighting: token embeddings move away from the empty prompt's by their weight,
         ``z = (z - z_empty) * w + z_empty``; only the first chunk's pooled output is kept."""
         weighted = any(w != 1.0 for chunk in chunks for _, w in chunk)
         ids = [[t for t, _ in chunk] for chunk in chunks]
         device = next(encoder.parameters()).device
-        batch = torch.tensor(ids, device=device)
-        hidden, pooled = self._forward(encoder, batch)
+        with inserted(encoder, torch.tensor(ids, device=device), vectors) as batch:
+            hidden, pooled = self._forward(encoder, batch)
         if weighted:
             empty_ids = self._empty_ids(index, len(ids[0]))
             z_empty, _ = self._forward(encoder, torch.tensor([empty_ids], device=device))
@@ -117,9 +137,14 @@ class ClipModel:
             # SDXL conditions on the penultimate layer without the final norm (diffusers' clip_skip
             # counts from there): CLIPSetLastLayer(-n) reads hidden_states[-n - 1].
             return out.hidden_states[self.layer - 1], pooled
-        if self.layer == -1:
+        layer = self.layer
+        if any(te.drop_last_block for te in family(self.family).text_encoders):
+            # SD2's model ends at the file's penultimate block (its default): CLIPSetLastLayer(-2)
+            # is that, -3 the block before. -1 (ComfyUI: the dropped last block) stays the default.
+            layer = min(layer + 1, -1)
+        if layer == -1:
             return out.last_hidden_state, pooled
-        hidden = out.hidden_states[self.layer]
+        hidden = out.hidden_states[layer]
         return getattr(encoder, "text_model", encoder).final_layer_norm(hidden), pooled
 
 

@@ -9,6 +9,7 @@ import torch
 from graph_runtime.context import Context, HookContext
 from graph_runtime.node import Combo, Float, Int, Link, Node, Output, String
 
+from nodes.diffusion.embeddings import Embeddings
 from nodes.diffusion.families import DEFAULT_FAMILY, family
 from nodes.diffusion.models import ClipModel, Conditioning
 from nodes.infra.model_manager import manager_from
@@ -18,12 +19,17 @@ from nodes.inputs import MAX_RESOLUTION
 class CLIPTextEncode(Node):
     category = "conditioning"
     description = ("Encode a prompt. ComfyUI weighting: (word:1.2), ((word)), \\( \\) escapes; prompts longer "
-                   "than 77 tokens are encoded in chunks. SDXL: both encoders and the pooled output.")
+                   "than 77 tokens are encoded in chunks; embedding:name inserts a textual inversion from "
+                   "models/embeddings (a missing one is an error). SDXL: both encoders and the pooled output.")
     inputs = [String("text", multiline=True, dynamicPrompts=True), Link("clip", "CLIP")]
     outputs = [Output("CONDITIONING")]
 
+    @classmethod
+    def validate_inputs(cls, ctx: HookContext, **widgets: Any) -> str | None:
+        return _check_embeddings(ctx, widgets.get("text"))
+
     def run(self, ctx: Context, *, text: str, clip: ClipModel) -> tuple[Any, ...]:
-        embeds, pooled = clip.encode(manager_from(ctx.services), text)
+        embeds, pooled = clip.encode(manager_from(ctx.services), text, embeddings=Embeddings.of(ctx.folders))
         return ([[embeds, {"pooled_output": pooled}]],)
 
 
@@ -38,14 +44,24 @@ class CLIPTextEncodeSDXL(Node):
               String("text_g", multiline=True, dynamicPrompts=True), String("text_l", multiline=True, dynamicPrompts=True)]
     outputs = [Output("CONDITIONING")]
 
+    @classmethod
+    def validate_inputs(cls, ctx: HookContext, **widgets: Any) -> str | None:
+        return _check_embeddings(ctx, widgets.get("text_g")) or _check_embeddings(ctx, widgets.get("text_l"))
+
     def run(self, ctx: Context, *, clip: ClipModel, width: int, height: int, crop_w: int, crop_h: int,
             target_width: int, target_height: int, text_g: str, text_l: str) -> tuple[Any, ...]:
         if not family(clip.family).size_conditioning:
             raise ValueError(f"CLIPTextEncodeSDXL needs an SDXL CLIP, got a {clip.family} one")
-        embeds, pooled = clip.encode(manager_from(ctx.services), text_g, text_l=text_l)
+        embeds, pooled = clip.encode(manager_from(ctx.services), text_g, text_l=text_l,
+                                     embeddings=Embeddings.of(ctx.folders))
         extras = {"pooled_output": pooled, "width": width, "height": height, "crop_w": crop_w, "crop_h": crop_h,
                   "target_width": target_width, "target_height": target_height}
         return ([[embeds, extras]],)
+
+
+def _check_embeddings(ctx: HookContext, text: Any) -> str | None:
+    """A typed prompt's missing embeddings, reported before anything loads."""
+    return Embeddings.of(ctx.folders).check(text) if isinstance(text, str) else None
 
 
 class ConditioningCombine(Node):

@@ -9,13 +9,13 @@ import torch
 import torch.nn.functional as F
 
 from graph_runtime.context import Context
-from graph_runtime.node import Combo, Float, Int, Link, Node, Output
+from graph_runtime.node import Boolean, Combo, Float, Int, Link, Node, Output
 
 from nodes.core.imaging import center_crop
 from nodes.diffusion import vae_ops
 from nodes.diffusion.families import DEFAULT_FAMILY
 from nodes.diffusion.inputs import tile_inputs
-from nodes.diffusion.models import VaeModel
+from nodes.diffusion.models import Conditioning, VaeModel
 from nodes.infra.model_manager import manager_from
 from nodes.inputs import CROP_METHODS, LATENT_UPSCALE_METHODS, MAX_RESOLUTION
 
@@ -88,19 +88,49 @@ class VAEEncodeForInpaint(Node):
 
     def run(self, ctx: Context, *, pixels: torch.Tensor, vae: VaeModel, mask: torch.Tensor,
             grow_mask_by: int) -> tuple[Any, ...]:
-        pixels = vae_ops.crop_to_multiple(pixels, vae.downscale).clone()
+        pixels, mask = _grey_masked(pixels, mask, vae.downscale)
         height, width = pixels.shape[1:3]
-        mask = F.interpolate(mask.reshape(-1, 1, mask.shape[-2], mask.shape[-1]).float(), size=(height, width),
-                             mode="bilinear")
         grown = mask
         if grow_mask_by > 0:
             kernel = torch.ones(1, 1, grow_mask_by, grow_mask_by)
             padding = math.ceil((grow_mask_by - 1) / 2)
             grown = torch.clamp(F.conv2d(mask.round(), kernel, padding=padding), 0, 1)[..., :height, :width]
-        keep = (1.0 - mask.round()).squeeze(1)
-        pixels[..., :3] = (pixels[..., :3] - 0.5) * keep.unsqueeze(-1) + 0.5
         samples = vae_ops.encode(manager_from(ctx.services), vae, pixels)
         return ({"samples": samples, "noise_mask": grown.round()},)
+
+
+def _grey_masked(pixels: torch.Tensor, mask: torch.Tensor, multiple: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pixels centre-cropped to ``multiple`` with the masked area set to 0.5 grey, the mask
+    [B, 1, H, W] resized bilinearly to them): what inpainting models were trained to see."""
+    pixels = vae_ops.crop_to_multiple(pixels, multiple).clone()
+    mask = F.interpolate(mask.reshape(-1, 1, mask.shape[-2], mask.shape[-1]).float(), size=tuple(pixels.shape[1:3]),
+                         mode="bilinear")
+    keep = (1.0 - mask.round()).squeeze(1)
+    pixels[..., :3] = (pixels[..., :3] - 0.5) * keep.unsqueeze(-1) + 0.5
+    return pixels, mask
+
+
+class InpaintModelConditioning(Node):
+    category = "conditioning/inpaint"
+    description = ("For inpainting models (9-channel UNets): the image with the masked area greyed is encoded and "
+                   "put with the mask on both conditionings, which the model sees at every step; the LATENT is "
+                   "the whole image encoded, with the mask as its noise mask when noise_mask is on (only the "
+                   "masked area changes). Mask: 1 = repaint.")
+    inputs = [Link("positive", "CONDITIONING"), Link("negative", "CONDITIONING"), Link("vae", "VAE"),
+              Link("pixels", "IMAGE"), Link("mask", "MASK"),
+              Boolean("noise_mask", True, tooltip="keep the unmasked area of the latent (ComfyUI's default)")]
+    outputs = [Output("CONDITIONING", "positive"), Output("CONDITIONING", "negative"), Output("LATENT", "latent")]
+
+    def run(self, ctx: Context, *, positive: Conditioning, negative: Conditioning, vae: VaeModel,
+            pixels: torch.Tensor, mask: torch.Tensor, noise_mask: bool = True) -> tuple[Any, ...]:
+        manager = manager_from(ctx.services)
+        greyed, mask = _grey_masked(pixels, mask, vae.downscale)
+        concat = {"concat_latent_image": vae_ops.encode(manager, vae, greyed), "concat_mask": mask}
+        latent: dict[str, Any] = {"samples": vae_ops.encode(manager, vae, pixels)}
+        if noise_mask:
+            latent["noise_mask"] = mask
+        return ([[embeds, dict(extras, **concat)] for embeds, extras in positive],
+                [[embeds, dict(extras, **concat)] for embeds, extras in negative], latent)
 
 
 class SetLatentNoiseMask(Node):
@@ -164,4 +194,5 @@ class LatentUpscaleBy(Node):
 
 
 NODES: list[type[Node]] = [EmptyLatentImage, VAEDecode, VAEEncode, VAEDecodeTiled, VAEEncodeTiled,
-                           VAEEncodeForInpaint, SetLatentNoiseMask, LatentUpscale, LatentUpscaleBy]
+                           VAEEncodeForInpaint, InpaintModelConditioning, SetLatentNoiseMask, LatentUpscale,
+                           LatentUpscaleBy]

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from nodes.diffusion.denoiser import DENOISER_HOOKS, Denoiser
 from nodes.diffusion.guidance import ModelExtras, choose_guidance
+from nodes.diffusion.inpaint import inpaint_inputs
 from nodes.diffusion.models import Conditioning, DiffusionModel
 from nodes.diffusion.samplers import SAMPLERS
 from nodes.infra.model_manager import ModelManager
@@ -66,6 +67,7 @@ def sample(manager: ModelManager, model: DiffusionModel, positive: Conditioning,
         return dict(latent)
     factory = SAMPLERS.get(settings.sampler_name)
     scheduler = SAMPLERS.build(model.scheduler_config, settings.sampler_name, settings.scheduler, seed=settings.seed)
+    _check_zero_snr(model.scheduler_config, scheduler, settings.sampler_name)
     with model.use(manager) as unet:
         device, dtype = next(unet.parameters()).device, next(unet.parameters()).dtype
         scheduler.set_timesteps(total, device=device)
@@ -83,7 +85,8 @@ def sample(manager: ModelManager, model: DiffusionModel, positive: Conditioning,
         denoiser = Denoiser(unet, model.spec, positive=positive, negative=negative,
                             guidance=choose_guidance(settings.cfg, unet_config, factory.guidance),
                             extras=ModelExtras(model.spec, unet_config, settings.cfg, tuple(latent_image.shape[-2:])),
-                            batch=batch, steps=len(timesteps), hooks=list(DENOISER_HOOKS))
+                            batch=batch, steps=len(timesteps), hooks=list(DENOISER_HOOKS),
+                            inpaint=inpaint_inputs(unet_config, latent, model.spec.latent_channels))
         step_kwargs = _step_kwargs(scheduler, generators)
         denoised = x
         for i, t in enumerate(timesteps):
@@ -107,6 +110,16 @@ def sample(manager: ModelManager, model: DiffusionModel, positive: Conditioning,
     out_latent = dict(latent)
     out_latent["samples"] = x.float().cpu()
     return out_latent
+
+
+def _check_zero_snr(config: dict[str, Any], scheduler: Any, sampler_name: str) -> None:
+    """ModelSamplingDiscrete(zsnr=True) asks for rescaled betas; diffusers ignores the option in
+    schedulers without it, so refuse rather than sample without it."""
+    supported = "rescale_betas_zero_snr" in inspect.signature(type(scheduler).__init__).parameters
+    if config.get("rescale_betas_zero_snr") and not supported:
+        raise ValueError(f"sampler {sampler_name!r} ({type(scheduler).__name__}) cannot rescale the noise schedule "
+                         f"to zero terminal SNR (ModelSamplingDiscrete zsnr); use euler, euler_ancestral, "
+                         f"dpmpp_2m, ddim or uni_pc")
 
 
 def _window(s: SampleSettings) -> tuple[int, int, int]:

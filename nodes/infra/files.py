@@ -120,3 +120,17 @@ def save_safetensors(state: dict[str, Tensor], path: Path, metadata: dict[str, s
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous() for k, v in state.items()}, str(path), metadata=metadata)
     return path
+
+
+def read_pickle(path: Path) -> Any:
+    """The object of a pickled ``.pt/.ckpt/.bin`` file loaded with ``weights_only=True`` (tensors,
+    dicts, lists, strings, numbers; never arbitrary objects), for files that are not flat state
+    dicts (textual-inversion embeddings). Raises ModelFileError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"model file not found: {path}")
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - includes UnpicklingError for unsafe pickles
+        raise ModelFileError(f"cannot read {path.name} safely (weights-only load): {type(exc).__name__}. "
+                             f"Convert it to .safetensors.") from exc

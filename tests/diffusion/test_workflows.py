@@ -25,7 +25,7 @@ def runtime(zoo_root: Path, tmp_path_factory: pytest.TempPathFactory):
     return Runtime(registry, folders=folders)
 
 
-@pytest.mark.parametrize("name", ["txt2img", "img2img", "inpaint", "lora"])
+@pytest.mark.parametrize("name", ["txt2img", "img2img", "inpaint", "lora", "inpaint_model"])
 def test_workflow_runs(runtime, name: str) -> None:
     prompt = json.loads((WORKFLOWS / f"{name}.json").read_text())
     result = runtime.execute(prompt)

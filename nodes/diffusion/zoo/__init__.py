@@ -4,6 +4,8 @@ No weights can be downloaded where NodeLoom is tested, so ``nodeloom models tiny
 deterministically from a seed, everything the node families need into a models root:
 
     checkpoints/tiny-sd15.safetensors, tiny-sdxl.safetensors   single files, original key layout
+    checkpoints/tiny-sd2-v, tiny-sd2-eps, tiny-sd15-inpainting SD2.x (v / epsilon) and 9-channel inpainting
+    embeddings/tiny-sd15-ti.pt, tiny-sd15-ti3, tiny-sdxl-ti    textual inversions (.pt, .safetensors)
     diffusers/tiny-sd15/, diffusers/tiny-sdxl/                 the same weights as diffusers folders
     vae/tiny-vae.safetensors                                   an SD-layout VAE (other weights)
     loras/tiny-sd15-kohya.safetensors, tiny-sd15-diffusers.safetensors
@@ -23,10 +25,12 @@ from pathlib import Path
 
 from nodes.diffusion.zoo.clip import save_clip_scorer, save_clip_vision
 from nodes.diffusion.zoo.controlnet import save_controlnet
+from nodes.diffusion.zoo.embeddings import save_embeddings
 from nodes.diffusion.zoo.lora import save_loras
 from nodes.diffusion.zoo.sam import TINY_SAM, build_sam, save_sam
 from nodes.diffusion.zoo.sd import save_family, save_vae, tiny_sd15, tiny_sdxl
 from nodes.diffusion.zoo.upscale import save_esrgan
+from nodes.diffusion.zoo.variants import save_variants
 from nodes.infra.tokenizer import TINY_TOKENIZER, write_tokenizer
 
 __all__ = ["TINY_SAM", "build_sam", "main", "write_example_inputs", "write_tiny_zoo"]
@@ -44,6 +48,7 @@ def write_tiny_zoo(root: Path, *, seed: int = 0) -> list[Path]:
     sdxl = tiny_sdxl(seed + 1)
     written += save_family(root, "tiny-sdxl", sdxl, tokenizer_dir)
     written.append(save_vae(root, seed + 2))
+    written += save_variants(root, seed + 20) + save_embeddings(root, seed + 30)
     written += save_loras(root, sd15, seed + 3)
     builders: list[Callable[[Path, int], Path | None]] = [
         lambda r, s: save_controlnet(r, sd15, s), save_esrgan, save_sam, save_clip_scorer, save_clip_vision]

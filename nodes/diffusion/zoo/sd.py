@@ -71,7 +71,7 @@ def tiny_sdxl(seed: int) -> dict[str, Any]:
             "te_configs": [te1, te2]}
 
 
-def _spec(models: dict[str, Any]) -> dict[str, Any]:
+def family_spec(models: dict[str, Any]) -> dict[str, Any]:
     name = models["family"]
     base = family(name).shipped_config()
     spec = {"family": name, "unet": plain_config(models["unet"]), "vae": plain_config(models["vae"]),
@@ -88,8 +88,8 @@ def plain_config(module: Any) -> dict[str, Any]:
     return json.loads(json.dumps({k: v for k, v in dict(module.config).items() if not k.startswith("_")}))
 
 
-def save_family(root: Path, name: str, models: dict[str, Any], tokenizer_dir: Path) -> list[Path]:
-    spec = _spec(models)
+def single_file_state(models: dict[str, Any], spec: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The models' weights in the original single-file layout (every part under its LDM prefix)."""
     unet, vae, tes = models["unet"], models["vae"], models["text_encoders"]
     state = ldm_keys.prefixed(ldm_keys.unet_to_ldm(unet.state_dict(), spec["unet"]), ldm_keys.UNET_PREFIX)
     state.update(ldm_keys.prefixed(ldm_keys.vae_to_ldm(vae.state_dict(), spec["vae"]), ldm_keys.VAE_PREFIX))
@@ -97,8 +97,13 @@ def save_family(root: Path, name: str, models: dict[str, Any], tokenizer_dir: Pa
         te_state = _hf_te_state(encoder)
         state.update(ldm_keys.prefixed(ldm_keys.openclip_from_hf(te_state) if te.layout == "openclip" else te_state,
                                        te.ldm_prefix))
+    return state
+
+
+def save_family(root: Path, name: str, models: dict[str, Any], tokenizer_dir: Path) -> list[Path]:
+    spec = family_spec(models)
     single = root / "checkpoints" / f"{name}.safetensors"
-    save_safetensors(state, single, {METADATA_KEY: json.dumps(spec)})
+    save_safetensors(single_file_state(models, spec), single, {METADATA_KEY: json.dumps(spec)})
     folder = root / "diffusers" / name
     _save_pipeline_folder(folder, models, spec, tokenizer_dir)
     return [single, folder]
