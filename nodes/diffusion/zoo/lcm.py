@@ -33,7 +33,7 @@ LCM_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "
 RANK = 4
 
 
-def _lora_pairs(unet: torch.nn.Module, gen: torch.Generator) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def lora_pairs(unet: torch.nn.Module, gen: torch.Generator) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Random (down, up) pairs for every Linear/Conv2d the distillation scripts adapt. Convolutions
     get a kxk down and a 1x1 up (peft's LoRA for Conv2d)."""
     pairs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -57,7 +57,7 @@ def _lora_pairs(unet: torch.nn.Module, gen: torch.Generator) -> dict[str, tuple[
 def save_lcm_models(root: Path, sd15: dict[str, Any], sdxl: dict[str, Any], tokenizer_dir: Path, seed: int) -> list[Path]:
     gen = torch.Generator().manual_seed(seed)
     kohya: dict[str, torch.Tensor] = {}
-    for name, (down, up) in _lora_pairs(sd15["unet"], gen).items():
+    for name, (down, up) in lora_pairs(sd15["unet"], gen).items():
         key = "lora_unet_" + name.replace(".", "_")
         kohya.update({f"{key}.lora_down.weight": down, f"{key}.lora_up.weight": up,
                       f"{key}.alpha": torch.tensor(float(RANK) / 2)})
@@ -65,7 +65,7 @@ def save_lcm_models(root: Path, sd15: dict[str, Any], sdxl: dict[str, Any], toke
                             {"ss_network_module": "networks.lora", "ss_network_dim": str(RANK),
                              "ss_network_alpha": str(RANK / 2)})]
     diffusers_state: dict[str, torch.Tensor] = {}
-    for name, (down, up) in _lora_pairs(sdxl["unet"], gen).items():
+    for name, (down, up) in lora_pairs(sdxl["unet"], gen).items():
         diffusers_state[f"unet.{name}.lora.down.weight"] = down
         diffusers_state[f"unet.{name}.lora.up.weight"] = up
     out.append(save_safetensors(diffusers_state, root / "loras" / "tiny-slam-lora-sdxl.safetensors"))
