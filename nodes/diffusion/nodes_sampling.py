@@ -23,7 +23,9 @@ from nodes.infra.model_manager import manager_from
 PREVIEW_INTERVAL_S = 0.1
 
 
-def _progress(ctx: Context, family: str) -> Any:
+def step_progress(ctx: Context, family: str) -> Any:
+    """The sampler nodes' ``on_step``: progress every step, a latent preview at most every
+    ``PREVIEW_INTERVAL_S`` (and on the first and last step)."""
     last_preview = -PREVIEW_INTERVAL_S
 
     def on_step(step: int, total: int, latent: torch.Tensor) -> None:
@@ -57,7 +59,7 @@ class KSampler(Node):
         settings = SampleSettings(seed=seed, steps=steps, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler,
                                   denoise=denoise)
         return (sample(manager_from(ctx.services), model, positive, negative, latent_image, settings,
-                       on_step=_progress(ctx, model.family)),)
+                       on_step=step_progress(ctx, model.family)),)
 
 
 class KSamplerAdvanced(Node):
@@ -85,7 +87,7 @@ class KSamplerAdvanced(Node):
                                   add_noise=add_noise == "enable",
                                   return_leftover_noise=return_with_leftover_noise == "enable")
         return (sample(manager_from(ctx.services), model, positive, negative, latent_image, settings,
-                       on_step=_progress(ctx, model.family)),)
+                       on_step=step_progress(ctx, model.family)),)
 
 
 NODES: list[type[Node]] = [KSampler, KSamplerAdvanced]

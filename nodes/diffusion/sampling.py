@@ -95,6 +95,8 @@ def sample(manager: ModelManager, model: DiffusionModel, positive: Conditioning,
             out = scheduler.step(eps, t, x, **step_kwargs, return_dict=True)
             x = out.prev_sample
             denoised = getattr(out, "pred_original_sample", None)
+            if denoised is None:  # LCMScheduler names its x0 estimate "denoised"
+                denoised = getattr(out, "denoised", None)
             if mask is not None:
                 proper = clean
                 if i < len(timesteps) - 1:

@@ -1,11 +1,11 @@
-"""Few-step consistency sampling: SLAM/LCM (SLAMSampler, ModelSamplingDiscrete, the lcm sampler)."""
+"""Few-step consistency sampling: SLAMSampler (SLAM/LCM multistep consistency sampling on the shared sampling loop)."""
 
 from __future__ import annotations
 
 from graph_runtime import Node, hookimpl
 from nodes import collect_nodes
 
-MODULES: tuple[str, ...] = ()
+MODULES: tuple[str, ...] = ("sampler",)
 
 
 @hookimpl

@@ -137,7 +137,7 @@ def test_defaults_validate_and_run(core_registry, graphs, name):
 @pytest.fixture(scope="module")
 def every_registry() -> NodeRegistry:
     """The built-in packs and the example plugin, loaded as the command line loads them."""
-    registry = load_registry(builtins=("nodes.core", "nodes.diffusion"), plugin_dirs=[PLUGINS],
+    registry = load_registry(builtins=("nodes.core", "nodes.diffusion", "nodes.slam"), plugin_dirs=[PLUGINS],
                              entry_points=False)
     problems = {p.name: p.error or p.skipped for p in registry.plugins if p.status != "loaded" or p.skipped}
     assert not problems, problems
@@ -145,7 +145,7 @@ def every_registry() -> NodeRegistry:
 
 
 def _every_node() -> list[str]:
-    registry = load_registry(builtins=("nodes.core", "nodes.diffusion"), plugin_dirs=[PLUGINS],
+    registry = load_registry(builtins=("nodes.core", "nodes.diffusion", "nodes.slam"), plugin_dirs=[PLUGINS],
                              entry_points=False)
     return sorted(registry.nodes)
 
@@ -173,7 +173,7 @@ def stocked(tmp_path: Path, every_registry: NodeRegistry) -> HookContext:
 
 
 def test_every_pack_is_covered(every_registry):
-    assert {"nodes.core", "nodes.diffusion", "plugins.example_plugin"} <= set(every_registry.origin.values())
+    assert {"nodes.core", "nodes.diffusion", "nodes.slam", "plugins.example_plugin"} <= set(every_registry.origin.values())
 
 
 @pytest.mark.parametrize("name", _every_node())

@@ -26,6 +26,7 @@ from pathlib import Path
 from nodes.diffusion.zoo.clip import save_clip_scorer, save_clip_vision
 from nodes.diffusion.zoo.controlnet import save_controlnet
 from nodes.diffusion.zoo.embeddings import save_embeddings
+from nodes.diffusion.zoo.lcm import save_lcm_models
 from nodes.diffusion.zoo.lora import save_loras
 from nodes.diffusion.zoo.sam import TINY_SAM, build_sam, save_sam
 from nodes.diffusion.zoo.sd import save_family, save_vae, tiny_sd15, tiny_sdxl
@@ -50,6 +51,7 @@ def write_tiny_zoo(root: Path, *, seed: int = 0) -> list[Path]:
     written.append(save_vae(root, seed + 2))
     written += save_variants(root, seed + 20) + save_embeddings(root, seed + 30)
     written += save_loras(root, sd15, seed + 3)
+    written += save_lcm_models(root, sd15, sdxl, tokenizer_dir, seed + 4)
     builders: list[Callable[[Path, int], Path | None]] = [
         lambda r, s: save_controlnet(r, sd15, s), save_esrgan, save_sam, save_clip_scorer, save_clip_vision]
     for offset, builder in enumerate(builders):
