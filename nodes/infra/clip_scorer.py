@@ -83,8 +83,19 @@ def processor(manager: ModelManager, scorer: ClipScorer) -> Any:
         except Exception as exc:  # noqa: BLE001 - missing or malformed processor files
             raise ModelFileError(f"{scorer.folder.name}: cannot load the CLIP processor (preprocessor_config.json "
                                  f"and tokenizer files) from {scorer.folder} ({type(exc).__name__}: {exc})") from exc
+        require_vocabulary(cached.tokenizer, scorer.folder)
         manager.descriptions.put(scorer.ref.group, cached)
     return cached
+
+
+def require_vocabulary(tokenizer: Any, folder: Path) -> None:
+    """Raise ModelFileError when the tokenizer knows only its special tokens: transformers builds
+    such an empty CLIPTokenizer, without an error, from a folder lacking tokenizer.json (or
+    vocab.json and merges.txt), and every prompt would then score as the same unknown tokens."""
+    if len(tokenizer) <= len(set(tokenizer.all_special_ids)):
+        raise ModelFileError(f"{folder.name}: the CLIP tokenizer in {folder} has no vocabulary (only "
+                             f"{len(tokenizer)} special tokens): tokenizer.json, or vocab.json and merges.txt, "
+                             f"is missing")
 
 
 def to_uint8_images(images: torch.Tensor) -> list[np.ndarray]:
@@ -106,7 +117,9 @@ def image_embeddings(manager: ModelManager, scorer: ClipScorer, images: torch.Te
         device, dtype = model.device, model.dtype
         arrays = to_uint8_images(images)
         for start in range(0, len(arrays), IMAGE_CHUNK):
-            pixels = proc(images=arrays[start:start + IMAGE_CHUNK], return_tensors="pt")["pixel_values"]
+            # channels_last said outright: transformers guesses channels-first for an image 1 or 3 px tall
+            pixels = proc(images=arrays[start:start + IMAGE_CHUNK], return_tensors="pt",
+                          input_data_format="channels_last")["pixel_values"]
             chunks.append(_features(model.get_image_features(pixel_values=pixels.to(device, dtype))).float().cpu())
     embeds = torch.cat(chunks)
     return embeds / embeds.norm(dim=-1, keepdim=True)

@@ -55,7 +55,19 @@ def upscale_image(manager: ModelManager, model: UpscaleModel, image: torch.Tenso
             return torch.cat(outputs)
 
         upscaled = halve_on_oom(run_all, start_tile)
+    require_finite(upscaled, model, dtype)
     return upscaled.clamp(0, 1).movedim(1, -1).contiguous()
+
+
+def require_finite(upscaled: torch.Tensor, model: UpscaleModel, dtype: torch.dtype) -> None:
+    """Raise ValueError when the network put out NaN or infinity: clamping keeps NaN and saving
+    turns it into black pixels, a broken result that would otherwise pass unnoticed."""
+    finite = torch.isfinite(upscaled)
+    if not bool(finite.all()):
+        share = 1 - finite.float().mean().item()
+        raise ValueError(f"{model.name} ({model.info.architecture}) put out NaN or infinite values in {share:.1%} of "
+                         f"the pixels (running in {str(dtype).removeprefix('torch.')}): its weights may be corrupt, "
+                         f"or it overflows at this precision")
 
 
 class UpscaleModelLoader(Node):

@@ -91,7 +91,11 @@ def read_upscaler_state(path: Path) -> dict[str, Any]:
         state = load_pickle_weights_only(path)
     if not isinstance(state, dict):
         raise ModelFileError(f"{Path(path).name} holds a {type(state).__name__}, not a state dict")
-    return canonicalize_state_dict(state)
+    try:
+        return canonicalize_state_dict(state)
+    except (AttributeError, TypeError) as exc:  # spandrel reads every key as a string (prefix checks)
+        raise ModelFileError(f"{Path(path).name}: not a state dict of named tensors, a key is not a string "
+                             f"({type(exc).__name__}: {exc})") from exc
 
 
 def load_descriptor(path: Path) -> Any:

@@ -77,6 +77,34 @@ def test_a_folder_without_processor_files_is_an_error_naming_it(make_ctx, zoo_ro
         PickScoreLoader().run(make_ctx(), model_name="no-processor")
 
 
+
+def test_a_folder_without_tokenizer_files_is_an_error_naming_it(make_ctx, zoo_root: Path) -> None:
+    import shutil
+
+    from nodes.infra.files import ModelFileError
+
+    source, broken = zoo_root / "scorers" / "tiny-clip-scorer", zoo_root / "scorers" / "no-tokenizer"
+    shutil.copytree(source, broken, dirs_exist_ok=True)
+    (broken / "tokenizer.json").unlink()  # transformers then builds a tokenizer of 2 special tokens
+    with pytest.raises(ModelFileError, match="no-tokenizer: the CLIP tokenizer .* has no vocabulary"):
+        PickScoreLoader().run(make_ctx(), model_name="no-tokenizer")
+
+
+@pytest.mark.parametrize("height", [1, 3])
+def test_images_one_or_three_pixels_tall_score_as_transformers_does(make_ctx, zoo_root: Path, height: int) -> None:
+    from transformers import CLIPModel, CLIPProcessor
+
+    pixels = torch.randint(0, 256, (2, height, 50, 3), generator=torch.Generator().manual_seed(4), dtype=torch.uint8)
+    images = pixels.float() / 255
+    _, _, scores, _, indices = _rank(make_ctx, images)
+    folder = zoo_root / "scorers" / "tiny-clip-scorer"
+    model, processor = CLIPModel.from_pretrained(folder).eval(), CLIPProcessor.from_pretrained(folder)
+    inputs = processor(text=[PROMPT], images=[Image.fromarray(image.numpy()) for image in pixels], padding=True,
+                       return_tensors="pt")
+    with torch.no_grad():
+        expected = model(**inputs).logits_per_text[0]
+    torch.testing.assert_close(torch.tensor(scores), expected[indices], rtol=1e-5, atol=1e-5)
+
 def test_best_of_n_workflow_saves_the_best_candidate(runtime) -> None:
     prompt = json.loads((WORKFLOWS / "best_of_n.json").read_text())
     assert prompt["5"]["inputs"]["batch_size"] == 4

@@ -45,6 +45,17 @@ def test_an_image_with_other_channels_is_an_error_naming_both(make_ctx) -> None:
         ImageUpscaleWithModel().run(make_ctx(), upscale_model=_load(make_ctx), image=torch.rand(1, 8, 8, 4))
 
 
+
+def test_a_model_putting_out_nan_is_an_error_naming_it(make_ctx, zoo_root: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(zoo_root / "upscale_models" / "tiny-esrgan-x4.safetensors"))
+    tensors["model.0.weight"][0, 0, 0, 0] = float("nan")  # as a corrupt file or an fp16 overflow gives
+    save_file(tensors, str(zoo_root / "upscale_models" / "nan-esrgan.safetensors"))
+    model = UpscaleModelLoader().run(make_ctx(), model_name="nan-esrgan.safetensors")[0]
+    with pytest.raises(ValueError, match=r"nan-esrgan\.safetensors \(ESRGAN\) put out NaN or infinite values"):
+        ImageUpscaleWithModel().run(make_ctx(), upscale_model=model, image=torch.rand(1, 8, 8, 3))
+
 def _prompt(name: str, directory: Path = WORKFLOWS) -> dict:
     return json.loads((directory / name).read_text())
 

@@ -76,6 +76,13 @@ def test_a_file_spandrel_cannot_identify_is_an_error_naming_it(tmp_path: Path) -
         load_upscale_model(ModelManager(device="cpu"), path)
 
 
+
+def test_a_pickle_with_a_key_that_is_not_a_string_is_an_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "int_keys.pth"
+    torch.save({1: torch.zeros(1), 2: torch.zeros(1)}, path)
+    with pytest.raises(ModelFileError, match=r"int_keys\.pth: not a state dict of named tensors"):
+        load_upscale_model(ModelManager(device="cpu"), path)
+
 def test_a_pickle_with_code_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "evil.pth"
     torch.save({"params_ema": {"conv_first.weight": torch.zeros(1)}, "hook": print}, path)
