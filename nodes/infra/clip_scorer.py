@@ -99,7 +99,13 @@ def require_vocabulary(tokenizer: Any, folder: Path) -> None:
 
 
 def to_uint8_images(images: torch.Tensor) -> list[np.ndarray]:
-    """IMAGE [B, H, W, C] float 0..1 -> RGB uint8 arrays, what the processor gets from image files."""
+    """IMAGE [B, H, W, C] float 0..1 (C = 1, 3 or 4; NaN refused) -> RGB uint8 arrays, what the
+    processor gets from image files. Raises ValueError for another shape or non-finite pixels."""
+    if images.ndim != 4 or images.shape[-1] not in (1, 3, 4) or 0 in images.shape:
+        raise ValueError(f"images must be [batch, height, width, 1|3|4 channels] and not empty; got "
+                         f"{list(images.shape)}")
+    if not torch.isfinite(images).all():
+        raise ValueError("images hold NaN or infinite pixels; they cannot be scored")
     rgb = images[..., :3] if images.shape[-1] >= 3 else images.expand(*images.shape[:-1], 3)
     return list((rgb.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy())
 

@@ -124,3 +124,12 @@ def test_a_missing_scorer_folder_names_the_folder(runtime) -> None:
     prompt["10"]["inputs"]["model_name"] = "PickScore_v1"
     with pytest.raises(WorkflowInvalid, match="scorers"):
         runtime.execute(prompt)
+
+
+@pytest.mark.parametrize("images", [torch.rand(2, 20, 20, 2), torch.rand(0, 8, 8, 3),
+                                    torch.full((1, 8, 8, 3), float("nan"))])
+def test_images_that_cannot_be_scored_are_refused_with_their_shape_or_reason(images) -> None:
+    from nodes.infra.clip_scorer import to_uint8_images
+
+    with pytest.raises(ValueError, match="channels|NaN"):
+        to_uint8_images(images)

@@ -24,7 +24,7 @@ LORAS = {"tiny-sd15.safetensors": "tiny-lcm-lora-sd15.safetensors",
 def with_lora(ctx: Any, ckpt: str) -> tuple[Any, Any, Any]:
     model, clip, vae = load(ctx, ckpt)
     model, clip = LoraLoader().run(ctx, model=model, clip=clip, lora_name=LORAS[ckpt], strength_model=1.0,
-                                   strength_clip=1.0)
+                                   strength_clip=1.0).outputs
     return model, clip, vae
 
 

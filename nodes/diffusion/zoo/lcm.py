@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from nodes.diffusion.zoo.sd import TINY_SD15_UNET, _save_pipeline_folder, _spec
+from nodes.diffusion.zoo.sd import TINY_SD15_UNET, _save_pipeline_folder, family_spec
 from nodes.infra.files import save_safetensors
 
 LCM_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
@@ -81,7 +81,7 @@ def save_distilled_sd15(root: Path, sd15: dict[str, Any], tokenizer_dir: Path, s
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(**TINY_SD15_UNET, time_cond_proj_dim=32)
     models = dict(sd15, unet=unet)
-    spec = _spec(models)
+    spec = family_spec(models)
     known = inspect.signature(LCMScheduler.__init__).parameters
     lcm_config = {k: v for k, v in LCMScheduler.from_config(spec["scheduler"]).config.items() if k in known}
     spec["scheduler"] = json.loads(json.dumps({"_class_name": "LCMScheduler", **lcm_config}))
