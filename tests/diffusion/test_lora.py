@@ -251,3 +251,15 @@ def test_unusable_peft_config_values_are_named(ctx: Context, config: dict, probl
         run_lora(ctx, name)
     assert str(info.value).startswith("peft-bad.safetensors: its lora_adapter_metadata metadata for the UNet")
     assert problem in str(info.value)
+
+
+def test_a_text_encoder_lora_at_clip_strength_0_is_skipped_not_refused(ctx: Context) -> None:
+    """Found broken: strength_clip 0 on a text-encoder-only LoRA failed the run with "matches no
+    module of this model", unlike strength 0 everywhere else."""
+    te_q = "lora_te_text_model_encoder_layers_0_self_attn_q_proj"
+    name = write(ctx, "te-only.safetensors", {f"{te_q}.lora_up.weight": rand(32, 2),
+                                              f"{te_q}.lora_down.weight": rand(2, 32)})
+    model, clip, result = run_lora(ctx, name, strength_clip=0.0)
+    assert result.outputs[0] is model and result.ui["text"] == ["LoRA te-only.safetensors: not applied here: text encoder"]
+    only = LoraLoaderModelOnly().run(ctx, model=model, lora_name=name, strength_model=1.0)
+    assert only.ui["text"] == ["LoRA te-only.safetensors: not applied here: text encoder"]
