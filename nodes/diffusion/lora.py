@@ -121,7 +121,39 @@ def _adapter_configs(metadata: dict[str, str], name: str) -> dict[str, dict[str,
     configs = {c: {k[len(c) + 1:]: v for k, v in config.items() if k.startswith(c + ".")} for c in _COMPONENTS}
     if "lora_alpha" in config:  # a UNet adapter saved on its own: unprefixed
         configs["unet"] = config
+    for component, values in configs.items():
+        problem = _config_problem(values)
+        if problem:
+            raise ModelFileError(f"{name}: its {ADAPTER_METADATA_KEY} metadata for the {COMPONENT_TITLES[component]} "
+                                 f"is not a LoRA config peft can load: {problem}")
     return {c: v for c, v in configs.items() if v}
+
+
+def _config_problem(config: dict[str, Any]) -> str | None:
+    """Why the values :func:`_peft_alpha` reads from a peft LoraConfig are unusable, or None
+    (checked when the file is read, so a bad value is named rather than failing mid-resolve)."""
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    def rank(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+    if "lora_alpha" in config and not number(config["lora_alpha"]):
+        return f"lora_alpha is {config['lora_alpha']!r}, not a number"
+    if "r" in config and not rank(config["r"]):
+        return f"r is {config['r']!r}, not a positive whole number"
+    for key, valid in (("alpha_pattern", number), ("rank_pattern", rank)):
+        patterns = config.get(key) or {}
+        if not isinstance(patterns, dict):
+            return f"{key} is {patterns!r}, not an object of module patterns"
+        for pattern, value in patterns.items():
+            if not valid(value):
+                return f"{key}[{pattern!r}] is {value!r}"
+            try:
+                re.compile(rf"(.*\.)?({pattern})$")  # as _peft_alpha matches it
+            except re.error as exc:
+                return f"{key} has the pattern {pattern!r}, not a regular expression ({exc})"
+    return None
 
 
 def _peft_alpha(config: dict[str, Any], module: str, rank: int) -> float | None:
@@ -151,6 +183,7 @@ def resolve(lora: LoraFile, component: str, module: torch.nn.Module | None, *,
     title = COMPONENT_TITLES[component]
     aliases, underscored = _names(module, ldm_names) if module is not None else ({}, {})
     mismatches: list[str] = []
+    broken: list[str] = []
     for raw_name, parts in raw.items():
         keys = {role: lora.keys[(component, raw_name, role)] for role in parts}
         target = _target(raw_name, aliases, underscored) if module is not None else None
@@ -158,6 +191,10 @@ def resolve(lora: LoraFile, component: str, module: torch.nn.Module | None, *,
             reason = f"the model has no {title}" if module is None else f"no such module in the {title}"
             result.ignored_modules += 1
             result.ignored += [f"{key} ({reason})" for key in keys.values()]
+            continue
+        problem = _bad_values(parts, keys)
+        if problem:
+            broken.append(problem)
             continue
         alpha = None
         if "down" in parts and component in lora.adapter_configs:
@@ -168,6 +205,10 @@ def resolve(lora: LoraFile, component: str, module: torch.nn.Module | None, *,
         if patch is None:
             result.ignored_modules += 1
             continue
+        problem = patch.defect()
+        if problem:
+            broken.append(f"{raw_name.removeprefix('kohya:')}: {problem}")
+            continue
         sub = module.get_submodule(target)  # type: ignore[union-attr]
         problem = patch.check(sub.weight, getattr(sub, "bias", None))
         if problem:
@@ -175,10 +216,24 @@ def resolve(lora: LoraFile, component: str, module: torch.nn.Module | None, *,
             continue
         result.weights[target] = patch
         result.kinds[patch.kind] += 1
+    if broken:
+        raise ModelFileError(f"LoRA {lora.name} is damaged: {len(broken)} {title} module(s) cannot be applied, "
+                             f"e.g. {'; '.join(broken[:3])}")
     if mismatches:
         raise ModelFileError(f"LoRA {lora.name} does not fit the {title}: {len(mismatches)} module(s) have other "
                              f"shapes (a LoRA for another model family?), e.g. {'; '.join(mismatches[:3])}")
     return result
+
+
+def _bad_values(parts: dict[str, Tensor], keys: dict[str, str]) -> str | None:
+    """Why a module's tensors cannot be used whatever the model (an alpha that is not one number,
+    NaN or inf values, which would turn every image black), or None."""
+    if "alpha" in parts and parts["alpha"].numel() != 1:
+        return f"{keys['alpha']} has shape {list(parts['alpha'].shape)}, not one number"
+    for role, tensor in parts.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor.float()).all()):  # fp8 has no isfinite
+            return f"{keys[role]} holds NaN or infinite values"
+    return None
 
 
 def _names(module: torch.nn.Module, ldm_names: dict[str, str] | None) -> tuple[dict[str, str], dict[str, str]]:

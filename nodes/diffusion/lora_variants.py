@@ -114,13 +114,27 @@ class ModulePatch:
             delta = self.bias.to(device=bias.device, dtype=torch.float32).reshape(bias.shape)
             bias.add_((strength * self.bias_scale * delta).to(bias.dtype))
 
+    def defect(self) -> str | None:
+        """Why this patch's own tensors do not combine into a change (a broken file), or None.
+        Checked on meta tensors at load, so a broken module never reaches the sampler."""
+        if self._rank() == 0:  # the scale alpha / rank would divide by zero at sampling
+            return f"its {self.kind} has rank 0"
+        try:
+            self.weight_diff("meta")
+        except (RuntimeError, IndexError):  # torch's shape errors for products that do not chain
+            shapes = ", ".join(f"{role} {list(t.shape)}" for role, t in sorted(self.tensors.items()))
+            return f"its {self.kind} tensors do not combine ({shapes})"
+        return None
+
     def check(self, weight: Tensor, bias: Tensor | None) -> str | None:
         """Why this patch does not fit a module with ``weight`` (and ``bias``), or None."""
         diff = self.weight_diff("meta")
         if diff is not None and (diff.shape[0] != weight.shape[0] or diff.numel() != weight.numel()):
             return f"the file's {self.kind} gives shape {list(diff.shape)}, the model's weight is {list(weight.shape)}"
-        if self.dora_scale is not None and self.dora_scale.numel() not in (weight.shape[0], weight.shape[1]):
-            return f"dora_scale has shape {list(self.dora_scale.shape)}, the model's weight is {list(weight.shape)}"
+        if self.dora_scale is not None:  # one magnitude per channel of the axis _decomposed normalises
+            channels = weight.shape[0] if _dora_per_output(self.dora_scale, weight) else weight.shape[1]
+            if self.dora_scale.numel() != channels:
+                return f"dora_scale has shape {list(self.dora_scale.shape)}, the model's weight is {list(weight.shape)}"
         if self.bias is not None:
             if bias is None:
                 return "the file changes a bias; the model's module has none"
@@ -136,11 +150,15 @@ def _hada_factor(t: dict[str, Tensor], n: str) -> Tensor:
     return a @ b
 
 
+def _dora_per_output(dora_scale: Tensor, weight: Tensor) -> bool:
+    """Whether ``dora_scale`` holds output-channel magnitudes (its first axis is the output's)."""
+    return dora_scale.shape[:1] == weight.shape[:1] and weight.shape[0] != 1
+
+
 def _decomposed(weight: Tensor, diff: Tensor, dora_scale: Tensor, strength: float) -> Tensor:
     """DoRA: the patched weight's direction with ``dora_scale`` as its magnitude."""
     merged = weight + diff
-    per_output = dora_scale.shape[0] == weight.shape[0] and dora_scale.shape[0] != 1
-    if per_output:  # LyCORIS wd_on_out
+    if _dora_per_output(dora_scale, weight):  # LyCORIS wd_on_out
         norm = merged.flatten(1).norm(dim=1).reshape(-1, *[1] * (weight.dim() - 1))
     else:
         norm = merged.transpose(0, 1).flatten(1).norm(dim=1).reshape(1, -1, *[1] * (weight.dim() - 2))

@@ -113,8 +113,9 @@ def _apply_lora(ctx: Context, lora_name: str, model: DiffusionModel, clip: ClipM
             resolved[component] = resolve(lora, component, None)
         clip = clip.with_patches(patches)
     text = describe(lora_name, resolved, lora.unknown, skipped, limit=20)
-    attempted = strength_model != 0 or (clip is not None and strength_clip != 0)
-    if attempted and not any(res.weights for res in resolved.values()):
+    # Only parts the file has and the strengths apply count: a text-encoder LoRA at strength_clip 0
+    # (or through LoraLoaderModelOnly) is skipped as the report says, not "matches no module".
+    if resolved and not any(res.weights for res in resolved.values()):
         raise ModelFileError(f"LoRA {lora_name} matches no module of this model: "
                              f"{describe(lora_name, resolved, lora.unknown, skipped, limit=5)}")
     ignored = bool(lora.unknown) or any(res.ignored for res in resolved.values())

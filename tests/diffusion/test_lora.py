@@ -5,6 +5,7 @@ peft file's lora_alpha is read as diffusers reads it."""
 from __future__ import annotations
 
 import copy
+import json
 import logging
 from pathlib import Path
 
@@ -211,3 +212,54 @@ def test_old_attention_processor_keys_and_zero_strength(ctx: Context) -> None:
     # At strength 0 nothing is applied, nothing is an error, and the report says so.
     zero = LoraLoader().run(ctx, model=model, clip=clip, lora_name=name, strength_model=0.0, strength_clip=0.0)
     assert zero.outputs[0] is model and zero.ui["text"] == ["LoRA processor.safetensors: not applied here: UNet"]
+
+
+@pytest.mark.parametrize("part, value, problem", [
+    ("alpha", torch.tensor([2.0, 3.0]), "attn1_to_q.alpha has shape [2], not one number"),
+    ("alpha", torch.tensor(float("nan")), "attn1_to_q.alpha holds NaN or infinite values"),
+    ("lora_up.weight", torch.full((32, 2), float("inf")), "attn1_to_q.lora_up.weight holds NaN or infinite values"),
+    ("lora_up.weight", rand(32, 3), "attn1_to_q: its lora tensors do not combine (down [2, 32], up [32, 3])"),
+])
+def test_a_damaged_module_is_refused_by_the_loader_naming_the_key(ctx: Context, part: str, value: torch.Tensor,
+                                                                   problem: str) -> None:
+    """Found broken: these raised bare torch/Python errors, or (NaN, inf) loaded and made black images."""
+    state = {f"lora_unet_{BLOCK}attn1_to_q.lora_up.weight": rand(32, 2),
+             f"lora_unet_{BLOCK}attn1_to_q.lora_down.weight": rand(2, 32),
+             f"lora_unet_{BLOCK}attn1_to_q.{part}": value}
+    with pytest.raises(ModelFileError) as info:
+        run_lora(ctx, write(ctx, "damaged.safetensors", state))
+    assert str(info.value).startswith("LoRA damaged.safetensors is damaged: 1 UNet module(s) cannot be applied")
+    assert problem in str(info.value)
+
+
+@pytest.mark.parametrize("config, problem", [
+    ({"unet.r": 0, "unet.lora_alpha": 8}, "r is 0, not a positive whole number"),
+    ({"unet.r": 4, "unet.lora_alpha": "eight"}, "lora_alpha is 'eight', not a number"),
+    ({"unet.r": 4, "unet.lora_alpha": None}, "lora_alpha is None, not a number"),
+    ({"unet.r": 4, "unet.lora_alpha": 8, "unet.alpha_pattern": ["to_q"]}, "alpha_pattern is ['to_q']"),
+    ({"unet.r": 4, "unet.lora_alpha": 8, "unet.rank_pattern": {"to_q": 2.5}}, "rank_pattern['to_q'] is 2.5"),
+    ({"unet.r": 4, "unet.lora_alpha": 8, "unet.alpha_pattern": {"to_q[": 2}},
+     "alpha_pattern has the pattern 'to_q[', not a regular expression"),
+])
+def test_unusable_peft_config_values_are_named(ctx: Context, config: dict, problem: str) -> None:
+    """Found broken: r 0, a non-numeric alpha, a pattern list or a bad regex raised
+    ZeroDivisionError, ValueError, AttributeError or re.error from the loader."""
+    attn = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
+    state = {f"{attn}.lora_A.weight": rand(4, 32), f"{attn}.lora_B.weight": rand(32, 4)}
+    name = write(ctx, "peft-bad.safetensors", state, {"lora_adapter_metadata": json.dumps(config)})
+    with pytest.raises(ModelFileError) as info:
+        run_lora(ctx, name)
+    assert str(info.value).startswith("peft-bad.safetensors: its lora_adapter_metadata metadata for the UNet")
+    assert problem in str(info.value)
+
+
+def test_a_text_encoder_lora_at_clip_strength_0_is_skipped_not_refused(ctx: Context) -> None:
+    """Found broken: strength_clip 0 on a text-encoder-only LoRA failed the run with "matches no
+    module of this model", unlike strength 0 everywhere else."""
+    te_q = "lora_te_text_model_encoder_layers_0_self_attn_q_proj"
+    name = write(ctx, "te-only.safetensors", {f"{te_q}.lora_up.weight": rand(32, 2),
+                                              f"{te_q}.lora_down.weight": rand(2, 32)})
+    model, clip, result = run_lora(ctx, name, strength_clip=0.0)
+    assert result.outputs[0] is model and result.ui["text"] == ["LoRA te-only.safetensors: not applied here: text encoder"]
+    only = LoraLoaderModelOnly().run(ctx, model=model, lora_name=name, strength_model=1.0)
+    assert only.ui["text"] == ["LoRA te-only.safetensors: not applied here: text encoder"]

@@ -178,3 +178,30 @@ def test_incomplete_sets_build_nothing_and_fits_are_checked() -> None:
     assert problem is not None and "[5, 7]" in problem and "[5, 6]" in problem
     assert build({"diff_b": rand(5)}).check(torch.zeros(5, 6), None) == \
         "the file changes a bias; the model's module has none"
+
+
+@pytest.mark.parametrize("parts, problem", [
+    ({"up": rand(5, 8), "down": rand(4, 6)}, "lora tensors do not combine (down [4, 6], up [5, 8])"),
+    ({"up": rand(5), "down": rand(6)}, "lora tensors do not combine"),
+    ({"up": rand(5, 2, 1, 1), "mid": rand(3, 3, 3, 3), "down": rand(2, 6, 1, 1)}, "lora tensors do not combine"),
+    ({"hada_w1_a": rand(5, 2), "hada_w1_b": rand(3, 6), "hada_w2_a": rand(5, 2), "hada_w2_b": rand(2, 6)},
+     "loha tensors do not combine"),
+    ({"up": torch.zeros(5, 0), "down": torch.zeros(0, 6), "alpha": torch.tensor(1.0)}, "lora has rank 0"),
+])
+def test_tensors_that_do_not_combine_are_a_defect_not_a_sampling_error(parts: dict[str, torch.Tensor],
+                                                                        problem: str) -> None:
+    """Found broken: factors whose inner sizes differ raised torch's bare matmul/einsum error, and a
+    rank-0 LoRA a ZeroDivisionError inside KSampler."""
+    change = build(parts)
+    assert change is not None
+    assert problem in (change.defect() or "")
+
+
+def test_dora_scale_is_checked_along_the_axis_it_normalises() -> None:
+    """Found broken: dora_scale [1, out] on a non-square weight passed the check (its length is the
+    output's) and then failed inside KSampler: input-channel magnitudes need the input's length."""
+    parts = {"up": rand(8, 2), "down": rand(2, 4)}
+    assert build({**parts, "dora_scale": rand(1, 8)}).check(torch.zeros(8, 4), None) == \
+        "dora_scale has shape [1, 8], the model's weight is [8, 4]"
+    assert build({**parts, "dora_scale": rand(1, 4)}).check(torch.zeros(8, 4), None) is None
+    assert build({**parts, "dora_scale": rand(8, 1)}).check(torch.zeros(8, 4), None) is None
