@@ -17,7 +17,7 @@ import networkx as nx
 from graph_runtime.formats import ApiPrompt, WorkflowFormatError, is_link
 from graph_runtime.node import InputSpec, Node
 from graph_runtime.registry import NodeRegistry
-from graph_runtime.ui_format import SEED_NAMES, widget_specs
+from graph_runtime.widget_layout import SEED_NAMES, widget_specs
 from graph_runtime.validation import link_graph, node_sort_key
 
 COLUMN_WIDTH, ROW_HEIGHT, NODE_WIDTH = 380, 300, 320

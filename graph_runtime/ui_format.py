@@ -4,13 +4,8 @@ ComfyUI does this only in the browser (``graphToPrompt``); we do it on the serve
 with the node schemas, so a saved editor file runs headless. Handled as the frontend does:
 
 - ``widgets_values`` are positional over the node's widget inputs (required, then optional, in
-  declaration order). A widget converted to a socket keeps its slot. Frontend-only widgets hold
-  slots too, in every form they were saved in: a seed-like INT (declared ``control_after_generate``,
-  or named seed/noise_seed) has its control value after it ("fixed", "randomize", …, or a boolean in
-  2023 files); a COMBO with a control also had a ``control_filter_list`` text in older frontends; the
-  upload button of an ``image_upload`` COMBO saved "image" after the last required widget (frontends
-  since 1.5x save neither). ``widgets_values_named`` (newer frontends) or a dict ``widgets_values``
-  (some nodes) give values by widget name and are preferred.
+  declaration order), with the slots of frontend-only widgets in every form the editor saved them
+  (``graph_runtime.widget_layout``). A widget converted to a socket keeps its slot.
 - mode 2 (muted) nodes are dropped; mode 4 (bypassed) nodes hand their input of the link's type
   through to their consumers.
 - Frontend-only nodes: Reroute is followed to its source, PrimitiveNode's value goes into the
@@ -29,14 +24,13 @@ from typing import Any
 
 from graph_runtime.context import HookContext
 from graph_runtime.formats import ApiPrompt, WorkflowFormatError
-from graph_runtime.node import InputSpec, Node
+from graph_runtime.node import Node
 from graph_runtime.registry import NodeRegistry
+from graph_runtime.widget_layout import widget_values
 
 MUTED, BYPASSED = 2, 4
 SUBGRAPH_INPUT_ID, SUBGRAPH_OUTPUT_ID = -10, -20
 DROPPED_TYPES = frozenset({"Note", "MarkdownNote"})
-CONTROL_VALUES = frozenset({"fixed", "increment", "decrement", "randomize", "increment-wrap"})
-SEED_NAMES = frozenset({"seed", "noise_seed"})
 # Deeper nesting than this means a subgraph that (directly or not) contains itself.
 MAX_SUBGRAPH_DEPTH = 16
 
@@ -168,7 +162,7 @@ def _real_nodes(scope: _Scope) -> Iterator[tuple[_Scope, dict[str, Any]]]:
 
 
 def _node_inputs(scope: _Scope, node: dict[str, Any], cls: type[Node]) -> dict[str, Any]:
-    inputs = _widget_values(node, cls, scope.ctx)
+    inputs = widget_values(node, cls, scope.ctx)
     for slot, entry in enumerate(node.get("inputs") or []):
         if not isinstance(entry, dict):
             continue
@@ -181,70 +175,6 @@ def _node_inputs(scope: _Scope, node: dict[str, Any], cls: type[Node]) -> dict[s
             continue  # fed by a muted or missing node: the widget's own value (if any) stands
         inputs[name] = resolved.value if isinstance(resolved, _Constant) else resolved
     return inputs
-
-
-def widget_specs(cls: type[Node]) -> list[InputSpec]:
-    """The inputs that have an editor widget, in the order the editor creates them: required
-    inputs first, then optional ones (as /object_info lists them)."""
-    specs = [s for s in cls.inputs if not s.hidden and s.is_widget]
-    return [s for s in specs if not s.optional] + [s for s in specs if s.optional]
-
-
-def _widget_values(node: dict[str, Any], cls: type[Node], ctx: HookContext) -> dict[str, Any]:
-    specs = widget_specs(cls)
-    named = node.get("widgets_values_named")  # frontends since 1.5x also save values by name
-    saved = named if isinstance(named, dict) else node.get("widgets_values")
-    if isinstance(saved, dict):
-        return {s.name: saved[s.name] if s.name in saved else s.default for s in specs
-                if s.name in saved or s.default is not None}
-    values = saved if isinstance(saved, list) else []
-    result: dict[str, Any] = {}
-    required = sum(1 for s in specs if not s.optional)
-    upload = any(_has_upload(s) for s in specs)
-    position = 0
-    for index, spec in enumerate(specs):
-        if position < len(values):
-            result[spec.name] = values[position]
-        elif spec.default is not None:
-            result[spec.name] = spec.default  # the editor would have created the widget with it
-        position += 1
-        following = specs[index + 1] if index + 1 < len(specs) else None
-        later = len(specs) - index - 1  # value slots still to come
-        if position < len(values) and _has_control_slot(spec, values[position], following, ctx):
-            position += 1
-            # A COMBO's control widget came with a filter text ("control_filter_list") until
-            # frontends stopped saving it: present when the values outnumber the widgets left.
-            if spec.type == "COMBO" and position < len(values) and isinstance(values[position], str) \
-                    and len(values) - position > later:
-                position += 1
-        # The upload button was appended to the required inputs ("upload"), so its slot follows
-        # the last required widget; frontends since 1.5x no longer save it.
-        if upload and index == required - 1 and position < len(values) and \
-                isinstance(values[position], str) and len(values) - position > later:
-            position += 1
-    return result
-
-
-def _has_upload(spec: InputSpec) -> bool:
-    return any(key.endswith("_upload") and flag for key, flag in spec.options.items())
-
-
-def _has_control_slot(spec: InputSpec, value: Any, following: InputSpec | None, ctx: HookContext) -> bool:
-    """Whether ``value``, saved after ``spec``'s, is its control_after_generate companion: a
-    word ("fixed", "randomize", …) or, in files from 2023 (ComfyUI's default workflow among them),
-    a boolean ("random seed after every gen")."""
-    seed_like = spec.options.get("control_after_generate") or (spec.type == "INT" and spec.name in SEED_NAMES)
-    if isinstance(value, bool):
-        return bool(seed_like) and spec.type == "INT" and (following is None or following.type != "BOOLEAN")
-    if not isinstance(value, str) or value not in CONTROL_VALUES:
-        return False
-    if seed_like:
-        return True
-    # A file saved by a ComfyUI whose schema gave this number a control widget ours lacks: the
-    # control value can only be this number's companion unless the next widget accepts it.
-    if spec.type not in ("INT", "FLOAT"):
-        return False
-    return following is None or not (following.type == "STRING" or value in following.listed_choices(ctx)[0])
 
 
 def _resolve(scope: _Scope, link: _Link, depth: int = 0) -> _Resolved:
