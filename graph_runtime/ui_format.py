@@ -11,6 +11,8 @@ with the node schemas, so a saved editor file runs headless. Handled as the fron
 - Frontend-only nodes: Reroute is followed to its source, PrimitiveNode's value goes into the
   widget it feeds, Note/MarkdownNote are dropped.
 - Subgraphs (``definitions.subgraphs``) are flattened; inner node ids become "outer:inner".
+- Legacy group nodes (``workflow>Name``, defined in ``extra.groupNodes``) are expanded first
+  (``graph_runtime.group_nodes``); inner node ids become "group:index", as ComfyUI names them.
 
 v0.4 links are arrays ``[id, origin, origin_slot, target, target_slot, type]``; v1 links (and
 subgraph interiors) are objects ``{id, origin_id, origin_slot, target_id, target_slot, type}``.
@@ -24,6 +26,7 @@ from typing import Any
 
 from graph_runtime.context import HookContext
 from graph_runtime.formats import ApiPrompt, WorkflowFormatError
+from graph_runtime.group_nodes import expand_group_nodes
 from graph_runtime.node import Node
 from graph_runtime.registry import NodeRegistry
 from graph_runtime.widget_layout import widget_values
@@ -98,6 +101,7 @@ def ui_to_api(document: dict[str, Any], registry: NodeRegistry, ctx: HookContext
     node for node types no loaded plugin provides and for structure we cannot read."""
     if not isinstance(document.get("nodes"), list):
         raise WorkflowFormatError("a UI-format workflow needs a 'nodes' list")
+    document = expand_group_nodes(document, registry, ctx)
     definitions = {str(d.get("id")): d for d in (document.get("definitions") or {}).get("subgraphs") or []
                    if isinstance(d, dict)}
     root = _Scope(prefix="", nodes=_index_nodes(document["nodes"], "workflow"),

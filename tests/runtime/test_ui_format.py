@@ -256,3 +256,35 @@ def test_widgets_values_named_wins_over_positions(ui_registry: NodeRegistry) -> 
     inputs = ui_to_api(document, ui_registry, CTX)["3"]["inputs"]
     assert inputs == {"seed": 7, "steps": 12, "cfg": 4.5, "sampler_name": "dpmpp_2m", "scheduler": "karras",
                       "denoise": 0.5}
+
+
+def test_legacy_group_nodes_expand_as_the_frontend_did(ui_registry: NodeRegistry) -> None:
+    prompt = ui_to_api(load("group_node_v04.json"), ui_registry, CTX)
+    assert sorted(prompt) == ["1", "10:0", "10:1", "10:2", "10:3", "11", "12",
+                              "20:0", "20:1", "20:2", "20:3"]  # the PrimitiveNode (10:4) only feeds a value
+    assert prompt["10:0"]["inputs"] == {"image": ["1", 0], "upscale_method": "bilinear", "width": 96,
+                                        "height": 64, "crop": "center"}
+    assert prompt["10:1"]["inputs"] == {"image": ["10:0", 0], "blur_radius": 3, "sigma": 1.5}
+    assert prompt["10:2"]["inputs"] == {"image": "photo.png"}  # the group's upload slot skipped
+    assert prompt["10:3"]["inputs"] == {"seed": 7, "steps": 12, "cfg": 6.5, "sampler_name": "euler",
+                                        "scheduler": "karras", "denoise": 0.6}
+    # The group node's outputs: ImageBlur's (ImageScale's is used inside), then LoadImage's.
+    assert prompt["11"]["inputs"]["images"] == ["10:1", 0] and prompt["12"]["inputs"] == {"images": ["10:2", 0]}
+    # A second instance (the "workflow/" separator of older files; a 2023 boolean seed control).
+    assert prompt["20:3"]["inputs"] == {"seed": 9, "steps": 4, "cfg": 2.0, "sampler_name": "dpmpp_2m",
+                                        "scheduler": "normal", "denoise": 1.0}
+    assert prompt["20:1"]["inputs"] == {"image": ["20:0", 0], "blur_radius": 5, "sigma": 0.5}
+    assert "image" not in prompt["20:0"]["inputs"]  # its group input is not connected
+    result = validate(prompt, ui_registry, ctx=CTX, targets=["11", "12"])
+    assert result.ok, result.format()
+
+
+def test_group_node_without_a_definition_or_with_an_unknown_inner_type(ui_registry: NodeRegistry) -> None:
+    document = load("group_node_v04.json")
+    document["extra"]["groupNodes"] = {}
+    with pytest.raises(WorkflowFormatError, match="group node 10 .*no definition of group 'Prep and sample'"):
+        ui_to_api(document, ui_registry, CTX)
+    document = load("group_node_v04.json")
+    document["extra"]["groupNodes"]["Prep and sample"]["nodes"][0]["type"] = "FancyScale"
+    with pytest.raises(WorkflowFormatError, match="group 'Prep and sample': no loaded plugin provides .*FancyScale"):
+        ui_to_api(document, ui_registry, CTX)
