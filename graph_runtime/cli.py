@@ -123,6 +123,9 @@ def build_parser(registry: NodeRegistry) -> argparse.ArgumentParser:
     run = sub.add_parser("run", parents=[*shared, runs], help="validate and run one workflow")
     run.add_argument("workflow", nargs="?", type=Path, help="workflow JSON (API or UI format) or PNG")
     run.add_argument("--from-png", type=Path, metavar="PNG", help="run the workflow embedded in a PNG")
+    run.add_argument("--partial", action="store_true",
+                     help="run the outputs that are valid and report the others (as the server does); "
+                          "without it an invalid output refuses the whole workflow (exit 2)")
     run.set_defaults(handler=_cmd_run)
 
     batch = sub.add_parser("batch", parents=[*shared, runs],
@@ -186,10 +189,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except WorkflowFormatError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
+    targets = None
+    if args.partial:
+        checked = env.runtime.validate(workflow.prompt)
+        if not checked.ok and (targets := checked.runnable_outputs() or None):
+            print(f"--partial: running outputs {', '.join(targets)} only\n{checked.format()}", file=sys.stderr)
     interrupt = InterruptFlag()
     with ProgressBars(enabled=not args.no_progress) as bars, sigint_sets(interrupt):
         try:
-            result = env.runtime.execute(workflow.prompt, extra_data=workflow.extra_data,
+            result = env.runtime.execute(workflow.prompt, extra_data=workflow.extra_data, targets=targets,
                                          listeners=[bars], interrupt=interrupt)
         except WorkflowInvalid as exc:
             bars.close()

@@ -8,6 +8,7 @@ library.
 from __future__ import annotations
 
 import json
+import math
 import struct
 import zlib
 from pathlib import Path
@@ -22,6 +23,24 @@ if TYPE_CHECKING:
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Text chunks are small; a bound keeps a corrupt length field from allocating gigabytes.
 MAX_TEXT_CHUNK = 64 << 20
+
+
+def strict_json(value: Any) -> str:
+    """``value`` as strict JSON (RFC 8259), the text of a PNG chunk a browser's ``JSON.parse``
+    reads: NaN and ±Infinity, which Python's json writes as bare ``NaN``/``Infinity``, become
+    ``null``, as JavaScript's ``JSON.stringify`` writes them. Other values are written as
+    ``json.dumps`` does (ComfyUI's SaveImage)."""
+    return json.dumps(_finite(value), allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def read_png_text(path: Path) -> dict[str, str]:

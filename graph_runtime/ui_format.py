@@ -4,15 +4,15 @@ ComfyUI does this only in the browser (``graphToPrompt``); we do it on the serve
 with the node schemas, so a saved editor file runs headless. Handled as the frontend does:
 
 - ``widgets_values`` are positional over the node's widget inputs (required, then optional, in
-  declaration order). A widget converted to a socket keeps its slot. A seed-like INT (declared
-  ``control_after_generate``, or named seed/noise_seed) has one extra slot after it ("fixed",
-  "randomize", …); an ``image_upload`` COMBO has one for its upload button. Some nodes save a
-  dict keyed by widget name instead.
+  declaration order), with the slots of frontend-only widgets in every form the editor saved them
+  (``graph_runtime.widget_layout``). A widget converted to a socket keeps its slot.
 - mode 2 (muted) nodes are dropped; mode 4 (bypassed) nodes hand their input of the link's type
   through to their consumers.
 - Frontend-only nodes: Reroute is followed to its source, PrimitiveNode's value goes into the
   widget it feeds, Note/MarkdownNote are dropped.
 - Subgraphs (``definitions.subgraphs``) are flattened; inner node ids become "outer:inner".
+- Legacy group nodes (``workflow>Name``, defined in ``extra.groupNodes``) are expanded first
+  (``graph_runtime.group_nodes``); inner node ids become "group:index", as ComfyUI names them.
 
 v0.4 links are arrays ``[id, origin, origin_slot, target, target_slot, type]``; v1 links (and
 subgraph interiors) are objects ``{id, origin_id, origin_slot, target_id, target_slot, type}``.
@@ -26,14 +26,14 @@ from typing import Any
 
 from graph_runtime.context import HookContext
 from graph_runtime.formats import ApiPrompt, WorkflowFormatError
-from graph_runtime.node import InputSpec, Node
+from graph_runtime.group_nodes import expand_group_nodes
+from graph_runtime.node import Node
 from graph_runtime.registry import NodeRegistry
+from graph_runtime.widget_layout import widget_values
 
 MUTED, BYPASSED = 2, 4
 SUBGRAPH_INPUT_ID, SUBGRAPH_OUTPUT_ID = -10, -20
 DROPPED_TYPES = frozenset({"Note", "MarkdownNote"})
-CONTROL_VALUES = frozenset({"fixed", "increment", "decrement", "randomize"})
-SEED_NAMES = frozenset({"seed", "noise_seed"})
 # Deeper nesting than this means a subgraph that (directly or not) contains itself.
 MAX_SUBGRAPH_DEPTH = 16
 
@@ -101,6 +101,7 @@ def ui_to_api(document: dict[str, Any], registry: NodeRegistry, ctx: HookContext
     node for node types no loaded plugin provides and for structure we cannot read."""
     if not isinstance(document.get("nodes"), list):
         raise WorkflowFormatError("a UI-format workflow needs a 'nodes' list")
+    document = expand_group_nodes(document, registry, ctx)
     definitions = {str(d.get("id")): d for d in (document.get("definitions") or {}).get("subgraphs") or []
                    if isinstance(d, dict)}
     root = _Scope(prefix="", nodes=_index_nodes(document["nodes"], "workflow"),
@@ -165,7 +166,7 @@ def _real_nodes(scope: _Scope) -> Iterator[tuple[_Scope, dict[str, Any]]]:
 
 
 def _node_inputs(scope: _Scope, node: dict[str, Any], cls: type[Node]) -> dict[str, Any]:
-    inputs = _widget_values(node, cls, scope.ctx)
+    inputs = widget_values(node, cls, scope.ctx)
     for slot, entry in enumerate(node.get("inputs") or []):
         if not isinstance(entry, dict):
             continue
@@ -178,49 +179,6 @@ def _node_inputs(scope: _Scope, node: dict[str, Any], cls: type[Node]) -> dict[s
             continue  # fed by a muted or missing node: the widget's own value (if any) stands
         inputs[name] = resolved.value if isinstance(resolved, _Constant) else resolved
     return inputs
-
-
-def widget_specs(cls: type[Node]) -> list[InputSpec]:
-    """The inputs that have an editor widget, in the order the editor creates them: required
-    inputs first, then optional ones (as /object_info lists them)."""
-    specs = [s for s in cls.inputs if not s.hidden and s.is_widget]
-    return [s for s in specs if not s.optional] + [s for s in specs if s.optional]
-
-
-def _widget_values(node: dict[str, Any], cls: type[Node], ctx: HookContext) -> dict[str, Any]:
-    saved = node.get("widgets_values")
-    specs = widget_specs(cls)
-    if isinstance(saved, dict):
-        return {s.name: saved[s.name] if s.name in saved else s.default for s in specs
-                if s.name in saved or s.default is not None}
-    values = saved if isinstance(saved, list) else []
-    result: dict[str, Any] = {}
-    position = 0
-    for index, spec in enumerate(specs):
-        if position < len(values):
-            result[spec.name] = values[position]
-        elif spec.default is not None:
-            result[spec.name] = spec.default  # the editor would have created the widget with it
-        position += 1
-        following = specs[index + 1] if index + 1 < len(specs) else None
-        if position < len(values) and _has_extra_slot(spec, values[position], following, ctx):
-            position += 1
-    return result
-
-
-def _has_extra_slot(spec: InputSpec, value: Any, following: InputSpec | None, ctx: HookContext) -> bool:
-    """Whether the slot after ``spec`` belongs to a frontend-only companion widget."""
-    if any(key.endswith("_upload") and flag for key, flag in spec.options.items()):
-        return True  # LoadImage's upload button saves its own value ("image")
-    if not isinstance(value, str) or value not in CONTROL_VALUES:
-        return False
-    if spec.options.get("control_after_generate") or (spec.type == "INT" and spec.name in SEED_NAMES):
-        return True
-    # A file saved by a ComfyUI whose schema gave this number a control widget ours lacks: the
-    # control value can only be this number's companion unless the next widget accepts it.
-    if spec.type not in ("INT", "FLOAT"):
-        return False
-    return following is None or not (following.type == "STRING" or value in following.listed_choices(ctx)[0])
 
 
 def _resolve(scope: _Scope, link: _Link, depth: int = 0) -> _Resolved:

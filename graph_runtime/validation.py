@@ -48,6 +48,10 @@ class NodeError:
         return f"{text} — {self.details}" if self.details else text
 
 
+# Errors that refuse the whole prompt, whatever the other outputs (ComfyUI returns on them at once).
+WHOLE_PROMPT_ERRORS = frozenset({"missing_node_type", "invalid_prompt"})
+
+
 @dataclass
 class ValidationResult:
     prompt: ApiPrompt
@@ -71,6 +75,15 @@ class ValidationResult:
             return comfy_error("prompt_outputs_failed_validation", "Prompt outputs failed validation",
                                "; ".join(e.describe() for e in self.node_errors[:20]))
         return None
+
+    def runnable_outputs(self) -> list[str]:
+        """The outputs that can run although others cannot: those with no error in any node they
+        depend on. As ComfyUI's validate_prompt, nothing runs when the prompt itself is unreadable
+        or names a node type nobody provides (``missing_node_type``), wherever that node is."""
+        if self.prompt_error is not None or any(e.type in WHOLE_PROMPT_ERRORS for e in self.node_errors):
+            return []
+        failed = {e.node_id for e in self.node_errors}
+        return [o for o in self.outputs if not failed & self._ancestors_of(o)]
 
     def to_comfy(self) -> dict[str, Any]:
         """ComfyUI's ``{"error": ..., "node_errors": {...}}`` body."""

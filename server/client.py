@@ -70,6 +70,11 @@ class Client:
     def history(self, prompt_id: str | None = None) -> dict[str, Any]:
         return self.get(f"/history/{prompt_id}" if prompt_id else "/history")
 
+    def job(self, prompt_id: str) -> dict[str, Any]:
+        """GET /jobs/{id}: any prompt's state, pending and running ones included (ServerError 404
+        for an unknown id); /history answers only once a prompt has finished."""
+        return self.get(f"/jobs/{prompt_id}")
+
     def interrupt(self, prompt_id: str | None = None) -> dict[str, Any]:
         return self.post("/interrupt", {"prompt_id": prompt_id} if prompt_id else None)
 

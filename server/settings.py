@@ -58,6 +58,9 @@ class ServerSettings:
     max_nodes: int = 10_000
     # A static frontend build to serve at "/"; None serves the installed comfyui-frontend-package.
     frontend_root: Path | None = None
+    # The editor's template gallery (index.json, <name>.json, thumbnails; see server.templates);
+    # None: the project's own, workflows/templates/.
+    templates_dir: Path | None = None
     # Origins allowed by CORS (empty: CORS off) and, besides the server's own, by the origin check.
     allow_origins: list[str] = field(default_factory=list)
     # Per websocket client: messages buffered before a client too slow to read them is dropped.

@@ -7,7 +7,6 @@ IMAGE tensors are float32 ``[B, H, W, C]`` in 0..1 and MASK tensors ``[B, H, W]`
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from graph_runtime.png import strict_json
 from nodes.inputs import UPSCALE_METHODS
 
 
@@ -186,12 +186,13 @@ def _next_counter(folder: Path, filename: str) -> int:
 
 def png_metadata(prompt: Any, extra_pnginfo: dict[str, Any] | None) -> PngInfo:
     """The text chunks ComfyUI writes: ``prompt`` (the API workflow) and one chunk per
-    extra_pnginfo key (``workflow``: the UI workflow), each as json.dumps of the value."""
+    extra_pnginfo key (``workflow``: the UI workflow), each as strict JSON (NaN and ±Infinity
+    written as null, see ``graph_runtime.png.strict_json``) so browsers can parse every chunk."""
     info = PngInfo()
     if prompt is not None:
-        info.add_text("prompt", json.dumps(prompt))
+        info.add_text("prompt", strict_json(prompt))
     for key, value in (extra_pnginfo or {}).items():
-        info.add_text(key, json.dumps(value))
+        info.add_text(key, strict_json(value))
     return info
 
 

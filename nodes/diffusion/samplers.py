@@ -14,7 +14,7 @@ import importlib
 import importlib.util
 import inspect
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol, runtime_checkable
 
 
@@ -93,6 +93,26 @@ BUILTIN_SAMPLERS: dict[str, DiffusersSampler] = {
     "lcm": DiffusersSampler("LCMScheduler"),
     "tcd": DiffusersSampler("TCDScheduler"),
 }
+
+# ComfyUI lists a "_gpu" twin after each of these SDE samplers, drawing its Brownian noise on the
+# GPU instead of the CPU. Our noise comes from each sample's own seeded generator wherever the model
+# runs, so a twin is the same sampler; workflows saved on other installs name the twins.
+GPU_TWINS: dict[str, str] = {"dpmpp_sde_gpu": "dpmpp_sde", "dpmpp_2m_sde_gpu": "dpmpp_2m_sde",
+                             "dpmpp_3m_sde_gpu": "dpmpp_3m_sde"}
+
+
+def _with_gpu_twins(samplers: dict[str, DiffusersSampler]) -> dict[str, DiffusersSampler]:
+    """``samplers`` with each GPU twin right after its sampler, as ComfyUI's KSAMPLER_NAMES."""
+    twins = {base: twin for twin, base in GPU_TWINS.items()}
+    ordered: dict[str, DiffusersSampler] = {}
+    for name, sampler in samplers.items():
+        ordered[name] = sampler
+        if name in twins:
+            ordered[twins[name]] = replace(sampler, note=f"`{name}` (ComfyUI's GPU-noise twin; same noise here)")
+    return ordered
+
+
+BUILTIN_SAMPLERS = _with_gpu_twins(BUILTIN_SAMPLERS)
 
 # scheduler name -> (config overrides, the __init__ parameter it needs, note)
 SCHEDULERS: dict[str, tuple[dict[str, Any], str | None, str]] = {

@@ -212,7 +212,8 @@ def store_upload(folders: FolderPaths, data: bytes, *, filename: str, kind: str 
                  subfolder: str = "", overwrite: bool = False, max_bytes: int,
                  max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Stored:
     """Verify ``data`` decodes as an image, then store it under the extension of its format; a
-    taken name gets " (n)" appended unless ``overwrite``, as ComfyUI does."""
+    taken name gets " (n)" appended unless ``overwrite`` or it holds the same bytes (then it is
+    reused), as ComfyUI does."""
     if len(data) > max_bytes:
         raise FileRequestError(413, f"upload of {len(data)} bytes exceeds the limit of {max_bytes}")
     if not filename or os.path.basename(filename) != filename:
@@ -229,7 +230,8 @@ def store_upload(folders: FolderPaths, data: bytes, *, filename: str, kind: str 
 
 
 def _store(path: Path, data: bytes, *, overwrite: bool) -> Path:
-    """Write ``data`` to ``path`` (or, unless ``overwrite``, the first free name " (n)" after it)
+    """Write ``data`` to ``path`` (or, unless ``overwrite``, the first name " (n)" after it that
+    is free or already holds exactly ``data``: re-uploading a file reuses it, as ComfyUI does)
     and return where it went. The bytes go to a temp file unique to this call first, so parallel
     uploads under one name never share one, and a name is taken atomically: os.link fails on an
     existing name, so two uploads never both see it free and one overwrite the other."""
@@ -246,6 +248,8 @@ def _store(path: Path, data: bytes, *, overwrite: bool) -> Path:
                 os.link(staged, candidate)
                 return candidate
             except FileExistsError:
+                if _holds(candidate, data):
+                    return candidate
                 continue
             except OSError as exc:
                 if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
@@ -254,6 +258,8 @@ def _store(path: Path, data: bytes, *, overwrite: bool) -> Path:
             try:
                 os.close(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
             except FileExistsError:
+                if _holds(candidate, data):
+                    return candidate
                 continue
             os.replace(staged, candidate)
             return candidate
@@ -261,6 +267,14 @@ def _store(path: Path, data: bytes, *, overwrite: bool) -> Path:
     finally:
         if os.path.exists(staged):
             os.unlink(staged)
+
+
+def _holds(path: Path, data: bytes) -> bool:
+    """Whether the file at ``path`` has exactly the bytes ``data`` (sizes first: most differ)."""
+    try:
+        return path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data
+    except OSError:
+        return False
 
 
 def store_mask(folders: FolderPaths, data: bytes, *, filename: str, original_ref: str,

@@ -1,6 +1,6 @@
 """What the editor lists besides nodes: plugin translations (``/i18n``), plugin workflow templates,
 the editor's own extension scripts, embeddings, the model library (``/experiment/models``), and
-the galleries we ship empty (template index, global subgraphs)."""
+the template gallery (the project's example workflows) and the global subgraphs (none)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Res
 from graph_runtime.folders import MODEL_FOLDERS, FolderPaths
 from server.http.frontend_http import join_or_refuse, media_type, read_json_file
 from server.settings import ServerSettings
+from server.templates import CATALOG, DEFAULT_TEMPLATES_DIR
 
 # Folders of a plugin whose *.json files are offered as workflow templates, first found wins.
 TEMPLATE_FOLDERS = ("example_workflows", "workflow_templates", "examples")
@@ -124,13 +125,20 @@ def _editor_routes(router: APIRouter, settings: ServerSettings, root: Path | Non
 
     @router.get("/templates/{name}")
     async def core_templates(name: str) -> Response:
-        # The editor's own template gallery index (index.json, index.<lang>.json). We bundle no
-        # template gallery; an empty index is the truthful answer and keeps the dialog working.
+        # The editor's template gallery: the project's example workflows (server.templates).
+        # Every locale gets the English index (index.<lang>.json), as the editor falls back to.
+        folder = settings.templates_dir or DEFAULT_TEMPLATES_DIR
         if re.fullmatch(r"index(\.[\w-]+)?\.json", name):
-            return JSONResponse([])
+            index = read_json_file(folder / "index.json")
+            return JSONResponse(index if isinstance(index, list) else [])
         if name == "index_logo.json":
             return JSONResponse({})
-        return PlainTextResponse(f"no template file {name!r}", status_code=404)
+        path = join_or_refuse(folder, name)
+        if isinstance(path, Response):
+            return path
+        if name == CATALOG or not path.is_file():
+            return PlainTextResponse(f"no template file {name!r}", status_code=404)
+        return FileResponse(path, media_type=media_type(path))
 
     @router.get("/global_subgraphs")
     async def global_subgraphs() -> dict[str, Any]:

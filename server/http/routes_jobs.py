@@ -66,7 +66,8 @@ def job_entry(item: QueueItem, *, detail: bool = False) -> dict[str, Any]:
     if detail:
         job.update(outputs=item.outputs, workflow={"prompt": item.prompt, "extra_data": item.extra_data},
                    execution_status={"status_str": "success" if item.status == "success" else item.status,
-                                     "completed": item.status == "success", "messages": item.messages})
+                                     "completed": item.status == "success", "messages": item.messages,
+                                     "state": item.status, "attempts": item.attempts, "worker": item.worker})
     return job
 
 

@@ -25,7 +25,7 @@ from server.execution.outcome import RunFailure, RunOutcome, RunResult
 from server.execution.pool import ExecutionPool, WorkerRef
 from server.queue.catalog import SchemaCatalog
 from server.queue.records import PromptRecord
-from server.queue.store import QueueItem, QueueStore
+from server.queue.store import IN_HISTORY, QueueItem, QueueStore
 from server.queue.submission import Submission, SubmissionError, read_submission, refuse
 from server.queue.webhooks import Webhooks
 from server.settings import ServerSettings
@@ -102,11 +102,11 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         # Off the event loop: a large prompt takes a while to read and validate, and other
         # requests and the websockets keep being answered meanwhile.
-        sub, result = await loop.run_in_executor(self._validator, self._check, body)
-        if not result.ok and any(e.type == "value_not_in_list" for e in result.node_errors):
+        sub, result, refused = await loop.run_in_executor(self._validator, self._check, body)
+        if any(e.type == "value_not_in_list" for e in (refused or result).node_errors):
             # Choices may have changed since the schemas were taken (an uploaded image): refresh once.
             await self.refresh_schemas()
-            sub, result = await loop.run_in_executor(self._validator, self._check, body)
+            sub, result, refused = await loop.run_in_executor(self._validator, self._check, body)
         if not result.ok:
             raise SubmissionError(result.to_comfy())
         prompt_id = sub.prompt_id or str(uuid.uuid4())
@@ -117,12 +117,18 @@ class Scheduler:
         self._enqueue(item)
         self.broadcast_status()
         self.dispatch()
-        return Submitted(prompt_id, item.comfy_number, {})
+        return Submitted(prompt_id, item.comfy_number, refused.comfy_node_errors() if refused else {})
 
-    def _check(self, body: dict[str, Any]) -> tuple[Submission, ValidationResult]:
-        """Read and validate a submission (on a validator thread)."""
+    def _check(self, body: dict[str, Any]) -> tuple[Submission, ValidationResult, ValidationResult | None]:
+        """Read and validate a submission (on a validator thread): the submission, the result to
+        queue (or refuse, when not ok), and the whole prompt's result when only some of its
+        outputs are valid. As ComfyUI, those run and the others are reported in node_errors."""
         sub = read_submission(body, self.catalog.registry, self.catalog.hook_context, self.limits)
-        return sub, self.catalog.validate(sub.prompt, targets=sub.targets, limits=self.limits)
+        result = self.catalog.validate(sub.prompt, targets=sub.targets, limits=self.limits)
+        runnable = result.runnable_outputs() if not result.ok else []
+        if not runnable:
+            return sub, result, None
+        return sub, self.catalog.validate(sub.prompt, targets=runnable, limits=self.limits), result
 
     async def refresh_schemas(self) -> None:
         fresh = await self.pool.schemas(timeout=10.0)
@@ -234,8 +240,10 @@ class Scheduler:
                 "queue_pending": [i.queue_entry() for i in self.store.by_status("pending")]}
 
     def history_item(self, prompt_id: str) -> dict[str, Any]:
+        """GET /history/{id}: as ComfyUI, ``{}`` until the prompt has finished (clients poll
+        ``if prompt_id in history``); /jobs/{id} reports a pending or running prompt."""
         item = self.store.get(prompt_id)
-        return {prompt_id: item.history_entry()} if item is not None else {}
+        return {prompt_id: item.history_entry()} if item is not None and item.status in IN_HISTORY else {}
 
     def history_view(self, max_items: int | None, offset: int) -> dict[str, Any]:
         return {i.prompt_id: i.history_entry() for i in self.store.history(max_items=max_items, offset=offset)}

@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 Status = Literal["pending", "running", "success", "error", "interrupted", "cancelled"]
 FINISHED: frozenset[str] = frozenset({"success", "error", "interrupted", "cancelled"})
+# What /history lists: prompts that ran to an end (a prompt cancelled before it ran never did).
+IN_HISTORY: frozenset[str] = frozenset({"success", "error", "interrupted"})
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS prompts (
@@ -75,7 +77,8 @@ class QueueItem:
         return [self.comfy_number, self.prompt_id, self.prompt, self.extra_data, self.outputs_to_execute]
 
     def history_entry(self) -> dict[str, Any]:
-        """ComfyUI's history entry; an unfinished prompt says so instead of being absent."""
+        """ComfyUI's history entry (GET /history lists only finished prompts; webhooks and
+        POST /prompt?wait read it too)."""
         completed = self.status == "success"
         status_str = {"success": "success", "pending": "pending", "running": "running"}.get(self.status, "error")
         entry: dict[str, Any] = {

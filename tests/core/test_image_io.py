@@ -43,6 +43,22 @@ def test_save_then_load_round_trip_with_embedded_workflow(graphs):
     assert torch.allclose(loaded, torch.tensor([0x33, 0x66, 0xCC]).float().div(255).expand(1, 6, 8, 3))
 
 
+def test_every_text_chunk_is_strict_json_even_with_nan_in_extra_pnginfo(graphs):
+    # Editors write NaN into node properties; Python's json would write it bare, JSON.parse refuses it.
+    workflow = {**UI_WORKFLOW, "extra": {"ds": {"scale": float("nan"), "offset": [float("inf"), -float("inf")]}}}
+    result = graphs.run(save_prompt(prefix="nan"), extra_data={"extra_pnginfo": {"workflow": workflow, "n": float("nan")}})
+    name = result.outputs["2"]["images"][0]["filename"]
+    with Image.open(graphs.folders.output_dir / name) as saved:
+        texts = dict(saved.text)
+
+    def refuse(token: str) -> None:
+        raise ValueError(f"not strict JSON: {token}")
+
+    parsed = {key: json.loads(text, parse_constant=refuse) for key, text in texts.items()}
+    assert parsed["workflow"]["extra"]["ds"] == {"scale": None, "offset": [None, None]}
+    assert parsed["n"] is None and parsed["workflow"]["nodes"] == UI_WORKFLOW["nodes"]
+
+
 def test_counter_continues_from_highest_existing_file(graphs):
     graphs.run(save_prompt(color=1))
     graphs.run(save_prompt(color=2))

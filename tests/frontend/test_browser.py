@@ -160,3 +160,26 @@ def test_broken_workflow_shows_the_error_on_the_node(editor: Editor) -> None:
     editor.screenshot("06-validation-error")
     # A 400 with node_errors is the answer the editor expects; nothing else failed.
     assert [f for f in editor.recorder.failed if "/api/prompt" not in f] == []
+
+
+def test_template_browser_offers_the_example_workflows(editor: Editor) -> None:
+    page = editor.page
+    index = editor.server.get_json("/templates/index.json")[0]["templates"]
+    page.evaluate("app.extensionManager.command.execute('Comfy.BrowseTemplates')")
+    dialog = page.get_by_role("dialog").first
+    dialog.wait_for(state="visible", timeout=10_000)
+    for template in index:
+        dialog.get_by_text(template["title"], exact=True).first.wait_for(timeout=10_000)
+    # Each card shows its thumbnail (fetched from /templates/<name>-1.webp, shown as a blob URL).
+    page.wait_for_function(
+        """count => { const imgs = [...document.querySelectorAll('[role=dialog] img')];
+                      return imgs.length >= count && imgs.every(i => i.complete && i.naturalWidth > 0); }""",
+        arg=len(index), timeout=10_000)
+    editor.screenshot("07-templates")
+    assert "No templates found" not in dialog.inner_text()
+    dialog.get_by_text("Text to image", exact=True).first.click()
+    page.wait_for_function("app.graph.nodes.some(n => n.type === 'KSampler')", timeout=15_000)
+    assert sorted(editor.node_types()) == sorted(
+        n["class_type"] for n in json.loads((Path(__file__).parents[2] / "workflows" / "txt2img.json").read_text()).values())
+    sampler = page.evaluate("app.graph.nodes.find(n => n.type === 'KSampler').widgets.map(w => [w.name, w.value])")
+    assert ["steps", 8] in sampler and ["control_after_generate", "fixed"] in sampler

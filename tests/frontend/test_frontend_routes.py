@@ -113,12 +113,32 @@ def test_frontend_root_option_serves_another_build(base: Path, tmp_path: Path) -
     assert client.get("/materialdesignicons.min.css").status_code == 404
 
 
-def test_core_template_index_is_an_empty_gallery(client: TestClient) -> None:
+def test_template_gallery_serves_the_example_workflows(client: TestClient) -> None:
     for name in ("index.json", "index.fr.json", "index.zh-CN.json"):
         response = client.get(f"/templates/{name}")
-        assert response.status_code == 200 and response.json() == []
-        assert response.headers["content-type"] == "application/json"
+        assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+        [module] = response.json()
+        assert module["moduleName"] == "default"
+        assert [t["name"] for t in module["templates"]][0] == "txt2img"
+    template = module["templates"][0]
+    assert template["title"] == "Text to image" and template["mediaSubtype"] == "webp"
+    assert template["models"] == ["tiny-sd15.safetensors"]
+    workflow = client.get("/templates/txt2img.json")
+    assert workflow.status_code == 200 and {n["type"] for n in workflow.json()["nodes"]} >= {"KSampler", "SaveImage"}
+    thumbnail = client.get("/templates/txt2img-1.webp")
+    assert thumbnail.status_code == 200 and thumbnail.headers["content-type"] == "image/webp"
     assert client.get("/templates/other.json").status_code == 404
+    assert client.get("/templates/catalog.json").status_code == 404  # the build's input, not a template
+
+
+def test_another_template_folder(base: Path, tmp_path: Path) -> None:
+    gallery = tmp_path / "gallery"
+    gallery.mkdir()
+    (gallery / "index.json").write_text('[{"moduleName": "default", "title": "Mine", "templates": []}]')
+    client = _client(ServerSettings(folders=FolderPaths(base=base), templates_dir=gallery))
+    assert client.get("/templates/index.json").json()[0]["title"] == "Mine"
+    empty = _client(ServerSettings(folders=FolderPaths(base=base), templates_dir=tmp_path / "none"))
+    assert empty.get("/templates/index.json").json() == []
 
 
 # -- users and settings ------------------------------------------------------------------------
@@ -237,6 +257,7 @@ def test_hostile_userdata_names_never_leave_the_user_folder(client: TestClient, 
                         ("GET", f"/api/userdata?dir={name}&recurse=true"),
                         ("GET", f"/api/v2/userdata?path={name}"),
                         ("GET", f"/api/workflow_templates/tiny_pack/{name}"),
+                        ("GET", f"/templates/{name}"),
                         ("GET", f"/assets/{name}")]:
         response = client.request(method, url, content=b"overwritten")
         assert response.status_code in (400, 403, 404), (method, url, response.status_code)

@@ -87,4 +87,30 @@ class KSampler(Node):
         return (inputs,)
 
 
-NODES: list[type[Node]] = [LoadImage, ImageScale, ImageInvert, ImageBlur, SaveImage, PreviewImage, KSampler]
+class LoadImageMask(Node):
+    """ComfyUI's layout: the upload button was appended after ``channel``, the last required input."""
+
+    category = "mask"
+    inputs = [Combo("image", ["example.png", "photo.png"], image_upload=True),
+              Combo("channel", ["alpha", "red", "green", "blue"])]
+    outputs = [Output("MASK")]
+
+    def run(self, ctx: Context, **inputs: Any) -> tuple[Any]:
+        return (inputs,)
+
+
+class CycleCheckpoint(Node):
+    """A custom-node layout: a COMBO with a control_after_generate widget (and, in older
+    frontends, its control_filter_list text) before a FLOAT."""
+
+    category = "loaders"
+    inputs = [Combo("ckpt_name", ["a.safetensors", "b.safetensors"], control_after_generate=True),
+              Float("strength", 1.0, min=0.0, max=2.0)]
+    outputs = [Output("MODEL")]
+
+    def run(self, ctx: Context, **inputs: Any) -> tuple[Any]:
+        return (inputs,)
+
+
+NODES: list[type[Node]] = [LoadImage, ImageScale, ImageInvert, ImageBlur, SaveImage, PreviewImage, KSampler,
+                           LoadImageMask, CycleCheckpoint]

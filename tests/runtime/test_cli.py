@@ -141,6 +141,21 @@ def test_invalid_workflow_exits_2_listing_every_error(base: Path, capsys: pytest
     assert not (base / "output" / "answer.txt").exists()
 
 
+def test_partial_runs_the_valid_outputs_and_reports_the_others(base: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    mixed = {**WORKFLOW, "5": {"class_type": "CliNumber", "inputs": {"value": 500}},
+             "6": {"class_type": "CliSave", "inputs": {"value": ["5", 0], "filename_prefix": "broken"}}}
+    (base / "mixed.json").write_text(json.dumps(mixed))
+    assert run(base, str(base / "mixed.json")) == 2  # without the flag: refused whole
+    assert not (base / "output" / "answer.txt").exists()
+    assert run(base, str(base / "mixed.json"), "--partial") == 0
+    assert (base / "output" / "answer.txt").read_text() == "42"
+    assert not (base / "output" / "broken.txt").exists()
+    err = capsys.readouterr().err
+    assert "running outputs 4 only" in err and "node 5 (CliNumber), input 'value': Value 500 bigger than max" in err
+    (base / "bad.json").write_text(json.dumps({k: mixed[k] for k in ("5", "6")}))
+    assert run(base, str(base / "bad.json"), "--partial") == 2  # nothing valid to run
+
+
 @pytest.mark.parametrize("content, message", [("{oops", "not valid JSON"), (None, "no such file")])
 def test_unreadable_workflow_exits_2(base: Path, capsys: pytest.CaptureFixture[str], content: str | None,
                                      message: str) -> None:

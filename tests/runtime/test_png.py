@@ -14,7 +14,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from graph_runtime import FolderPaths, HookContext, NodeRegistry
 from graph_runtime.formats import WorkflowFormatError, load_workflow_file
-from graph_runtime.png import read_png_text, read_png_workflow
+from graph_runtime.png import read_png_text, read_png_workflow, strict_json
 
 DATA = Path(__file__).parent / "data" / "ui"
 PROMPT = {"1": {"class_type": "Number", "inputs": {"value": 3}},
@@ -95,3 +95,11 @@ def test_bad_prompt_json_is_a_format_error(tmp_path: Path) -> None:
     path = save_png(tmp_path / "j.png", {"prompt": "{not json"})
     with pytest.raises(WorkflowFormatError, match="'prompt' chunk is not valid JSON"):
         read_png_workflow(path)
+
+
+def test_strict_json_writes_non_finite_numbers_as_null_as_browsers_do() -> None:
+    value = {"a": float("nan"), "b": [1.5, float("inf"), (float("-inf"), "NaN")], "c": {"d": 2}}
+    text = strict_json(value)
+    assert "NaN" not in text.replace('"NaN"', "") and "Infinity" not in text
+    assert json.loads(text) == {"a": None, "b": [1.5, None, [None, "NaN"]], "c": {"d": 2}}
+    assert strict_json({"x": [1, "é"]}) == json.dumps({"x": [1, "é"]})

@@ -214,3 +214,77 @@ def test_real_core_nodes_convert_the_same_files() -> None:
     prompt = ui_to_api(load("invert_and_scale_v04.json"), registry, CTX)
     assert prompt["4"]["inputs"]["width"] == 768 and prompt["5"]["inputs"]["images"] == ["4", 0]
     assert prompt["1"]["inputs"]["image"] == "photo.png"
+
+
+def test_comfyui_default_workflow_with_the_2023_boolean_seed_control() -> None:
+    from graph_runtime import load_registry
+
+    registry = load_registry(builtins=("nodes.core", "nodes.diffusion"), entry_points=False)
+    prompt = ui_to_api(load("comfyui_default_2023_v04.json"), registry, CTX)
+    assert prompt["3"]["inputs"] == {"model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0],
+                                     "latent_image": ["5", 0], "seed": 156680208700286, "steps": 20, "cfg": 8,
+                                     "sampler_name": "euler", "scheduler": "normal", "denoise": 1}
+    assert prompt["5"]["inputs"] == {"width": 512, "height": 512, "batch_size": 1}
+    assert prompt["9"]["inputs"] == {"images": ["8", 0], "filename_prefix": "ComfyUI"}
+
+
+def test_upload_and_control_slots_in_every_saved_form(ui_registry: NodeRegistry) -> None:
+    prompt = ui_to_api(load("upload_and_control_slots_v04.json"), ui_registry, CTX)
+    # The upload button's slot follows the last required widget, not the image.
+    assert prompt["1"]["inputs"] == {"image": "photo.png", "channel": "alpha"}
+    assert prompt["2"]["inputs"] == {"image": "photo.png", "channel": "red"}
+    assert prompt["3"]["inputs"] == prompt["4"]["inputs"] == {"image": "photo.png"}
+    # A COMBO's control word, with or without the filter text older frontends saved after it.
+    assert prompt["5"]["inputs"] == {"ckpt_name": "b.safetensors", "strength": 0.5}
+    assert prompt["6"]["inputs"] == {"ckpt_name": "b.safetensors", "strength": 0.75}
+    assert validate(prompt, ui_registry, ctx=CTX).node_errors == []
+
+
+def test_boolean_seed_control_in_a_v1_sampler(ui_registry: NodeRegistry) -> None:
+    for control in (True, False, "increment-wrap"):
+        document = sampler_document([7, control, 12, 4.5, "dpmpp_2m", "karras", 0.5])
+        inputs = ui_to_api(document, ui_registry, CTX)["3"]["inputs"]
+        assert inputs == {"seed": 7, "steps": 12, "cfg": 4.5, "sampler_name": "dpmpp_2m",
+                          "scheduler": "karras", "denoise": 0.5}
+
+
+def test_widgets_values_named_wins_over_positions(ui_registry: NodeRegistry) -> None:
+    document = sampler_document([0, "fixed", 1, 1.0, "euler", "normal", 1.0])  # stale positional copy
+    document["nodes"][0]["widgets_values_named"] = {"seed": 7, "control_after_generate": "fixed", "steps": 12,
+                                                    "cfg": 4.5, "sampler_name": "dpmpp_2m",
+                                                    "scheduler": "karras", "denoise": 0.5}
+    inputs = ui_to_api(document, ui_registry, CTX)["3"]["inputs"]
+    assert inputs == {"seed": 7, "steps": 12, "cfg": 4.5, "sampler_name": "dpmpp_2m", "scheduler": "karras",
+                      "denoise": 0.5}
+
+
+def test_legacy_group_nodes_expand_as_the_frontend_did(ui_registry: NodeRegistry) -> None:
+    prompt = ui_to_api(load("group_node_v04.json"), ui_registry, CTX)
+    assert sorted(prompt) == ["1", "10:0", "10:1", "10:2", "10:3", "11", "12",
+                              "20:0", "20:1", "20:2", "20:3"]  # the PrimitiveNode (10:4) only feeds a value
+    assert prompt["10:0"]["inputs"] == {"image": ["1", 0], "upscale_method": "bilinear", "width": 96,
+                                        "height": 64, "crop": "center"}
+    assert prompt["10:1"]["inputs"] == {"image": ["10:0", 0], "blur_radius": 3, "sigma": 1.5}
+    assert prompt["10:2"]["inputs"] == {"image": "photo.png"}  # the group's upload slot skipped
+    assert prompt["10:3"]["inputs"] == {"seed": 7, "steps": 12, "cfg": 6.5, "sampler_name": "euler",
+                                        "scheduler": "karras", "denoise": 0.6}
+    # The group node's outputs: ImageBlur's (ImageScale's is used inside), then LoadImage's.
+    assert prompt["11"]["inputs"]["images"] == ["10:1", 0] and prompt["12"]["inputs"] == {"images": ["10:2", 0]}
+    # A second instance (the "workflow/" separator of older files; a 2023 boolean seed control).
+    assert prompt["20:3"]["inputs"] == {"seed": 9, "steps": 4, "cfg": 2.0, "sampler_name": "dpmpp_2m",
+                                        "scheduler": "normal", "denoise": 1.0}
+    assert prompt["20:1"]["inputs"] == {"image": ["20:0", 0], "blur_radius": 5, "sigma": 0.5}
+    assert "image" not in prompt["20:0"]["inputs"]  # its group input is not connected
+    result = validate(prompt, ui_registry, ctx=CTX, targets=["11", "12"])
+    assert result.ok, result.format()
+
+
+def test_group_node_without_a_definition_or_with_an_unknown_inner_type(ui_registry: NodeRegistry) -> None:
+    document = load("group_node_v04.json")
+    document["extra"]["groupNodes"] = {}
+    with pytest.raises(WorkflowFormatError, match="group node 10 .*no definition of group 'Prep and sample'"):
+        ui_to_api(document, ui_registry, CTX)
+    document = load("group_node_v04.json")
+    document["extra"]["groupNodes"]["Prep and sample"]["nodes"][0]["type"] = "FancyScale"
+    with pytest.raises(WorkflowFormatError, match="group 'Prep and sample': no loaded plugin provides .*FancyScale"):
+        ui_to_api(document, ui_registry, CTX)

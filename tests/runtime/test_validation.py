@@ -233,3 +233,22 @@ def test_a_path_input_must_stay_inside_its_folder(save_registry: NodeRegistry, t
     if not ok:
         assert errors(result) == [("1", "invalid_input_value", "filename_prefix")]
         assert "Path is not inside the output folder" in result.format()
+
+
+def test_runnable_outputs_are_those_with_no_error_upstream(registry: NodeRegistry) -> None:
+    prompt = {"1": {"class_type": "Number", "inputs": {"value": 3}}, "2": sink("1"),
+              "3": {"class_type": "Number", "inputs": {"value": "three"}}, "4": sink("3"),
+              "5": {"class_type": "Scale", "inputs": {"x": ["1", 0], "factor": 2}}, "6": sink("5"),
+              "7": {"class_type": "Scale", "inputs": {"x": ["3", 0], "factor": 2}}, "8": sink("7")}
+    result = check(prompt, registry)
+    assert not result.ok and result.runnable_outputs() == ["2", "6"]
+    assert result.comfy_node_errors()["3"]["dependent_outputs"] == ["4", "8"]
+    assert validate(prompt, registry, ctx=NO_FILES, targets=["2", "6"]).ok
+
+
+def test_nothing_runs_beside_an_unknown_node_type_or_without_a_valid_output(registry: NodeRegistry) -> None:
+    unknown = {"1": {"class_type": "Number", "inputs": {"value": 3}}, "2": sink("1"),
+               "3": {"class_type": "NoSuchNode", "inputs": {}}}
+    assert check(unknown, registry).runnable_outputs() == []
+    all_bad = {"1": {"class_type": "Number", "inputs": {"value": "x"}}, "2": sink("1")}
+    assert check(all_bad, registry).runnable_outputs() == []

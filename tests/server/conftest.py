@@ -34,6 +34,12 @@ def wait_until(predicate: Callable[[], T], timeout: float = 60.0) -> T:
     raise AssertionError("condition not met in time")
 
 
+def state_of(http: Any, prompt_id: str) -> str:
+    """A prompt's state (pending, running, success, error, interrupted) from GET /jobs/{id}:
+    /history answers only once it has finished."""
+    return http.job(prompt_id)["execution_status"]["state"]
+
+
 def serve_args(argv: list[str], plugin_dirs: list[Path] = ()) -> Any:
     """``nodeloom serve ARGV`` parsed as the command parses it: the server plugin plus the plugin
     folders given (their options join serve's)."""

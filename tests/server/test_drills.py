@@ -8,7 +8,7 @@ import signal
 import pytest
 
 from server.client import Client
-from tests.server.conftest import color_prompt, slow_prompt, start_server
+from tests.server.conftest import color_prompt, slow_prompt, start_server, state_of
 from tests.server.conftest import wait_until as _wait
 
 
@@ -23,7 +23,7 @@ def test_kill_9_worker_mid_prompt_fails_it_and_the_next_runs(tmp_path):
             victim = http.submit(slow_prompt(steps=400, delay=0.05, previews=False))["prompt_id"]
             _wait(lambda: _worker(http)["running"] == victim)
             os.kill(_worker(http)["pid"], signal.SIGKILL)
-            entry = _wait(lambda: http.history(victim)[victim]["status"]["state"] == "error" and http.history(victim))
+            entry = _wait(lambda: state_of(http, victim) == "error" and http.history(victim))
             error = entry[victim]["status"]["error"]
             assert "SIGKILL" in error["exception_message"] and "node 1 (TestSlow)" in error["exception_message"]
             after = http.submit(color_prompt(red=1), wait=True, timeout=90)
@@ -55,11 +55,11 @@ def test_restart_keeps_the_queue_and_requeues_the_running_prompt_once(tmp_path):
     restarted = start_server(tmp_path, port=server.port)
     try:
         with Client(restarted.url, timeout=60) as http:
-            entry = http.history(running)[running]
+            status = http.job(running)["execution_status"]
             # re-queued at the head and started again: its second attempt
-            assert entry["status"]["state"] in ("pending", "running") and entry["status"]["attempts"] <= 2
+            assert status["state"] in ("pending", "running") and status["attempts"] <= 2
             for prompt_id in queued:
-                _wait(lambda pid=prompt_id: http.history(pid)[pid]["status"]["status_str"] == "success")
+                _wait(lambda pid=prompt_id: state_of(http, pid) == "success")
             http.interrupt(running)
     finally:
         restarted.stop()
@@ -75,7 +75,7 @@ def test_prompt_running_at_two_server_deaths_fails_and_the_queue_survives(tmp_pa
     second = start_server(tmp_path, port=first.port)
     with Client(second.url, timeout=60) as http:
         _wait(lambda: _worker(http)["running"] == victim)
-        assert http.history(victim)[victim]["status"]["attempts"] == 2
+        assert http.job(victim)["execution_status"]["attempts"] == 2
         queued = [http.submit(color_prompt(blue=i + 1))["prompt_id"] for i in range(3)]
         assert [e[1] for e in http.queue()["queue_pending"]] == queued
     second.stop()  # a clean stop (SIGTERM) with the victim running and three prompts queued
@@ -88,7 +88,7 @@ def test_prompt_running_at_two_server_deaths_fails_and_the_queue_survives(tmp_pa
             assert status["error"]["type"] == "server_restart" and "2 time(s)" in status["error"]["exception_message"]
             assert status["messages"][-1][0] == "execution_error"
             for prompt_id in queued:
-                _wait(lambda pid=prompt_id: http.history(pid)[pid]["status"]["status_str"] == "success")
+                _wait(lambda pid=prompt_id: state_of(http, pid) == "success")
             assert http.history(queued[0])[queued[0]]["status"]["attempts"] == 1
     finally:
         third.stop()

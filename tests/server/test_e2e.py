@@ -9,9 +9,10 @@ import struct
 import uuid
 
 import httpx
+import pytest
 from PIL import Image
 
-from server.client import Client, Socket
+from server.client import Client, ServerError, Socket
 from tests.server.conftest import color_prompt, slow_prompt
 
 
@@ -191,10 +192,16 @@ def test_queue_cancel_interrupt_and_pending_history(server):
         assert [e[1] for e in queue["queue_running"]] == [running]
         assert [e[1] for e in queue["queue_pending"]] == [front] + queued
         assert http.get("/prompt")["exec_info"]["queue_remaining"] == 5
-        assert http.history(queued[0])[queued[0]]["status"]["status_str"] == "pending"
-        assert http.history(running)[running]["status"]["status_str"] == "running"
+        # As ComfyUI: nothing in /history until a prompt has finished; /jobs has its state.
+        assert http.history(queued[0]) == {} and http.history(running) == {}
+        assert http.job(queued[0])["status"] == "pending"
+        assert http.job(running)["execution_status"]["state"] == "running"
+        assert set(http.get("/history")).isdisjoint([running, *queued])
         assert http.post("/queue", {"delete": [queued[1]]})["cancelled"] == [queued[1]]
-        assert http.history(queued[1])[queued[1]]["status"]["state"] == "cancelled"
+        assert http.history(queued[1]) == {}
+        with pytest.raises(ServerError) as gone:
+            http.job(queued[1])
+        assert gone.value.status == 404
         assert http.interrupt(running)["interrupted"] == [running]
         done = http.submit(color_prompt(red=5), wait=True)
         assert done["status"] == "success"

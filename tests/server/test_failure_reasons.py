@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from server.client import Client
-from tests.server.conftest import REPO, RunningServer, slow_prompt, start_server
+from tests.server.conftest import REPO, RunningServer, slow_prompt, start_server, state_of
 from tests.server.conftest import wait_until as _wait
 
 def _failed(http: Client, prompt_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -103,8 +103,8 @@ def test_long_job_leaves_the_other_worker_to_short_prompts(tmp_path: Path) -> No
             _wait(lambda: any(w["running"] == long_id for w in http.get("/system_stats")["nodeloom"]["workers"]))
             short = [http.submit(slow_prompt(steps=2, delay=0.2, previews=False))["prompt_id"] for _ in range(4)]
             for prompt_id in short:
-                _wait(lambda pid=prompt_id: http.history(pid)[pid]["status"]["status_str"] == "success", timeout=15)
-            assert http.history(long_id)[long_id]["status"]["state"] == "running"
+                _wait(lambda pid=prompt_id: state_of(http, pid) == "success", timeout=15)
+            assert state_of(http, long_id) == "running"
             http.interrupt(long_id)
     finally:
         server.stop()

@@ -272,6 +272,23 @@ def test_invalid_prompts_are_refused_before_the_queue(tmp_path: Path) -> None:
     scenario(body, tmp_path)
 
 
+def test_valid_outputs_run_and_invalid_ones_are_reported_as_comfyui_does(tmp_path: Path) -> None:
+    async def body(scheduler: Scheduler, pool: FakePool) -> None:
+        mixed = {**color(1), "2": {"class_type": "Color", "inputs": {"red": 999}}}
+        submitted = await scheduler.submit({"prompt": mixed})
+        assert list(submitted.node_errors) == ["2"]
+        assert submitted.node_errors["2"]["errors"][0]["type"] == "value_bigger_than_max"
+        assert submitted.node_errors["2"]["dependent_outputs"] == ["2"]
+        assert pool.submitted[-1].prompt_id == submitted.prompt_id and pool.submitted[-1].outputs_to_execute == ("1",)
+        both_bad = {"1": {"class_type": "Color", "inputs": {"red": -1}}, "2": mixed["2"]}
+        with pytest.raises(SubmissionError) as refused:
+            await submit(scheduler, both_bad)
+        assert set(refused.value.body["node_errors"]) == {"1", "2"}
+        assert refused.value.body["error"]["type"] == "prompt_outputs_failed_validation"
+
+    scenario(body, tmp_path)
+
+
 def test_events_of_an_unknown_prompt_are_ignored(tmp_path: Path) -> None:
     async def body(scheduler: Scheduler, pool: FakePool) -> None:
         scheduler.on_event(WORKER, ExecutionStart(prompt_id="nobody"))

@@ -50,8 +50,10 @@ def test_hostile_names_never_leave_their_folder(server):
 
 def test_uploads_are_verified_and_renamed(server):
     first = httpx.post(f"{server.url}/upload/image", files={"image": ("pic.png", _png(), "image/png")}).json()
-    second = httpx.post(f"{server.url}/upload/image", files={"image": ("pic.png", _png(), "image/png")}).json()
-    assert first == {"name": "pic.png", "subfolder": "", "type": "input"} and second["name"] == "pic (1).png"
+    again = httpx.post(f"{server.url}/upload/image", files={"image": ("pic.png", _png(), "image/png")}).json()
+    other = httpx.post(f"{server.url}/upload/image", files={"image": ("pic.png", _png((5, 5)), "image/png")}).json()
+    # The same bytes again reuse the file (as ComfyUI); other bytes never overwrite it.
+    assert first == again == {"name": "pic.png", "subfolder": "", "type": "input"} and other["name"] == "pic (1).png"
     fake = httpx.post(f"{server.url}/upload/image", files={"image": ("fake.png", b"<?php evil() ?>", "image/png")})
     assert fake.status_code == 400 and "image" in fake.json()["error"]["message"]
     assert not (server.base / "input" / "fake.png").exists()
