@@ -134,10 +134,20 @@ def test_defaults_validate_and_run(core_registry, graphs, name):
 # -- every registered node ---------------------------------------------------------------------
 
 
+def _builtin_packs() -> tuple[str, ...]:
+    """Every node pack the project installs (its ``nodeloom.plugins`` entry points under ``nodes.``)."""
+    from importlib.metadata import entry_points
+
+    return tuple(sorted(ep.value for ep in entry_points(group="nodeloom.plugins") if ep.value.startswith("nodes.")))
+
+
+BUILTIN_PACKS = _builtin_packs()
+
+
 @pytest.fixture(scope="module")
 def every_registry() -> NodeRegistry:
     """The built-in packs and the example plugin, loaded as the command line loads them."""
-    registry = load_registry(builtins=("nodes.core", "nodes.diffusion", "nodes.slam"), plugin_dirs=[PLUGINS],
+    registry = load_registry(builtins=BUILTIN_PACKS, plugin_dirs=[PLUGINS],
                              entry_points=False)
     problems = {p.name: p.error or p.skipped for p in registry.plugins if p.status != "loaded" or p.skipped}
     assert not problems, problems
@@ -145,7 +155,7 @@ def every_registry() -> NodeRegistry:
 
 
 def _every_node() -> list[str]:
-    registry = load_registry(builtins=("nodes.core", "nodes.diffusion", "nodes.slam"), plugin_dirs=[PLUGINS],
+    registry = load_registry(builtins=BUILTIN_PACKS, plugin_dirs=[PLUGINS],
                              entry_points=False)
     return sorted(registry.nodes)
 
@@ -173,7 +183,10 @@ def stocked(tmp_path: Path, every_registry: NodeRegistry) -> HookContext:
 
 
 def test_every_pack_is_covered(every_registry):
-    assert {"nodes.core", "nodes.diffusion", "nodes.slam", "plugins.example_plugin"} <= set(every_registry.origin.values())
+    packs = {"nodes.core", "nodes.diffusion", "nodes.slam", "nodes.control", "nodes.upscale", "nodes.detail",
+             "nodes.scoring"}
+    assert packs <= set(BUILTIN_PACKS)
+    assert {*packs, "plugins.example_plugin"} <= set(every_registry.origin.values())
 
 
 @pytest.mark.parametrize("name", _every_node())
