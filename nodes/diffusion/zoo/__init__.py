@@ -10,6 +10,9 @@ deterministically from a seed, everything the node families need into a models r
     clip_tokenizer/tiny-clip/                                  the small BPE vocabulary they share
     controlnet/tiny-controlnet-sd15.safetensors, upscale_models/tiny-esrgan-x4.safetensors,
     sams/tiny-sam.safetensors, scorers/tiny-clip-scorer/, clip_vision/tiny-clip-vision.safetensors
+    controlnet/tiny-controlnet-sd15-original.safetensors (+ fp16 pruned), tiny-controlnet-sdxl/,
+    tiny-t2i-adapter-sd15/, annotators/ControlNetHED.pth, table5_pidinet.pth (see control_variants,
+    annotators)
 
 Single files carry their architecture in the ``nodeloom_config`` metadata entry, so loading needs
 no guessing; each file is at most a few MB and the whole zoo takes seconds.
@@ -22,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from nodes.diffusion.zoo.clip import save_clip_scorer, save_clip_vision
+from nodes.diffusion.zoo.annotators import save_annotators
+from nodes.diffusion.zoo.control_variants import save_control_variants
 from nodes.diffusion.zoo.controlnet import save_controlnet
 from nodes.diffusion.zoo.lora import save_loras
 from nodes.diffusion.zoo.sam import TINY_SAM, build_sam, save_sam
@@ -51,6 +56,7 @@ def write_tiny_zoo(root: Path, *, seed: int = 0) -> list[Path]:
         path = builder(root, seed + 10 + offset)
         if path is not None:
             written.append(path)
+    written += save_control_variants(root, sdxl, seed + 20) + save_annotators(root, seed + 30)
     return written
 
 
