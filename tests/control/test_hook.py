@@ -18,7 +18,7 @@ SD15, SDXL = "tiny-sd15.safetensors", "tiny-sdxl.safetensors"
 CN15, CNXL = "tiny-controlnet-sd15.safetensors", "tiny-controlnet-sdxl"
 
 
-@pytest.mark.parametrize(("ckpt", "net"), [(SD15, CN15), (SDXL, CNXL)])
+@pytest.mark.parametrize(("ckpt", "net"), [(SD15, CN15), pytest.param(SDXL, CNXL, marks=pytest.mark.slow)])
 def test_one_controlnet_matches_pipeline(make_ctx, ckpt: str, net: str) -> None:
     ctx = make_ctx()
     controls = [(net, control_image(1), 0.8, 0.0, 1.0)]
@@ -27,6 +27,7 @@ def test_one_controlnet_matches_pipeline(make_ctx, ckpt: str, net: str) -> None:
     assert (image - pipeline_image(ctx, ckpt, controls)).abs().max() < TOL
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("ckpt", "net"), [(SD15, CN15), (SDXL, CNXL)])
 def test_two_stacked_controlnets_with_windows_match_multicontrolnet(make_ctx, ckpt: str, net: str) -> None:
     ctx = make_ctx()
@@ -44,6 +45,7 @@ def test_window_outside_all_steps_is_plain_txt2img(make_ctx) -> None:
     assert torch.equal(image, txt2img(ctx, SD15))
 
 
+@pytest.mark.slow
 def test_legacy_apply_controls_the_positive_only(make_ctx) -> None:
     ctx = make_ctx()
     model, clip, vae = load(ctx, SD15)
@@ -61,6 +63,7 @@ def test_legacy_apply_controls_the_positive_only(make_ctx) -> None:
     assert (image - graph_image(ctx, SD15, both)).abs().max() > 1e-4, "the negative got the ControlNet too"
 
 
+@pytest.mark.slow
 def test_controlnet_acts_inside_ksampler_advanced(make_ctx) -> None:
     ctx = make_ctx()
     model, clip, vae = load(ctx, SD15)
