@@ -63,8 +63,9 @@ def write_tiny_zoo(root: Path, *, seed: int = 0) -> list[Path]:
 # -- command line -------------------------------------------------------------------------------
 
 def write_example_inputs(input_dir: Path, *, seed: int = 0) -> list[Path]:
-    """The images the example workflows load: ``nodeloom_example.png`` (img2img) and
-    ``nodeloom_inpaint.png``, whose transparent square is the area to inpaint (LoadImage's mask)."""
+    """The images the example workflows load: ``nodeloom_example.png`` (img2img),
+    ``nodeloom_inpaint.png``, whose transparent square is the area to inpaint (LoadImage's mask),
+    and ``nodeloom_product.png`` (ecom_product_background: a product on a transparent background)."""
     import numpy as np
     from PIL import Image
 
@@ -75,7 +76,23 @@ def write_example_inputs(input_dir: Path, *, seed: int = 0) -> list[Path]:
     example, inpaint = input_dir / "nodeloom_example.png", input_dir / "nodeloom_inpaint.png"
     Image.fromarray(rgb).save(example)
     Image.fromarray(np.dstack([rgb, alpha])).save(inpaint)
-    return [example, inpaint]
+    return [example, inpaint, _write_product(input_dir / "nodeloom_product.png")]
+
+
+def _write_product(path: Path) -> Path:
+    """A product cut-out as shops upload it: an opaque object (a striped disc) on a transparent
+    background, which LoadImage's MASK marks as the area to generate."""
+    import numpy as np
+    from PIL import Image
+
+    yy, xx = np.mgrid[0:64, 0:64]
+    disc = (yy - 34) ** 2 + (xx - 32) ** 2 < 18 ** 2
+    rgb = np.zeros((64, 64, 3), np.uint8)
+    rgb[..., 0] = np.where((yy // 6) % 2 == 0, 200, 90)
+    rgb[..., 1] = 60 + 2 * xx
+    rgb[..., 2] = 140
+    Image.fromarray(np.dstack([rgb, np.where(disc, 255, 0).astype(np.uint8)])).save(path)
+    return path
 
 
 def main(argv: list[str]) -> int:
