@@ -8,8 +8,11 @@ with the widths found in the tensors, so the published files (``ControlNetHED.pt
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import re
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -34,12 +37,44 @@ def build_hed(widths: tuple[int, ...] = (64, 128, 256, 512, 512)) -> torch.nn.Mo
     return net
 
 
+def random_hed_state(widths: tuple[int, ...], seed: int) -> dict[str, torch.Tensor]:
+    """A ControlNetHED state dict of the given widths with random (He-scaled) weights, written
+    key by key so the tiny zoo need not import controlnet_aux."""
+    gen = torch.Generator().manual_seed(seed)
+    state = {"norm": torch.rand(1, 3, 1, 1, generator=gen) * 0.5}
+    previous = 3
+    for index, (width, layers) in enumerate(zip(widths, HED_LAYERS), start=1):
+        for layer in range(layers):
+            fan_in = (previous if layer == 0 else width) * 9
+            shape = (width, previous if layer == 0 else width, 3, 3)
+            state[f"block{index}.convs.{layer}.weight"] = torch.randn(shape, generator=gen) * (2.0 / fan_in) ** 0.5
+            state[f"block{index}.convs.{layer}.bias"] = torch.zeros(width)
+        state[f"block{index}.projection.weight"] = torch.randn(1, width, 1, 1, generator=gen) / width ** 0.5
+        state[f"block{index}.projection.bias"] = torch.zeros(1)
+        previous = width
+    return state
+
+
+@functools.cache
+def _pidi_model() -> ModuleType:
+    """controlnet_aux/pidi/model.py on its own: importing the controlnet_aux package runs its
+    __init__, which imports every detector it has (seconds, and optional dependencies)."""
+    found = importlib.util.find_spec("controlnet_aux")
+    if found is None or not found.submodule_search_locations:
+        raise ModuleNotFoundError("controlnet_aux is not installed")
+    path = Path(next(iter(found.submodule_search_locations))) / "pidi" / "model.py"
+    spec = importlib.util.spec_from_file_location("nodeloom_pidinet_model", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def build_pidinet(inplane: int = 60, dil: int = 24) -> torch.nn.Module:
     """controlnet_aux's PiDiNet, "carv4" pixel-difference convolutions with spatial attention as
     in ``table5_pidinet`` (published: inplane 60, dil 24)."""
-    from controlnet_aux.pidi.model import PiDiNet, config_model
-
-    return PiDiNet(inplane, config_model("carv4"), dil=dil, sa=True)
+    model = _pidi_model()
+    return model.PiDiNet(inplane, model.config_model("carv4"), dil=dil, sa=True)
 
 
 def load_hed(path: Path) -> torch.nn.Module:
