@@ -55,6 +55,10 @@ class ControlApplication:
     def active(self, step: int, steps: int) -> bool:
         return not (step / steps < self.start or (step + 1) / steps > self.end)
 
+    def nodeloom_nbytes(self) -> int:
+        """What the output cache should count: the control image (the weights are the manager's)."""
+        return self.image.numel() * self.image.element_size()
+
 
 def with_control(conditioning: list[list[Any]], application: ControlApplication) -> list[list[Any]]:
     """A new conditioning whose every entry also carries ``application`` (the input is untouched)."""

@@ -75,3 +75,13 @@ def test_apply_nodes_stack_in_order_and_leave_inputs_alone(make_ctx) -> None:
 def test_start_after_end_is_a_validation_error() -> None:
     problem = ControlNetApplyAdvanced.validate_inputs(None, start_percent=0.8, end_percent=0.2)
     assert problem is not None and "start_percent" in problem and "0.8" in problem
+
+
+def test_output_cache_counts_the_control_image_not_the_models(make_ctx) -> None:
+    from graph_runtime.cache import estimate_nbytes
+
+    image, mask = _image_and_mask()
+    positive = [[torch.zeros(1, 77, 32), {}]]
+    p, _ = ControlNetApplyAdvanced().run(make_ctx(), positive=positive, negative=positive, control_net=object(),
+                                         image=image, strength=1.0, start_percent=0.0, end_percent=1.0)
+    assert estimate_nbytes(p) >= image.numel() * 4
