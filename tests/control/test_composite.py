@@ -42,3 +42,14 @@ def test_size_mismatch_names_both_sizes(make_ctx) -> None:
     with pytest.raises(ValueError, match=r"\(64, 64\).*\(56, 40\)"):
         ProductComposite().run(make_ctx(), generated=torch.rand(1, 64, 64, 3), original=original, mask=product,
                                invert_mask=True, feather=0)
+
+
+def test_without_feather_it_is_image_composite_masked(make_ctx) -> None:
+    from nodes.core.image import ImageCompositeMasked
+
+    generated, original, product = _inputs()
+    ours = ProductComposite().run(make_ctx(), generated=generated, original=original, mask=product, invert_mask=True,
+                                  feather=0)[0]
+    comfy = ImageCompositeMasked().run(make_ctx(), destination=generated, source=original, x=0, y=0,
+                                       resize_source=False, mask=product)[0]
+    assert torch.equal(ours, comfy)
