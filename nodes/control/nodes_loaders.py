@@ -70,8 +70,9 @@ class DiffControlNetLoader(Node):
     def run(self, ctx: Context, *, model: DiffusionModel, control_net_name: str) -> tuple[Any, ...]:
         manager = manager_from(ctx.services)
         path = ctx.folders.model_path(FOLDER, control_net_name)
-        with model.use(manager) as unet:
-            return (load_control_model(manager, path, name=control_net_name, base_unet=unet),)
+        # The shared module without the model's LoRA patches: a diff ControlNet is relative to the base.
+        unet = manager.ensure_loaded(model.ref)
+        return (load_control_model(manager, path, name=control_net_name, base_unet=unet),)
 
 
 NODES: list[type[Node]] = [ControlNetLoader, DiffControlNetLoader]
