@@ -80,8 +80,9 @@ def _residuals(application: ControlApplication, call: UNetCall, rows: Tensor | N
             kwargs["added_cond_kwargs"] = _take(dict(call.added_cond_kwargs), rows)
         if net.config.get("time_cond_proj_dim") is not None and call.timestep_cond is not None:
             kwargs["timestep_cond"] = _take(call.timestep_cond, rows)
-        down, mid = net(sample.to(param.dtype), call.timestep, encoder_hidden_states=_take(call.encoder_hidden_states, rows).to(param.dtype),
-                        controlnet_cond=hint, conditioning_scale=application.strength, return_dict=False, **kwargs)
+        text = _take(call.encoder_hidden_states, rows).to(param.dtype)
+        down, mid = net(sample.to(param.dtype), call.timestep, encoder_hidden_states=text, controlnet_cond=hint,
+                        conditioning_scale=application.strength, return_dict=False, **kwargs)
         return UNetInputs(down_block_additional_residuals=tuple(down), mid_block_additional_residual=mid)
 
 

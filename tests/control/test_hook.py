@@ -87,3 +87,12 @@ def test_sd15_controlnet_on_sdxl_names_the_mismatch(make_ctx) -> None:
     ctx = make_ctx()
     with pytest.raises(RuntimeError, match="cross_attention_dim"):
         graph_image(ctx, SDXL, [(CN15, control_image(1), 1.0, 0.0, 1.0)])
+
+
+@pytest.mark.slow
+def test_original_and_diffusers_layout_give_the_same_image(make_ctx) -> None:
+    ctx = make_ctx()
+    hint = control_image(3)
+    diffusers_layout = graph_image(ctx, SD15, [(CN15, hint, 1.0, 0.0, 1.0)])
+    original_layout = graph_image(ctx, SD15, [("tiny-controlnet-sd15-original.safetensors", hint, 1.0, 0.0, 1.0)])
+    assert torch.equal(diffusers_layout, original_layout)
