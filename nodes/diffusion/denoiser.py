@@ -48,6 +48,10 @@ class UNetCall:
     steps: int
     unet_config: Mapping[str, Any]
     region: tuple[int, int, int, int] | None = None
+    # What the UNet gets besides text: SDXL's text_embeds/time_ids, LCM-style timestep_cond
+    # (a ControlNet copied from the UNet needs the same).
+    added_cond_kwargs: Mapping[str, Tensor] | None = None
+    timestep_cond: Tensor | None = None
 
 
 @dataclass
@@ -73,7 +77,8 @@ class UNetInputs:
                      "down_intrablock_additional_residuals"):
             value = getattr(self, name)
             if value is not None:
-                kwargs[name] = value
+                # The UNet pops T2I-Adapter features off a list as it goes down: give it its own.
+                kwargs[name] = list(value) if name == "down_intrablock_additional_residuals" else value
         if self.added_cond_kwargs:
             kwargs["added_cond_kwargs"] = {**(kwargs.get("added_cond_kwargs") or {}), **self.added_cond_kwargs}
 
@@ -180,7 +185,8 @@ class Denoiser:
         if self.hooks:
             call = UNetCall(sample=sample, timestep=t, encoder_hidden_states=context,
                             conditioning=tuple(e[1] for e in entries), batch=self.batch, step=step,
-                            steps=self.steps, unet_config=self.unet_config, region=region)
+                            steps=self.steps, unet_config=self.unet_config, region=region,
+                            added_cond_kwargs=kwargs["added_cond_kwargs"], timestep_cond=timestep_cond)
             self._run_hooks(call, step).apply(kwargs)
         if self.inpaint is not None:
             sample = torch.cat([sample, concat_for(self.inpaint, entries, self.batch, region, dtype, device)], dim=1)

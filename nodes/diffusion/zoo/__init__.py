@@ -12,6 +12,9 @@ deterministically from a seed, everything the node families need into a models r
     clip_tokenizer/tiny-clip/                                  the small BPE vocabulary they share
     controlnet/tiny-controlnet-sd15.safetensors, upscale_models/tiny-esrgan-x4.safetensors,
     sams/tiny-sam.safetensors, scorers/tiny-clip-scorer/, clip_vision/tiny-clip-vision.safetensors
+    controlnet/tiny-controlnet-sd15-original.safetensors (+ fp16 pruned), tiny-controlnet-sdxl/,
+    tiny-t2i-adapter-sd15/, annotators/ControlNetHED.pth, table5_pidinet.pth (see control_variants,
+    annotators)
 
 Single files carry their architecture in the ``nodeloom_config`` metadata entry, so loading needs
 no guessing; each file is at most a few MB and the whole zoo takes seconds.
@@ -24,6 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from nodes.diffusion.zoo.clip import save_clip_scorer, save_clip_vision
+from nodes.diffusion.zoo.annotators import save_annotators
+from nodes.diffusion.zoo.control_variants import save_control_variants
 from nodes.diffusion.zoo.controlnet import save_controlnet
 from nodes.diffusion.zoo.embeddings import save_embeddings
 from nodes.diffusion.zoo.lcm import save_lcm_models
@@ -58,14 +63,16 @@ def write_tiny_zoo(root: Path, *, seed: int = 0) -> list[Path]:
         path = builder(root, seed + 10 + offset)
         if path is not None:
             written.append(path)
+    written += save_control_variants(root, sdxl, seed + 20) + save_annotators(root, seed + 30)
     return written
 
 
 # -- command line -------------------------------------------------------------------------------
 
 def write_example_inputs(input_dir: Path, *, seed: int = 0) -> list[Path]:
-    """The images the example workflows load: ``nodeloom_example.png`` (img2img) and
-    ``nodeloom_inpaint.png``, whose transparent square is the area to inpaint (LoadImage's mask)."""
+    """The images the example workflows load: ``nodeloom_example.png`` (img2img),
+    ``nodeloom_inpaint.png``, whose transparent square is the area to inpaint (LoadImage's mask),
+    and ``nodeloom_product.png`` (ecom_product_background: a product on a transparent background)."""
     import numpy as np
     from PIL import Image
 
@@ -76,7 +83,23 @@ def write_example_inputs(input_dir: Path, *, seed: int = 0) -> list[Path]:
     example, inpaint = input_dir / "nodeloom_example.png", input_dir / "nodeloom_inpaint.png"
     Image.fromarray(rgb).save(example)
     Image.fromarray(np.dstack([rgb, alpha])).save(inpaint)
-    return [example, inpaint]
+    return [example, inpaint, _write_product(input_dir / "nodeloom_product.png")]
+
+
+def _write_product(path: Path) -> Path:
+    """A product cut-out as shops upload it: an opaque object (a striped disc) on a transparent
+    background, which LoadImage's MASK marks as the area to generate."""
+    import numpy as np
+    from PIL import Image
+
+    yy, xx = np.mgrid[0:64, 0:64]
+    disc = (yy - 34) ** 2 + (xx - 32) ** 2 < 18 ** 2
+    rgb = np.zeros((64, 64, 3), np.uint8)
+    rgb[..., 0] = np.where((yy // 6) % 2 == 0, 200, 90)
+    rgb[..., 1] = 60 + 2 * xx
+    rgb[..., 2] = 140
+    Image.fromarray(np.dstack([rgb, np.where(disc, 255, 0).astype(np.uint8)])).save(path)
+    return path
 
 
 def main(argv: list[str]) -> int:

@@ -1,0 +1,223 @@
+"""ControlNet and T2I-Adapter files -> diffusers modules in the model manager.
+
+Accepted, told apart by their keys:
+
+- diffusers ControlNets (``controlnet_cond_embedding.*``): a folder with ``config.json``, a file
+  the tiny zoo wrote (config in its ``nodeloom_config`` metadata), or a bare file (config read
+  from the tensor shapes);
+- original-layout ControlNets as published (``control_v11p_sd15_*.pth/.safetensors``: keys under
+  ``control_model.``; the fp16 "pruned" re-saves without the prefix), converted with diffusers'
+  ``single_file_utils.convert_controlnet_checkpoint``; SDXL's ``label_emb`` (which that converter
+  leaves out) is renamed with diffusers' own ``DIFFUSERS_TO_LDM_MAPPING`` table;
+- diffusers T2I-Adapters (``adapter.*``): a folder with ``config.json`` or a bare file.
+
+Shapes give every size except the attention head count. That comes from a sidecar ``.yaml``
+next to the file (the original ``control_stage_config`` A1111/ComfyUI read: ``num_heads`` or
+``num_head_channels``), else from the published families: 8 heads for SD1.x's 768-wide text,
+64-channel heads otherwise (SD2.x, SDXL). ComfyUI's "diff" ControlNets (a ``difference`` key:
+weights stored as the change from a base UNet) get the base model's weights added
+(DiffControlNetLoader).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nodes.control.models import ControlKind, ControlModel
+from nodes.infra.files import METADATA_KEY, ModelFileError, _empty_weights, read_state_dict
+from nodes.infra.model_manager import ModelManager, ModelRef
+
+Tensor = torch.Tensor
+LDM_PREFIX = "control_model."
+WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+
+
+def layout_of(sd: dict[str, Tensor]) -> str:
+    """"controlnet", "controlnet_ldm" or "t2i_adapter"; ModelFileError for anything else."""
+    if "controlnet_cond_embedding.conv_in.weight" in sd:
+        return "controlnet"
+    if LDM_PREFIX + "input_hint_block.0.weight" in sd or "input_hint_block.0.weight" in sd:
+        return "controlnet_ldm"
+    if "adapter.conv_in.weight" in sd or "adapter.body.0.in_conv.weight" in sd:
+        return "t2i_adapter"
+    if "body.0.block1.weight" in sd or "body.0.in_conv.weight" in sd:
+        raise ModelFileError("original-layout (TencentARC) T2I-Adapter files are not supported: convert it with "
+                             "diffusers' scripts/convert_original_t2iadapter.py or use the diffusers release")
+    raise ModelFileError("not a ControlNet or T2I-Adapter: none of controlnet_cond_embedding.*, "
+                         "control_model.input_hint_block.* or adapter.* keys")
+
+
+def _indices(keys: list[str], pattern: str) -> list[int]:
+    regex = re.compile(pattern)
+    return sorted({int(m.group(1)) for k in keys if (m := regex.match(k))})
+
+
+def ldm_to_diffusers(sd: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Original (``control_model.``-prefixed or bare) ControlNet keys -> diffusers'."""
+    from diffusers.loaders import single_file_utils as sfu
+
+    plain = {k.removeprefix(LDM_PREFIX): v for k, v in sd.items()}
+    keys = list(plain)
+    levels = len(_indices(keys, r"input_blocks\.(\d+)\.0\.op\.weight")) + 1
+    per = len(_indices(keys, r"input_blocks\.(\d+)\.")) // levels - 1
+    converted = sfu.convert_controlnet_checkpoint(plain, {"layers_per_block": per})
+    for diffusers_key, ldm_key in sfu.DIFFUSERS_TO_LDM_MAPPING["controlnet"]["addition_embed_type"].items():
+        if ldm_key in plain:
+            converted[diffusers_key] = plain[ldm_key]
+    return {k: v for k, v in converted.items() if v is not None}
+
+
+def head_counts(channels: list[int], cross_attention_dim: int, sidecar: dict[str, Any] | None) -> int | list[int]:
+    """diffusers' ``attention_head_dim`` (a head count, despite the name) for these levels."""
+    params = ((sidecar or {}).get("model", {}).get("params", {}).get("control_stage_config", {}) or {}).get("params", {})
+    if int(params.get("num_heads", -1)) > 0:
+        return int(params["num_heads"])
+    if int(params.get("num_head_channels", -1)) > 0:
+        return [max(1, c // int(params["num_head_channels"])) for c in channels]
+    return 8 if cross_attention_dim == 768 else [max(1, c // 64) for c in channels]
+
+
+def infer_controlnet_config(sd: dict[str, Tensor], sidecar: dict[str, Any] | None = None) -> dict[str, Any]:
+    """ControlNetModel config from diffusers-layout tensors (see the module docstring for heads)."""
+    keys = list(sd)
+    levels = len(_indices(keys, r"down_blocks\.(\d+)\."))
+    per = len(_indices(keys, r"down_blocks\.0\.resnets\.(\d+)\."))
+    channels = [int(sd[f"down_blocks.{i}.resnets.0.conv2.weight"].shape[0]) for i in range(levels)]
+    depth = [len(_indices(keys, rf"down_blocks\.{i}\.attentions\.0\.transformer_blocks\.(\d+)\.")) for i in range(levels)]
+    blocks = len(_indices(keys, r"controlnet_cond_embedding\.blocks\.(\d+)\.weight"))
+    embedding = [int(sd["controlnet_cond_embedding.conv_in.weight"].shape[0])]
+    embedding += [int(sd[f"controlnet_cond_embedding.blocks.{2 * k + 1}.weight"].shape[0]) for k in range(blocks // 2)]
+    attn_key = next(k for k in keys if k.endswith("attn2.to_k.weight"))
+    cross = int(sd[attn_key].shape[1])
+    proj_in = next(k for k in keys if k.endswith(".proj_in.weight"))
+    config: dict[str, Any] = {
+        "in_channels": int(sd["conv_in.weight"].shape[1]),
+        "conditioning_channels": int(sd["controlnet_cond_embedding.conv_in.weight"].shape[1]),
+        "block_out_channels": channels, "layers_per_block": per,
+        "down_block_types": ["CrossAttnDownBlock2D" if d else "DownBlock2D" for d in depth],
+        "transformer_layers_per_block": [d or 1 for d in depth],
+        "conditioning_embedding_out_channels": embedding, "cross_attention_dim": cross,
+        "use_linear_projection": sd[proj_in].ndim == 2,
+        "attention_head_dim": head_counts(channels, cross, sidecar),
+    }
+    if "mid_block.attentions.0.proj_in.weight" not in sd:
+        config["mid_block_type"] = "UNetMidBlock2D"
+    if "add_embedding.linear_1.weight" in sd:
+        # SDXL: pooled text (1280) + six size/crop numbers of 256 sinusoidal channels each.
+        pooled_and_time = int(sd["add_embedding.linear_1.weight"].shape[1])
+        config.update(addition_embed_type="text_time", projection_class_embeddings_input_dim=pooled_and_time,
+                      addition_time_embed_dim=256)
+    if "time_embedding.cond_proj.weight" in sd:
+        config["time_cond_proj_dim"] = int(sd["time_embedding.cond_proj.weight"].shape[1])
+    return config
+
+
+def infer_adapter_config(sd: dict[str, Tensor]) -> dict[str, Any]:
+    """T2IAdapter config from diffusers-layout tensors. Full SD adapters unshuffle by 8, SDXL ones
+    by 16 (the only weight-visible difference between ``full_adapter`` and ``full_adapter_xl``)."""
+    keys = list(sd)
+    blocks = _indices(keys, r"adapter\.body\.(\d+)\.")
+    if "adapter.conv_in.weight" not in sd:
+        raise ModelFileError("light T2I-Adapters are not supported without their config.json")
+    conv_in = sd["adapter.conv_in.weight"]
+    first = int(conv_in.shape[0])
+    channels = [int(sd[f"adapter.body.{i}.in_conv.weight"].shape[0]) if f"adapter.body.{i}.in_conv.weight" in sd
+                else None for i in blocks]
+    resolved, previous = [], first
+    for c in channels:
+        previous = c if c is not None else previous
+        resolved.append(previous)
+    res_blocks = len(_indices(keys, r"adapter\.body\.0\.resnets\.(\d+)\."))
+    for in_channels, factor, kind in ((3, 8, "full_adapter"), (3, 16, "full_adapter_xl"),
+                                      (1, 8, "full_adapter"), (1, 16, "full_adapter_xl")):
+        if conv_in.shape[1] == in_channels * factor * factor:
+            return {"in_channels": in_channels, "channels": resolved, "num_res_blocks": res_blocks,
+                    "downscale_factor": factor, "adapter_type": kind}
+    raise ModelFileError(f"T2I-Adapter conv_in takes {conv_in.shape[1]} channels: not 3 or 1 channels unshuffled by 8 or 16")
+
+
+def read_control(path: Path) -> tuple[ControlKind, dict[str, Any], dict[str, Tensor]]:
+    """(kind, diffusers config, diffusers-layout state dict) of a file or diffusers folder."""
+    path = Path(path)
+    if path.is_dir():
+        config_file = path / "config.json"
+        weights = next((path / n for n in WEIGHT_NAMES if (path / n).is_file()), None)
+        if not config_file.is_file() or weights is None:
+            raise ModelFileError(f"{path.name}: a ControlNet folder needs config.json and one of {', '.join(WEIGHT_NAMES)}")
+        config = json.loads(config_file.read_text())
+        sd, _ = read_state_dict(weights)
+        kind: ControlKind = "t2i_adapter" if config.get("_class_name") == "T2IAdapter" else "controlnet"
+        return kind, config, sd
+    sd, metadata = read_state_dict(path)
+    sd.pop("difference", None)
+    layout = layout_of(sd)
+    if layout == "controlnet_ldm":
+        sd = ldm_to_diffusers(sd)
+    stored = json.loads(metadata[METADATA_KEY]) if METADATA_KEY in metadata else {}
+    if layout == "t2i_adapter":
+        return "t2i_adapter", stored.get("t2i_adapter") or infer_adapter_config(sd), sd
+    sidecar = path.with_suffix(".yaml")
+    original = None
+    if sidecar.is_file():
+        import yaml
+
+        original = yaml.safe_load(sidecar.read_text())
+    return "controlnet", stored.get("controlnet") or infer_controlnet_config(sd, original), sd
+
+
+def is_difference(path: Path) -> bool:
+    return Path(path).is_file() and "difference" in read_state_dict(Path(path))[0]
+
+
+def build(kind: ControlKind, config: dict[str, Any], sd: dict[str, Tensor], *, name: str) -> torch.nn.Module:
+    """The module, loaded strictly (a missing or extra tensor is a ModelFileError naming the file)."""
+    from diffusers import ControlNetModel, T2IAdapter
+
+    cls = T2IAdapter if kind == "t2i_adapter" else ControlNetModel
+    config = {k: v for k, v in config.items() if not k.startswith("_")}
+    try:
+        with _empty_weights():
+            module = cls.from_config(config)
+    except (TypeError, ValueError) as exc:
+        raise ModelFileError(f"{name}: cannot build a {cls.__name__} from its config: {exc}") from exc
+    sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
+    result = module.load_state_dict(sd, strict=False, assign=True)
+    if result.missing_keys or result.unexpected_keys:
+        raise ModelFileError(f"{name}: the weights do not fit a {cls.__name__} (missing {sorted(result.missing_keys)[:5]}, "
+                             f"unexpected {sorted(result.unexpected_keys)[:5]})")
+    return module
+
+
+def add_base(sd: dict[str, Tensor], base: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A "diff" ControlNet's weights plus the base UNet's, where the UNet has the same tensor."""
+    return {k: v + base[k].to(v.dtype) if k in base and base[k].shape == v.shape else v for k, v in sd.items()}
+
+
+def load_control_model(manager: ModelManager, path: Path, *, name: str,
+                       base_unet: torch.nn.Module | None = None) -> ControlModel:
+    """A CONTROL_NET value; the module is loaded now so a bad file fails the loader node."""
+    path = Path(path)
+    target = path / "config.json" if path.is_dir() else path
+    stat = target.stat()
+    group: tuple[Any, ...] = ("controlnet", str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    base_sd = None
+    if base_unet is not None and is_difference(path):
+        base_sd = {k: v.detach().float().cpu() for k, v in base_unet.state_dict().items()}
+        group = (*group, "difference", id(base_unet))
+
+    def loader() -> dict[str, torch.nn.Module]:
+        kind, config, sd = read_control(path)
+        if base_sd is not None:
+            sd = add_base(sd, base_sd)
+        return {"control": build(kind, config, sd, name=name)}
+
+    ref = ModelRef(group, "control", loader, name)
+    module = manager.ensure_loaded(ref)
+    kind: ControlKind = "t2i_adapter" if type(module).__name__ == "T2IAdapter" else "controlnet"
+    cross = module.config.get("cross_attention_dim") if kind == "controlnet" else None
+    return ControlModel(ref=ref, kind=kind, name=name, cross_attention_dim=cross)

@@ -1,0 +1,61 @@
+"""T2I-Adapters give diffusers' StableDiffusionAdapterPipeline image; "diff" ControlNets get the base
+model's weights added by DiffControlNetLoader."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from control_helpers import control_image, graph_image
+from diffusion_helpers import NEGATIVE, POSITIVE, load, txt2img
+from nodes.control.nodes_loaders import ControlNetLoader, DiffControlNetLoader
+from nodes.diffusion.samplers import build_scheduler
+from nodes.infra.files import read_state_dict, save_safetensors
+from nodes.infra.model_manager import manager_from
+
+SD15 = "tiny-sd15.safetensors"
+ADAPTER = "tiny-t2i-adapter-sd15"
+
+
+@pytest.mark.slow
+def test_t2i_adapter_matches_adapter_pipeline(make_ctx) -> None:
+    import diffusers
+
+    ctx = make_ctx()
+    hint = control_image(5)
+    image = graph_image(ctx, SD15, [(ADAPTER, hint, 0.9, 0.0, 1.0)])
+    assert (image - txt2img(ctx, SD15)).abs().max() > 1e-2, "the adapter changed nothing"
+    manager = manager_from(ctx.services)
+    model, clip, vae = load(ctx, SD15)
+    adapter = manager.ensure_loaded(ControlNetLoader().run(ctx, control_net_name=ADAPTER)[0].ref)
+    pipe = diffusers.StableDiffusionAdapterPipeline(
+        vae=manager.ensure_loaded(vae.ref), text_encoder=manager.ensure_loaded(clip.refs[0]),
+        tokenizer=clip.tokenizers()[0], unet=manager.ensure_loaded(model.ref), adapter=adapter,
+        scheduler=build_scheduler(model.scheduler_config, "euler", "normal"), safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    ref = pipe(POSITIVE, image=hint.permute(0, 3, 1, 2), negative_prompt=NEGATIVE, height=64, width=64,
+               num_inference_steps=4, guidance_scale=7.0, generator=torch.Generator().manual_seed(42),
+               adapter_conditioning_scale=0.9, output_type="pt").images
+    ref = torch.as_tensor(ref)  # this pipeline hands "pt" back as a numpy array
+    ref = ref.permute(0, 2, 3, 1) if ref.shape[1] == 3 else ref
+    assert (image - ref).abs().max() < 1e-4
+
+
+def test_diff_controlnet_adds_the_base_model(make_ctx, zoo_root) -> None:
+    ctx = make_ctx()
+    manager = manager_from(ctx.services)
+    model, _, _ = load(ctx, SD15)
+    full = ControlNetLoader().run(ctx, control_net_name="tiny-controlnet-sd15.safetensors")[0]
+    full_sd = manager.ensure_loaded(full.ref).state_dict()
+    unet_sd = manager.ensure_loaded(model.ref).state_dict()
+    shared = [k for k in full_sd if k in unet_sd and unet_sd[k].shape == full_sd[k].shape]
+    assert len(shared) > 20
+    sd, metadata = read_state_dict(zoo_root / "controlnet" / "tiny-controlnet-sd15.safetensors")
+    diff = {k: v - unet_sd[k] if k in shared else v for k, v in sd.items()}
+    diff["difference"] = torch.zeros(1)
+    save_safetensors(diff, zoo_root / "controlnet" / "tiny-diff-controlnet-sd15.safetensors", metadata)
+    loaded = DiffControlNetLoader().run(ctx, model=model, control_net_name="tiny-diff-controlnet-sd15.safetensors")[0]
+    got = manager.ensure_loaded(loaded.ref).state_dict()
+    assert all(torch.allclose(got[k], full_sd[k], atol=1e-6) for k in full_sd)
+    (zoo_root / "controlnet" / "tiny-diff-controlnet-sd15.safetensors").unlink()
