@@ -72,7 +72,8 @@ def write_tiny_zoo(root: Path, *, seed: int = 0) -> list[Path]:
 def write_example_inputs(input_dir: Path, *, seed: int = 0) -> list[Path]:
     """The images the example workflows load: ``nodeloom_example.png`` (img2img),
     ``nodeloom_inpaint.png``, whose transparent square is the area to inpaint (LoadImage's mask),
-    and ``nodeloom_product.png`` (ecom_product_background: a product on a transparent background)."""
+    ``nodeloom_product.png`` (ecom_product_background: a product on a transparent background) and
+    ``nodeloom_face.png`` (face_touchup: scikit-image's astronaut photograph, public domain, NASA)."""
     import numpy as np
     from PIL import Image
 
@@ -83,7 +84,18 @@ def write_example_inputs(input_dir: Path, *, seed: int = 0) -> list[Path]:
     example, inpaint = input_dir / "nodeloom_example.png", input_dir / "nodeloom_inpaint.png"
     Image.fromarray(rgb).save(example)
     Image.fromarray(np.dstack([rgb, alpha])).save(inpaint)
-    return [example, inpaint, _write_product(input_dir / "nodeloom_product.png")]
+    return [example, inpaint, _write_product(input_dir / "nodeloom_product.png"),
+            _write_face(input_dir / "nodeloom_face.png")]
+
+
+def _write_face(path: Path) -> Path:
+    """A real photograph with a face, shipped in a pip package, so the face detector has something
+    to find without a download."""
+    from PIL import Image
+    from skimage import data
+
+    Image.fromarray(data.astronaut()).save(path)
+    return path
 
 
 def _write_product(path: Path) -> Path:
