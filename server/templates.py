@@ -50,7 +50,7 @@ def build(out: Path = DEFAULT_TEMPLATES_DIR, workflows: Path = WORKFLOWS) -> lis
     from nodes.diffusion.zoo import write_example_inputs, write_tiny_zoo
 
     metadata = json.loads((out / CATALOG).read_text())
-    registry = load_registry(builtins=("nodes.core", "nodes.diffusion"), entry_points=False)
+    registry = load_registry()  # every installed pack, as `nodeloom run` loads them
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     entries = []
@@ -58,6 +58,7 @@ def build(out: Path = DEFAULT_TEMPLATES_DIR, workflows: Path = WORKFLOWS) -> lis
         base = Path(tmp)
         write_tiny_zoo(base / "models")
         write_example_inputs(base / "input")
+        registry.startup({"base": str(base), "models": [str(base / "models")]})
         runtime = Runtime(registry, folders=FolderPaths(base=base))
         for path in sorted(workflows.glob("*.json")):
             name, prompt = path.stem, json.loads(path.read_text())
