@@ -149,6 +149,18 @@ class CropByBBox(Node):
         return [c.image for c in crops], [c.mask for c in crops], [(c.region,) for c in crops]
 
 
+def check_region_mask(mask: torch.Tensor, source: torch.Tensor, region: Box, index: int) -> None:
+    """Raise ValueError unless ``mask`` has the size of its crop (CropByBBox's masks) or of its
+    region: a full-image mask would otherwise be squeezed into the region and blend in the wrong place."""
+    height, width = as_mask_batch(mask).shape[-2:]
+    crop_size = tuple(source.shape[1:3])
+    region_size = (int(region.height), int(region.width))
+    if (height, width) not in (crop_size, region_size):
+        raise ValueError(f"mask {index}: {width}x{height} is the size of neither its source ({crop_size[1]}x"
+                         f"{crop_size[0]}) nor its region ({region_size[1]}x{region_size[0]}); connect CropByBBox's "
+                         "masks output, which is cut the same way as the crops")
+
+
 def _one(values: list, name: str) -> object:
     if len(values) != 1:
         raise ValueError(f"{name}: expected one value, got a list of {len(values)}")
@@ -182,6 +194,8 @@ class PasteByBBox(Node):
         for index, (crop, box) in enumerate(zip(source, boxes)):
             if crop.shape[0] != 1:
                 raise ValueError(f"source {index}: one image per region expected, got a batch of {crop.shape[0]}")
+            if mask is not None:
+                check_region_mask(mask[index], crop, box, index)
             out, weight = paste_region(out, crop, box, None if mask is None else mask[index],
                                        dilation=_one(dilation, "dilation"), feather=_one(feather, "feather"))
             blend = torch.maximum(blend, weight)

@@ -56,16 +56,55 @@ def sam_variant(shapes: Mapping[str, Any], name: str) -> str:
     return VARIANTS[(width, depth)]
 
 
+def metadata_config(metadata: Mapping[str, str], name: str) -> dict[str, Any] | None:
+    """The SAM architecture a file carries in its ``nodeloom_config`` metadata (None without one).
+    The entry is the file's text, not ours: ModelFileError naming the file when it is not JSON."""
+    if METADATA_KEY not in metadata:
+        return None
+    try:
+        spec = json.loads(metadata[METADATA_KEY])
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"{name}: its {METADATA_KEY} metadata is not valid JSON ({exc})") from exc
+    config = spec.get("sam") if isinstance(spec, dict) else None
+    if config is not None and not isinstance(config, dict):
+        raise ModelFileError(f"{name}: the 'sam' entry of its {METADATA_KEY} metadata is not a JSON object")
+    return config
+
+
+def build_from_config(config: dict[str, Any], name: str) -> torch.nn.Module:
+    """``build_sam`` of a metadata config; a missing or mistyped field is the file's fault, so the
+    error names the file instead of surfacing as a bare KeyError from the builder."""
+    from nodes.diffusion.zoo import build_sam
+
+    try:
+        return build_sam(config)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{name}: its {METADATA_KEY} metadata does not describe a SAM "
+                             f"({type(exc).__name__}: {exc})") from exc
+
+
+def shape_mismatches(module: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
+    """``key (file shape) vs (model shape)`` for every tensor of ``state`` the module holds in another shape."""
+    own = module.state_dict()
+    return [f"{key} {tuple(value.shape)} vs {tuple(own[key].shape)}" for key, value in state.items()
+            if key in own and own[key].shape != value.shape]
+
+
 def load_sam(path: Path) -> torch.nn.Module:
     """Build and load a ``segment_anything.modeling.Sam`` from a file (weights-only reading)."""
     from segment_anything import sam_model_registry
 
-    from nodes.diffusion.zoo import build_sam
-
     state, metadata = read_state_dict(path)
-    config = json.loads(metadata[METADATA_KEY]).get("sam") if METADATA_KEY in metadata else None
+    config = metadata_config(metadata, path.name)
     with empty_weights():
-        module = build_sam(config) if config else sam_model_registry[sam_variant(state, path.name)]()
+        if config:
+            module = build_from_config(config, path.name)
+        else:
+            module = sam_model_registry[sam_variant(state, path.name)]()
+    mismatched = shape_mismatches(module, state)
+    if mismatched:  # load_state_dict would raise a page-long RuntimeError that does not name the file
+        raise ModelFileError(f"{path.name}: the weights do not fit the SAM architecture ({len(mismatched)} tensor(s) "
+                             f"of another shape: {', '.join(mismatched[:3])})")
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     result = module.load_state_dict(state, strict=False, assign=True)
     if result.missing_keys or result.unexpected_keys:

@@ -85,3 +85,21 @@ def test_paste_node_needs_one_source_per_region(make_ctx):
     covered[:16, :16] = covered[8:24, 8:24] = True
     assert out[0][covered].abs().max() == 0 and torch.equal(out[0][~covered], image[0][~covered])
     assert torch.equal(blend[0] == 1, covered) and blend[0][~covered].sum() == 0
+
+
+def test_paste_node_refuses_a_full_image_mask(make_ctx):
+    """The SAM mask of the whole image wired into PasteByBBox would be squeezed into the region and
+    blend in the wrong place: refused, naming the input; crop-sized and region-sized masks are taken."""
+    from nodes.detail.regions import PasteByBBox
+
+    image = torch.rand(1, 64, 64, 3)
+    regions = [(Box(8, 8, 40, 40, image_size=(64, 64)),)]
+    source = [torch.zeros(1, 16, 16, 3)]
+    with pytest.raises(ValueError, match="mask 0: 64x64 is the size of neither its source \\(16x16\\) nor its "
+                                         "region \\(32x32\\); connect CropByBBox's masks output"):
+        PasteByBBox().run(make_ctx(), image=[image], source=source, regions=regions, dilation=[0], feather=[0],
+                          mask=[torch.ones(1, 64, 64)])
+    for size in (16, 32):
+        out, _ = PasteByBBox().run(make_ctx(), image=[image], source=source, regions=regions, dilation=[0],
+                                   feather=[0], mask=[torch.ones(1, size, size)])
+        assert out[0, 8:40, 8:40].abs().max() == 0

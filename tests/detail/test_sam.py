@@ -109,3 +109,45 @@ def test_boxes_from_another_image_are_refused(make_ctx):
     image = torch.rand(1, 48, 64, 3)
     with pytest.raises(ValueError, match="bboxes: a box refers to image 0 of size 32x32.*64x48"):
         _segment(make_ctx(), image, (Box(0, 0, 8, 8, image_size=(32, 32)),), 0.5)
+
+
+def _tiny_sam_with(tmp_path, folders, metadata: dict[str, str], name: str):
+    """The zoo's tiny SAM tensors saved again with other metadata, in a models root of its own."""
+    from safetensors.torch import load_file, save_file
+
+    root = tmp_path / "models"
+    (root / "sams").mkdir(parents=True)
+    save_file(load_file(folders.models_roots[0] / "sams" / "tiny-sam.safetensors"), root / "sams" / name,
+              metadata=metadata)
+    return root / "sams" / name
+
+
+@pytest.mark.parametrize(("metadata", "message"), [
+    ({"nodeloom_config": "{not json"}, "odd.safetensors: its nodeloom_config metadata is not valid JSON"),
+    ({"nodeloom_config": '{"sam": "vit_b"}'}, "odd.safetensors: the 'sam' entry of its nodeloom_config metadata is "
+                                              "not a JSON object"),
+    ({"nodeloom_config": '{"sam": {"img_size": 64}}'}, "odd.safetensors: its nodeloom_config metadata does not "
+                                                       "describe a SAM \\(KeyError: 'prompt_embed_dim'\\)"),
+])
+def test_malformed_architecture_metadata_names_the_file(tmp_path, folders, metadata, message):
+    from nodes.detail.sam import load_sam
+
+    with pytest.raises(ModelFileError, match=message):
+        load_sam(_tiny_sam_with(tmp_path, folders, metadata, "odd.safetensors"))
+
+
+def test_weights_of_another_shape_name_the_file_and_tensors(tmp_path, folders):
+    import json
+
+    from safetensors import safe_open
+
+    from nodes.detail.sam import load_sam
+
+    with safe_open(folders.models_roots[0] / "sams" / "tiny-sam.safetensors", "pt") as f:
+        config = json.loads(f.metadata()["nodeloom_config"])
+    config["sam"]["encoder_embed_dim"] = 64  # the file's tensors are 32 wide
+    path = _tiny_sam_with(tmp_path, folders, {"nodeloom_config": json.dumps(config)}, "wide.safetensors")
+    expected = (r"wide.safetensors: the weights do not fit the SAM architecture "
+                r"\(\d+ tensor\(s\) of another shape: image_encoder\.\S+ \(32,\) vs \(64,\)")
+    with pytest.raises(ModelFileError, match=expected):
+        load_sam(path)
