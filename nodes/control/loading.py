@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from nodes.control.models import ControlKind, ControlModel
-from nodes.infra.files import METADATA_KEY, ModelFileError, _empty_weights, read_state_dict
+from nodes.infra.files import METADATA_KEY, ModelFileError, empty_weights, read_state_dict
 from nodes.infra.model_manager import ModelManager, ModelRef
 
 Tensor = torch.Tensor
@@ -181,7 +181,7 @@ def build(kind: ControlKind, config: dict[str, Any], sd: dict[str, Tensor], *, n
     cls = T2IAdapter if kind == "t2i_adapter" else ControlNetModel
     config = {k: v for k, v in config.items() if not k.startswith("_")}
     try:
-        with _empty_weights():
+        with empty_weights():
             module = cls.from_config(config)
     except (TypeError, ValueError) as exc:
         raise ModelFileError(f"{name}: cannot build a {cls.__name__} from its config: {exc}") from exc
