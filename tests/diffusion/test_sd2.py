@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from nodes.diffusion.checkpoint import load_checkpoint, prediction_type_of
+from nodes.diffusion.checkpoint import ModelFileError, load_checkpoint, prediction_type_of, read_sidecar
 from nodes.diffusion.families import SD15, SD21
 from nodes.diffusion.nodes_conditioning import CLIPTextEncode
 from nodes.diffusion.nodes_model import ModelSamplingDiscrete
@@ -145,3 +145,26 @@ def test_file_without_metadata_builds_the_same_models(zoo_root: Path, tmp_path: 
     assert bare.unet.config.in_channels == described.unet.config.in_channels
     if name.startswith("tiny-sd2"):  # SD2's 64-wide heads follow from the shapes (SD1's fixed 8 do not)
         assert bare.unet.config.attention_head_dim == described.unet.config.attention_head_dim
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("model: [unclosed", r"cannot read the sidecar config v1\.yaml: expected ',' or '\]'.*line 1"),
+    (b"\xff\xfe bad", r"cannot read the sidecar config v1\.yaml: 'utf-8' codec"),
+    ("- a\n- b", r"v1\.yaml is not an LDM config"),
+    ("model:\n  params: v", r"v1\.yaml is not an LDM config"),
+    ("nodeloom_tokenizer: 5", r"v1\.yaml: nodeloom_tokenizer must be a folder name"),
+])
+def test_broken_sidecar_config_names_the_file(tmp_path: Path, text: str | bytes, reason: str) -> None:
+    """The sidecar .yaml is what users write by hand to fix a detection: a mistake in it is a
+    clear error naming it, not a parser traceback or an AttributeError."""
+    sidecar = tmp_path / "v1.yaml"
+    sidecar.write_bytes(text) if isinstance(text, bytes) else sidecar.write_text(text)
+    with pytest.raises(ModelFileError, match=reason):
+        read_sidecar(sidecar)
+    assert read_sidecar(_write(tmp_path / "ok.yaml", "model:\n  params:\n    parameterization: v\n"))[
+        "model"]["params"]["parameterization"] == "v"
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
