@@ -20,7 +20,8 @@ class ModelSamplingDiscrete(Node):
                    "SD2 512 base), v_prediction (SD2 768-v and v-pred fine-tunes) or x0. zsnr rescales the "
                    "noise schedule to zero terminal SNR (Lin et al. 2023, 'Common Diffusion Noise Schedules "
                    "and Sample Steps are Flawed'), for models trained that way; the euler, euler_ancestral, "
-                   "dpmpp_2m, ddim and uni_pc samplers support it, others refuse it.")
+                   "dpmpp_2m, ddim and uni_pc samplers support it, others refuse it. x0 is refused by "
+                   "euler_ancestral, dpm_2, dpm_2_ancestral and dpmpp_sde.")
     inputs = [Link("model", "MODEL"), Combo("sampling", list(PREDICTION_TYPES), default="eps"),
               Boolean("zsnr", False)]
     outputs = [Output("MODEL")]

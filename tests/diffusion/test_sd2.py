@@ -132,6 +132,19 @@ def test_model_sampling_discrete_overrides_the_detection(make_ctx) -> None:
         ksample(ctx, zsnr, clip, latent, sampler="heun", steps=2)
 
 
+@pytest.mark.parametrize("sampler", ["euler_ancestral", "dpm_2", "dpm_2_ancestral", "dpmpp_sde"])
+def test_x0_prediction_on_a_sampler_without_it_is_refused_before_sampling(make_ctx, sampler: str) -> None:
+    """diffusers' ancestral/KDPM2/SDE schedulers raise a bare NotImplementedError from inside their
+    first step; the UNet must not run and the message must name the sampler and the override."""
+    ctx = make_ctx()
+    model, clip, _ = load(ctx, "tiny-sd2-eps.safetensors")
+    x0 = ModelSamplingDiscrete().run(ctx, model=model, sampling="x0", zsnr=False)[0]
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    with pytest.raises(ValueError, match=f"'{sampler}'.*predicting x0 .ModelSamplingDiscrete sampling=x0"):
+        ksample(ctx, x0, clip, latent, sampler=sampler, steps=2)
+    assert torch.isfinite(ksample(ctx, x0, clip, latent, sampler="euler", steps=2)["samples"]).all()
+
+
 @pytest.mark.parametrize("name", ["tiny-sd2-v", "tiny-sd2-eps", "tiny-sd15-inpainting"])
 def test_file_without_metadata_builds_the_same_models(zoo_root: Path, tmp_path: Path, name: str) -> None:
     """What a downloaded file is: architecture from the shapes alone (9 input channels included)."""
