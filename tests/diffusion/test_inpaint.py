@@ -125,3 +125,18 @@ def test_mask_stays_aligned_when_the_image_is_cropped_to_a_multiple_of_8(make_ct
     with torch.no_grad():
         direct = module.encode(pixels).latent_dist.mode() * vae.scaling_factor
     assert (positive[0][1]["concat_latent_image"] - direct).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("images, masks", [(1, 2), (2, 3)])
+def test_mask_batch_not_matching_the_images_is_a_clear_error(make_ctx, images: int, masks: int) -> None:
+    ctx = make_ctx()
+    _, clip, vae = load(ctx, CKPT)
+    pixels, mask = torch.rand(images, 64, 64, 3), torch.ones(masks, 64, 64)
+    reason = f"a batch of {masks} masks for a batch of {images} images"
+    with pytest.raises(ValueError, match=reason):
+        VAEEncodeForInpaint().run(ctx, pixels=pixels, vae=vae, mask=mask, grow_mask_by=6)
+    cond = encode(ctx, clip, POSITIVE)
+    with pytest.raises(ValueError, match=reason):
+        InpaintModelConditioning().run(ctx, positive=cond, negative=cond, vae=vae, pixels=pixels, mask=mask)
+    assert VAEEncodeForInpaint().run(ctx, pixels=pixels, vae=vae, mask=mask[:1], grow_mask_by=6)[0][
+        "noise_mask"].shape == (1, 1, 64, 64)
