@@ -140,13 +140,41 @@ def checkpoint_spec(path: Path, sd: dict[str, Tensor], metadata: dict[str, str])
     sidecar = Path(path).with_suffix(".yaml")
     original = None
     if sidecar.is_file():
-        import yaml
-
-        original = yaml.safe_load(sidecar.read_text()) or {}
+        original = read_sidecar(sidecar)
         spec["tokenizer_name"] = original.get("nodeloom_tokenizer", spec.get("tokenizer_name"))
     spec["scheduler"] = dict(spec["scheduler"], prediction_type=prediction_type_of(sd, fam, original))
     spec["original_config"] = original
     return spec
+
+
+def read_sidecar(sidecar: Path) -> dict[str, Any]:
+    """A sidecar LDM config as a mapping. Users write these by hand (to fix a detected prediction
+    type), so a broken one is a ModelFileError naming the file and what is wrong, not a parser's
+    traceback; ``model.params`` must be a mapping and ``nodeloom_tokenizer`` a folder name."""
+    import yaml
+
+    try:
+        original = yaml.safe_load(sidecar.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ModelFileError(f"cannot read the sidecar config {sidecar.name}: {_yaml_reason(exc)}") from exc
+    original = original if original is not None else {}
+    model = original.get("model", {}) if isinstance(original, dict) else None
+    params = model.get("params", {}) if isinstance(model, dict) else None
+    if not isinstance(params, dict):
+        raise ModelFileError(f"sidecar config {sidecar.name} is not an LDM config: expected a mapping with "
+                             f"model: params: (e.g. parameterization: v)")
+    if not isinstance(original.get("nodeloom_tokenizer", ""), str):
+        raise ModelFileError(f"sidecar config {sidecar.name}: nodeloom_tokenizer must be a folder name "
+                             f"in models/clip_tokenizer")
+    return original
+
+
+def _yaml_reason(exc: Exception) -> str:
+    """One line: the parser's problem and where, not its multi-line excerpt of the file."""
+    mark = getattr(exc, "problem_mark", None)
+    if getattr(exc, "problem", None) and mark is not None:
+        return f"{exc.problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return str(exc) or type(exc).__name__
 
 
 # ComfyUI's test (supported_models.SD20.model_type): the 768-v models' last output attention block

@@ -127,12 +127,26 @@ def read_embedding(path: str, mtime_ns: int = 0, size: int = 0) -> dict[str, Ten
     if not sets:
         raise EmbeddingError(f"{file.name} is not a textual-inversion embedding: expected string_to_param, "
                              f"emb_params, clip_l/clip_g or a single tensor; found keys {sorted(map(str, data))[:8]}")
+    for key, vectors in sets.items():
+        _check_vectors(file.name, key, vectors)
     return sets
 
 
 def _rows(vectors: Tensor) -> Tensor:
     vectors = vectors.detach().float()
+    if vectors.ndim == 0:
+        return vectors.new_zeros(0, 0)  # a lone number is no vector: refused by _check_vectors
     return vectors.reshape(1, -1) if vectors.ndim == 1 else vectors.reshape(-1, vectors.shape[-1])
+
+
+def _check_vectors(name: str, key: str, vectors: Tensor) -> None:
+    """Refuse vectors that would change the prompt silently: none at all (the word would vanish)
+    or NaN/inf values (they spread through the text encoder and the whole image)."""
+    what = f"embedding {name}" + (f" ({key})" if key else "")
+    if vectors.numel() == 0:
+        raise EmbeddingError(f"{what} holds no vectors (expected an [n, width] tensor)")
+    if not bool(torch.isfinite(vectors).all()):
+        raise EmbeddingError(f"{what} holds NaN or infinite values: the file is damaged")
 
 
 @contextlib.contextmanager

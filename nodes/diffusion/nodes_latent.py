@@ -101,10 +101,17 @@ class VAEEncodeForInpaint(Node):
 
 def _grey_masked(pixels: torch.Tensor, mask: torch.Tensor, multiple: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(pixels centre-cropped to ``multiple`` with the masked area set to 0.5 grey, the mask
-    [B, 1, H, W] resized bilinearly to them): what inpainting models were trained to see."""
-    pixels = vae_ops.crop_to_multiple(pixels, multiple).clone()
+    [B, 1, H, W] resized bilinearly to them): what inpainting models were trained to see. As in
+    ComfyUI the mask is resized to the uncropped image and cropped with it; resizing it to the
+    cropped size would shift it against the pixels by up to half the cropped margin."""
+    masks = mask.reshape(-1, mask.shape[-2], mask.shape[-1]).shape[0]
+    if masks not in (1, pixels.shape[0]):
+        raise ValueError(f"mask: a batch of {masks} masks for a batch of {pixels.shape[0]} images; give one mask "
+                         f"or one per image")
     mask = F.interpolate(mask.reshape(-1, 1, mask.shape[-2], mask.shape[-1]).float(), size=tuple(pixels.shape[1:3]),
                          mode="bilinear")
+    mask = vae_ops.crop_to_multiple(mask.movedim(1, -1), multiple).movedim(-1, 1)
+    pixels = vae_ops.crop_to_multiple(pixels, multiple).clone()
     keep = (1.0 - mask.round()).squeeze(1)
     pixels[..., :3] = (pixels[..., :3] - 0.5) * keep.unsqueeze(-1) + 0.5
     return pixels, mask

@@ -72,7 +72,8 @@ class ModelSamplingDiscrete(Node):
     category = "advanced/model"
     description = ("Set what the model predicts (eps, v_prediction, lcm, x0) and optionally rescale its noise "
                    "schedule to zero terminal SNR. 'lcm' + KSampler's 'lcm' sampler is LCM/SLAM few-step sampling "
-                   "(docs/slam.md). The shared model is untouched; only this MODEL's schedule changes.")
+                   "(docs/slam.md). x0 is refused by euler_ancestral, dpm_2, dpm_2_ancestral and dpmpp_sde. The "
+                   "shared model is untouched; only this MODEL's schedule changes.")
     inputs = [Link("model", "MODEL"), Combo("sampling", list(PREDICTION_TYPES)), Boolean("zsnr", False)]
     outputs = [Output("MODEL")]
 

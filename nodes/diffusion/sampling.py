@@ -10,8 +10,10 @@ do not depend on the device or on the batch size).
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +70,7 @@ def sample(manager: ModelManager, model: DiffusionModel, positive: Conditioning,
     factory = SAMPLERS.get(settings.sampler_name)
     scheduler = SAMPLERS.build(model.scheduler_config, settings.sampler_name, settings.scheduler, seed=settings.seed)
     _check_zero_snr(model.scheduler_config, scheduler, settings.sampler_name)
+    _check_prediction_type(model.scheduler_config, scheduler, settings.sampler_name)
     with model.use(manager) as unet:
         device, dtype = next(unet.parameters()).device, next(unet.parameters()).dtype
         scheduler.set_timesteps(total, device=device)
@@ -122,6 +125,35 @@ def _check_zero_snr(config: dict[str, Any], scheduler: Any, sampler_name: str) -
         raise ValueError(f"sampler {sampler_name!r} ({type(scheduler).__name__}) cannot rescale the noise schedule "
                          f"to zero terminal SNR (ModelSamplingDiscrete zsnr); use euler, euler_ancestral, "
                          f"dpmpp_2m, ddim or uni_pc")
+
+
+def _check_prediction_type(config: dict[str, Any], scheduler: Any, sampler_name: str) -> None:
+    """Some diffusers schedulers cannot step an x0 (``sample``) model; they say so only from inside
+    ``step``, after a whole UNet call, as a bare NotImplementedError. Refuse before sampling."""
+    prediction = str(config.get("prediction_type", "epsilon"))
+    if prediction != "epsilon" and not _steps_prediction(type(scheduler), prediction):
+        comfy = {"sample": "x0"}.get(prediction, prediction)
+        raise ValueError(f"sampler {sampler_name!r} ({type(scheduler).__name__}) cannot sample a model predicting "
+                         f"{comfy} (ModelSamplingDiscrete sampling={comfy}); use euler, heun, dpmpp_2m, ddim or uni_pc")
+
+
+@functools.cache
+def _steps_prediction(cls: type, prediction: str) -> bool:
+    """Whether scheduler class ``cls`` steps a ``prediction`` model: one step on a 1-pixel sample
+    (schedulers do not declare it). Anything but NotImplementedError leaves it to the real run."""
+    try:
+        with warnings.catch_warnings():  # the probe's own numerics are not the user's concern
+            warnings.simplefilter("ignore")
+            scheduler = cls(prediction_type=prediction)
+            scheduler.set_timesteps(2)
+            step = scheduler.timesteps[0]
+            sample = scheduler.scale_model_input(torch.zeros(1, 1, 1, 1), step)
+            scheduler.step(sample, step, sample)
+    except NotImplementedError:
+        return False
+    except Exception:  # noqa: BLE001 - a scheduler that cannot be probed this way is not refused
+        return True
+    return True
 
 
 def _window(s: SampleSettings) -> tuple[int, int, int]:

@@ -132,3 +132,14 @@ def test_unsafe_pickle_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ModelFileError, match="weights-only") as info:
         read_embedding(str(tmp_path / "evil.pt"))
     assert "weights_only=False" not in str(info.value)
+
+
+@pytest.mark.parametrize("tensor, reason", [(torch.tensor(1.0), "holds no vectors"), (torch.zeros(0, 32), "holds no vectors"),
+                                            (torch.full((2, 32), float("nan")), "NaN or infinite"),
+                                            (torch.tensor([[1.0, float("inf")]]), "NaN or infinite")])
+def test_empty_or_damaged_vectors_are_refused(tmp_path: Path, tensor: torch.Tensor, reason: str) -> None:
+    """A file whose vectors are missing would make the word vanish from the prompt; NaN vectors
+    would turn the whole image to NaN: both are errors naming the file, never silent."""
+    torch.save({"string_to_param": {"*": tensor}}, tmp_path / "broken.pt")
+    with pytest.raises(EmbeddingError, match=f"broken.pt.*{reason}"):
+        Embeddings((tmp_path,)).vectors("broken", encoder_key="clip_l", width=32)

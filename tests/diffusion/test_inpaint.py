@@ -102,3 +102,41 @@ def test_unsupported_channel_count_is_refused() -> None:
     assert inpaint_inputs({"in_channels": 4}, latent, 4) is None
     with pytest.raises(ValueError, match="takes 8 input channels; supported are 4 .plain. and 9 .inpainting."):
         inpaint_inputs({"in_channels": 8}, latent, 4)
+
+
+def test_mask_stays_aligned_when_the_image_is_cropped_to_a_multiple_of_8(make_ctx) -> None:
+    """A 70x75 image is centre-cropped to 64x72: the mask is resized to the whole image and
+    cropped with it (ComfyUI's VAEEncodeForInpaint and InpaintModelConditioning), so the greyed
+    pixels and the mask are exactly the masked ones; resizing the mask into the crop shifts it."""
+    ctx = make_ctx()
+    _, clip, vae = load(ctx, CKPT)
+    image = torch.rand(1, 70, 75, 3)
+    mask = torch.zeros(1, 70, 75)
+    mask[:, 3:35, 2:26] = 1.0  # cell-aligned after the crop's (3, 1) offset, ends away from it
+    expected = mask[:, None, 3:67, 1:73]
+    latent = VAEEncodeForInpaint().run(ctx, pixels=image, vae=vae, mask=mask, grow_mask_by=0)[0]
+    assert torch.equal(latent["noise_mask"], expected)
+    cond = encode(ctx, clip, POSITIVE)
+    positive, _, out = InpaintModelConditioning().run(ctx, positive=cond, negative=cond, vae=vae, pixels=image,
+                                                      mask=mask, noise_mask=True)
+    assert torch.equal(positive[0][1]["concat_mask"], expected) and torch.equal(out["noise_mask"], expected)
+    module = manager_from(ctx.services).ensure_loaded(vae.ref)
+    pixels = (image[:, 3:67, 1:73].permute(0, 3, 1, 2) * 2 - 1) * (expected < 0.5)
+    with torch.no_grad():
+        direct = module.encode(pixels).latent_dist.mode() * vae.scaling_factor
+    assert (positive[0][1]["concat_latent_image"] - direct).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("images, masks", [(1, 2), (2, 3)])
+def test_mask_batch_not_matching_the_images_is_a_clear_error(make_ctx, images: int, masks: int) -> None:
+    ctx = make_ctx()
+    _, clip, vae = load(ctx, CKPT)
+    pixels, mask = torch.rand(images, 64, 64, 3), torch.ones(masks, 64, 64)
+    reason = f"a batch of {masks} masks for a batch of {images} images"
+    with pytest.raises(ValueError, match=reason):
+        VAEEncodeForInpaint().run(ctx, pixels=pixels, vae=vae, mask=mask, grow_mask_by=6)
+    cond = encode(ctx, clip, POSITIVE)
+    with pytest.raises(ValueError, match=reason):
+        InpaintModelConditioning().run(ctx, positive=cond, negative=cond, vae=vae, pixels=pixels, mask=mask)
+    assert VAEEncodeForInpaint().run(ctx, pixels=pixels, vae=vae, mask=mask[:1], grow_mask_by=6)[0][
+        "noise_mask"].shape == (1, 1, 64, 64)

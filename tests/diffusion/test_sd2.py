@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from nodes.diffusion.checkpoint import load_checkpoint, prediction_type_of
+from nodes.diffusion.checkpoint import ModelFileError, load_checkpoint, prediction_type_of, read_sidecar
 from nodes.diffusion.families import SD15, SD21
 from nodes.diffusion.nodes_conditioning import CLIPTextEncode
 from nodes.diffusion.nodes_model import ModelSamplingDiscrete
@@ -138,6 +138,19 @@ def test_model_sampling_discrete_overrides_the_detection(make_ctx) -> None:
     assert torch.isfinite(with_zsnr).all() and (with_zsnr - without).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("sampler", ["euler_ancestral", "dpm_2", "dpm_2_ancestral", "dpmpp_sde"])
+def test_x0_prediction_on_a_sampler_without_it_is_refused_before_sampling(make_ctx, sampler: str) -> None:
+    """diffusers' ancestral/KDPM2/SDE schedulers raise a bare NotImplementedError from inside their
+    first step; the UNet must not run and the message must name the sampler and the override."""
+    ctx = make_ctx()
+    model, clip, _ = load(ctx, "tiny-sd2-eps.safetensors")
+    x0 = ModelSamplingDiscrete().run(ctx, model=model, sampling="x0", zsnr=False)[0]
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    with pytest.raises(ValueError, match=f"'{sampler}'.*predicting x0 .ModelSamplingDiscrete sampling=x0"):
+        ksample(ctx, x0, clip, latent, sampler=sampler, steps=2)
+    assert torch.isfinite(ksample(ctx, x0, clip, latent, sampler="euler", steps=2)["samples"]).all()
+
+
 @pytest.mark.parametrize("name", ["tiny-sd2-v", "tiny-sd2-eps", "tiny-sd15-inpainting"])
 def test_file_without_metadata_builds_the_same_models(zoo_root: Path, tmp_path: Path, name: str) -> None:
     """What a downloaded file is: architecture from the shapes alone (9 input channels included)."""
@@ -151,3 +164,26 @@ def test_file_without_metadata_builds_the_same_models(zoo_root: Path, tmp_path: 
     assert bare.unet.config.in_channels == described.unet.config.in_channels
     if name.startswith("tiny-sd2"):  # SD2's 64-wide heads follow from the shapes (SD1's fixed 8 do not)
         assert bare.unet.config.attention_head_dim == described.unet.config.attention_head_dim
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("model: [unclosed", r"cannot read the sidecar config v1\.yaml: expected ',' or '\]'.*line 1"),
+    (b"\xff\xfe bad", r"cannot read the sidecar config v1\.yaml: 'utf-8' codec"),
+    ("- a\n- b", r"v1\.yaml is not an LDM config"),
+    ("model:\n  params: v", r"v1\.yaml is not an LDM config"),
+    ("nodeloom_tokenizer: 5", r"v1\.yaml: nodeloom_tokenizer must be a folder name"),
+])
+def test_broken_sidecar_config_names_the_file(tmp_path: Path, text: str | bytes, reason: str) -> None:
+    """The sidecar .yaml is what users write by hand to fix a detection: a mistake in it is a
+    clear error naming it, not a parser traceback or an AttributeError."""
+    sidecar = tmp_path / "v1.yaml"
+    sidecar.write_bytes(text) if isinstance(text, bytes) else sidecar.write_text(text)
+    with pytest.raises(ModelFileError, match=reason):
+        read_sidecar(sidecar)
+    assert read_sidecar(_write(tmp_path / "ok.yaml", "model:\n  params:\n    parameterization: v\n"))[
+        "model"]["params"]["parameterization"] == "v"
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
