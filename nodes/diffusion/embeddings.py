@@ -37,6 +37,9 @@ EXTENSIONS = ("", ".safetensors", ".pt", ".bin")
 SINGLE = ""  # the key of a file holding one set of vectors (for any encoder of its width)
 
 
+MAX_NAME_CHARS = 255
+
+
 class EmbeddingError(ValueError):
     """An embedding that is missing, unreadable or made for another text encoder."""
 
@@ -60,14 +63,16 @@ class Embeddings:
     def find(self, word: str) -> tuple[Path, str]:
         """(file, leftover text) for the longest start of ``word`` naming a file. Raises
         EmbeddingError naming the embedding, the folders and what they hold."""
-        for end in range(len(word), 0, -1):
+        # A file name is at most 255 bytes, so longer starts cannot name one: trying them all would
+        # let one long prompt word cost seconds of validation.
+        for end in range(min(len(word), MAX_NAME_CHARS), 0, -1):
             path = self._path(word[:end])
             if path is not None:
                 return path, word[end:]
         available = sorted({p.relative_to(d).as_posix() for d in self.dirs if d.is_dir() for p in d.rglob("*")
                             if p.is_file() and p.suffix.lower() in EXTENSIONS[1:]})
         where = " or ".join(map(str, self.dirs)) or "no folder"
-        raise EmbeddingError(f"embedding {word.rstrip(',.;:!?')!r} not found in {where} "
+        raise EmbeddingError(f"embedding {word[:80].rstrip(',.;:!?') or word[:80]!r} not found in {where} "
                              f"(available: {', '.join(available) or 'none'})")
 
     def check(self, text: str) -> str | None:

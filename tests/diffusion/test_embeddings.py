@@ -143,3 +143,18 @@ def test_empty_or_damaged_vectors_are_refused(tmp_path: Path, tensor: torch.Tens
     torch.save({"string_to_param": {"*": tensor}}, tmp_path / "broken.pt")
     with pytest.raises(EmbeddingError, match=f"broken.pt.*{reason}"):
         Embeddings((tmp_path,)).vectors("broken", encoder_key="clip_l", width=32)
+
+
+def test_a_very_long_embedding_word_tries_only_names_a_file_can_have(tmp_path, monkeypatch) -> None:
+    """A 200k-character word costs at most 255 lookups; the message shows a bounded, non-empty name."""
+    from nodes.diffusion.embeddings import Embeddings
+
+    (tmp_path / "embeddings").mkdir()
+    embeddings = Embeddings((tmp_path / "embeddings",))
+    tried: list[str] = []
+    lookup = Embeddings._path
+    monkeypatch.setattr(Embeddings, "_path", lambda self, name: tried.append(name) or lookup(self, name))
+    message = embeddings.check("embedding:" + "a" * 200_000)
+    assert len(tried) == 255 and max(map(len, tried)) == 255
+    assert message is not None and "'" + "a" * 80 + "'" in message
+    assert "embedding '..' not found" in (embeddings.check("embedding:..") or "")
