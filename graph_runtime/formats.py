@@ -57,6 +57,8 @@ def parse_workflow(document: Any, registry: NodeRegistry | None = None, *,
         extra = document.get("extra_data") or {}
         if not isinstance(extra, dict):
             raise WorkflowFormatError("'extra_data' must be an object")
+        if (problem := extra_pnginfo_problem(extra.get("extra_pnginfo"))) is not None:
+            raise WorkflowFormatError(problem)
         ui = (extra.get("extra_pnginfo") or {}).get("workflow")
         return Workflow(_normalise(document["prompt"]), dict(extra), ui if isinstance(ui, dict) else None)
     if is_ui_format(document):
@@ -70,6 +72,26 @@ def parse_workflow(document: Any, registry: NodeRegistry | None = None, *,
     raise WorkflowFormatError(
         "not a workflow: expected ComfyUI's API format ({id: {class_type, inputs}}), "
         "{'prompt': {...}}, or a UI-format file (nodes + links)")
+
+
+# A PNG text chunk's keyword: 1 to 79 Latin-1 characters, NUL excluded (it ends the keyword).
+MAX_PNG_KEYWORD = 79
+
+
+def extra_pnginfo_problem(extra_pnginfo: Any) -> str | None:
+    """Why ``extra_data.extra_pnginfo`` cannot be saved, or None. SaveImage writes one text chunk
+    per key, so it must be an object whose keys are PNG keywords: anything else would fail the
+    run at its last node, or be dropped (an empty key) or cut at a NUL by every PNG reader."""
+    if extra_pnginfo is None:
+        return None
+    if not isinstance(extra_pnginfo, dict):
+        return ("extra_data.extra_pnginfo must be an object (one PNG text chunk per key), "
+                f"got {type(extra_pnginfo).__name__}")
+    for key in extra_pnginfo:
+        if not 1 <= len(key) <= MAX_PNG_KEYWORD or any(not 0 < ord(c) <= 0xFF for c in key):
+            return (f"extra_data.extra_pnginfo key {key[:100]!r} cannot name a PNG text chunk: "
+                    f"a keyword is 1 to {MAX_PNG_KEYWORD} Latin-1 characters without NUL")
+    return None
 
 
 def load_workflow_file(path: Path, registry: NodeRegistry | None = None, *,

@@ -72,9 +72,17 @@ def expand_group_nodes(document: dict[str, Any], registry: NodeRegistry, ctx: Ho
         if not isinstance(definitions.get(name), dict):
             raise WorkflowFormatError(f"group node {node.get('id')} ({node['type']!r}): the workflow has no "
                                       f"definition of group {name!r} in extra.groupNodes")
-        if name not in layouts:
-            layouts[name] = _layout(name, definitions[name], registry)
-        nodes += _expand(node, layouts[name], links, ctx)
+        try:
+            if name not in layouts:
+                layouts[name] = _layout(name, definitions[name], registry)
+            nodes += _expand(node, layouts[name], links, ctx)
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError) as exc:
+            if isinstance(exc, WorkflowFormatError):
+                raise
+            # A damaged definition or group node (a value of the wrong JSON type): name both.
+            raise WorkflowFormatError(f"group node {node.get('id')} ({node['type']!r}): cannot read it or "
+                                      f"the definition of group {name!r} in extra.groupNodes: "
+                                      f"{type(exc).__name__}: {exc}") from None
     return {**document, "nodes": nodes, "links": links}
 
 
@@ -82,6 +90,9 @@ def _as_array(link: Any) -> list[Any]:
     if isinstance(link, dict) and "origin_id" in link:
         return [link.get("id"), link["origin_id"], link.get("origin_slot", 0), link.get("target_id"),
                 link.get("target_slot", 0), link.get("type", "*")]
+    if not isinstance(link, list) or len(link) < 5:
+        raise WorkflowFormatError(f"unreadable link {link!r:.120}: expected [id, origin, slot, target, "
+                                  "slot, type] or {id, origin_id, origin_slot, …}")
     return list(link)
 
 

@@ -101,6 +101,17 @@ def ui_to_api(document: dict[str, Any], registry: NodeRegistry, ctx: HookContext
     node for node types no loaded plugin provides and for structure we cannot read."""
     if not isinstance(document.get("nodes"), list):
         raise WorkflowFormatError("a UI-format workflow needs a 'nodes' list")
+    _check_containers(document)
+    try:
+        return _convert(document, registry, ctx)
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError) as exc:
+        if isinstance(exc, WorkflowFormatError):
+            raise
+        # A damaged file (a value of the wrong JSON type somewhere): a format error, never a crash.
+        raise WorkflowFormatError(f"cannot read the UI workflow: {_reason(exc)}") from None
+
+
+def _convert(document: dict[str, Any], registry: NodeRegistry, ctx: HookContext) -> ApiPrompt:
     document = expand_group_nodes(document, registry, ctx)
     definitions = {str(d.get("id")): d for d in (document.get("definitions") or {}).get("subgraphs") or []
                    if isinstance(d, dict)}
@@ -116,12 +127,42 @@ def ui_to_api(document: dict[str, Any], registry: NodeRegistry, ctx: HookContext
     prompt: ApiPrompt = {}
     for scope, node in real:
         cls = registry.nodes[node["type"]]
+        try:
+            inputs = _node_inputs(scope, node, cls)
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError) as exc:
+            if isinstance(exc, WorkflowFormatError):
+                raise
+            raise WorkflowFormatError(f"node {scope.full_id(node['id'])} ({node['type']}): cannot read its "
+                                      f"inputs, links or widget values: {_reason(exc)}") from None
         prompt[scope.full_id(node["id"])] = {
             "class_type": cls.__name__,
-            "inputs": _node_inputs(scope, node, cls),
+            "inputs": inputs,
             "_meta": {"title": node.get("title") or cls.title()},
         }
     return prompt
+
+
+# The top-level containers the conversion walks, with the JSON type each must have when present.
+_CONTAINERS: tuple[tuple[tuple[str, ...], type], ...] = (
+    (("links",), list), (("extra",), dict), (("extra", "groupNodes"), dict),
+    (("definitions",), dict), (("definitions", "subgraphs"), list))
+
+
+def _check_containers(document: dict[str, Any]) -> None:
+    """Refuse, naming the key, a workflow whose links, extra or definitions have the wrong type."""
+    for path, kind in _CONTAINERS:
+        value: Any = document
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is not None and not isinstance(value, kind):
+            wanted = "a list" if kind is list else "an object"
+            raise WorkflowFormatError(f"a UI-format workflow's {'.'.join(path)!r} must be {wanted}, "
+                                      f"got {_short(value)}")
+
+
+def _reason(exc: Exception) -> str:
+    # KeyError's text is only the key: say what it is.
+    return f"missing key {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
 
 
 def _index_nodes(nodes: list[Any], where: str) -> dict[str, dict[str, Any]]:

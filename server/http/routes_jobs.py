@@ -56,7 +56,9 @@ def _execution_error(item: QueueItem) -> dict[str, Any] | None:
 def job_entry(item: QueueItem, *, detail: bool = False) -> dict[str, Any]:
     """One prompt as the editor's Jobs API describes it (``GET /jobs``, ``GET /jobs/{id}``)."""
     count, preview = _outputs_summary(item.outputs)
-    workflow = (item.extra_data.get("extra_pnginfo") or {}).get("workflow") or {}
+    pnginfo = item.extra_data.get("extra_pnginfo")
+    # Rows stored before submissions checked extra_pnginfo may hold any JSON there.
+    workflow = pnginfo.get("workflow") if isinstance(pnginfo, dict) else None
     job = {"id": item.prompt_id, "status": JOB_STATUS[item.status], "priority": item.comfy_number,
            "create_time": _ms(item.created), "execution_start_time": _ms(item.started),
            "execution_end_time": _ms(item.finished), "outputs_count": count, "preview_output": preview,

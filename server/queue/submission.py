@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from graph_runtime.context import HookContext
-from graph_runtime.formats import ApiPrompt, WorkflowFormatError, parse_workflow
+from graph_runtime.formats import ApiPrompt, WorkflowFormatError, extra_pnginfo_problem, parse_workflow
 from graph_runtime.input_limits import MAX_JSON_DEPTH, InputLimits, quote, too_deep
 from graph_runtime.registry import NodeRegistry
 from server.queue.webhooks import check_url
@@ -64,6 +64,8 @@ def read_submission(body: dict[str, Any], registry: NodeRegistry, ctx: HookConte
     except (ValueError, KeyError, TypeError) as exc:
         raise refuse("Cannot convert the workflow", str(exc)) from None
     extra = {**workflow.extra_data, **extra}
+    if (problem := extra_pnginfo_problem(extra.get("extra_pnginfo"))) is not None:
+        raise refuse(problem)
     if "webhook_url" in extra and (problem := check_url(extra["webhook_url"])) is not None:
         raise refuse(problem)
     targets = body.get("partial_execution_targets")

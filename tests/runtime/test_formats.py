@@ -32,6 +32,18 @@ def test_not_a_workflow(document: object) -> None:
         parse_workflow(document)
 
 
+@pytest.mark.parametrize("pnginfo, named", [
+    ("a string", "must be an object"), ([1, 2], "must be an object"), ({"": 1}, "key ''"),
+    ({"k" * 80: 1}, "1 to 79"), ({"工作流": 1}, "Latin-1"), ({"work\x00flow": 1}, "without NUL"),
+])
+def test_extra_pnginfo_that_cannot_become_png_chunks_is_refused(pnginfo: object, named: str) -> None:
+    """SaveImage writes one text chunk per extra_pnginfo key: a value that is no object failed the
+    run at SaveImage, an empty key was dropped and a NUL cut the keyword (the JSON after it lost)."""
+    with pytest.raises(WorkflowFormatError, match=named):
+        parse_workflow({"prompt": API, "extra_data": {"extra_pnginfo": pnginfo}})
+    assert parse_workflow({"prompt": API, "extra_data": {"extra_pnginfo": {"k" * 79: 1, "Größe": 2}}})
+
+
 def test_load_file_reports_bad_json_with_the_path(tmp_path: Path, registry: NodeRegistry) -> None:
     path = tmp_path / "w.json"
     path.write_text("{oops")

@@ -140,6 +140,36 @@ def test_malformed_documents_give_format_errors(ui_registry: NodeRegistry) -> No
         ui_to_api({"nodes": [], "links": ["nonsense"]}, ui_registry, CTX)
 
 
+@pytest.mark.parametrize("damage, named", [
+    (lambda d: d.update(extra="x"), "'extra' must be an object"),
+    (lambda d: d.update(links=5), "'links' must be a list"),
+    (lambda d: d.update(definitions={"subgraphs": 3}), "'definitions.subgraphs' must be a list"),
+    (lambda d: d["nodes"][2].update(inputs=3), r"node 3 \(ImageInvert\): cannot read"),
+    (lambda d: d["nodes"][2]["inputs"][0].update(name=["image"]), r"node 3 \(ImageInvert\): cannot read"),
+])
+def test_damaged_values_are_format_errors_naming_what_is_wrong(ui_registry: NodeRegistry, damage: Any,
+                                                                named: str) -> None:
+    """A value of the wrong JSON type anywhere in a saved file is a format error (the CLI's exit 2,
+    the server's 400), never an AttributeError or TypeError escaping the conversion."""
+    document = load("invert_and_scale_v04.json")
+    damage(document)
+    with pytest.raises(WorkflowFormatError, match=named):
+        ui_to_api(document, ui_registry, CTX)
+
+
+@pytest.mark.parametrize("damage", [
+    lambda d: d["extra"].update(groupNodes=["Prep and sample"]),
+    lambda d: d["extra"]["groupNodes"]["Prep and sample"]["links"][1].__setitem__(1, [0]),
+    lambda d: d["extra"]["groupNodes"]["Prep and sample"].update(external=[["x", 0, "IMAGE"]]),
+    lambda d: d["links"].__setitem__(0, 1.5),
+])
+def test_damaged_group_nodes_are_format_errors(ui_registry: NodeRegistry, damage: Any) -> None:
+    document = load("group_node_v04.json")
+    damage(document)
+    with pytest.raises(WorkflowFormatError):
+        ui_to_api(document, ui_registry, CTX)
+
+
 def subgraph_document() -> dict[str, Any]:
     """A v1 workflow whose node 20 is an instance of a subgraph (blur then invert) with one IMAGE
     input, one IMAGE output and the blur radius promoted as a widget."""

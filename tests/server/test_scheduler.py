@@ -177,6 +177,17 @@ def test_failures_reach_history_and_jobs_with_their_reason(tmp_path: Path, failu
     scenario(body, tmp_path)
 
 
+def test_extra_pnginfo_that_is_no_object_is_refused_and_never_breaks_the_jobs_list(tmp_path: Path) -> None:
+    async def body(scheduler: Scheduler, pool: FakePool) -> None:
+        with pytest.raises(SubmissionError, match="extra_pnginfo must be an object"):
+            await submit(scheduler, color(1), extra_data={"extra_pnginfo": "not an object"})
+        # A row stored before submissions were checked is still listed (GET /jobs answered 500).
+        item = scheduler.store.add("old", color(1), {"extra_pnginfo": ["x"]}, ["1"], client_id=None)
+        assert job_entry(item)["id"] == "old" and "workflow_id" not in job_entry(item)
+
+    scenario(body, tmp_path)
+
+
 def test_cancel_a_prompt_not_yet_handed_out(tmp_path: Path) -> None:
     async def body(scheduler: Scheduler, pool: FakePool) -> None:
         running = await submit(scheduler, color(1))

@@ -114,3 +114,10 @@ def test_bad_ui_workflow_names_the_node_and_input(core_server: RunningServer) ->
     error = body["node_errors"]["4"]["errors"][0]
     assert error["type"] == "value_bigger_than_max" and error["extra_info"]["input_name"] == "width"
     assert body["node_errors"]["4"]["class_type"] == "EmptyImage"
+
+
+def test_damaged_ui_workflow_is_a_400_naming_what_is_wrong(core_server: RunningServer) -> None:
+    damaged = ui_workflow(0)
+    damaged["extra"] = "x"  # answered 500 (an AttributeError in the conversion)
+    response = httpx.post(f"{core_server.url}/prompt", json={"prompt": damaged})
+    assert response.status_code == 400 and "'extra' must be an object" in response.json()["error"]["details"]
