@@ -23,7 +23,7 @@ from nodes.diffusion.denoiser import DENOISER_HOOKS, Denoiser
 from nodes.diffusion.guidance import ModelExtras, choose_guidance
 from nodes.diffusion.inpaint import inpaint_inputs
 from nodes.diffusion.models import Conditioning, DiffusionModel
-from nodes.diffusion.samplers import SAMPLERS
+from nodes.diffusion.samplers import SAMPLERS, schedule_problem
 from nodes.infra.model_manager import ModelManager
 
 StepCallback = Callable[[int, int, torch.Tensor], None]
@@ -68,6 +68,7 @@ def sample(manager: ModelManager, model: DiffusionModel, positive: Conditioning,
     factory = SAMPLERS.get(settings.sampler_name)
     scheduler = SAMPLERS.build(model.scheduler_config, settings.sampler_name, settings.scheduler, seed=settings.seed)
     _check_zero_snr(model.scheduler_config, scheduler, settings.sampler_name)
+    _check_grid(scheduler, settings)
     with model.use(manager) as unet:
         device, dtype = next(unet.parameters()).device, next(unet.parameters()).dtype
         scheduler.set_timesteps(total, device=device)
@@ -122,6 +123,18 @@ def _check_zero_snr(config: dict[str, Any], scheduler: Any, sampler_name: str) -
         raise ValueError(f"sampler {sampler_name!r} ({type(scheduler).__name__}) cannot rescale the noise schedule "
                          f"to zero terminal SNR (ModelSamplingDiscrete zsnr); use euler, euler_ancestral, "
                          f"dpmpp_2m, ddim or uni_pc")
+
+
+def _check_grid(scheduler: Any, s: SampleSettings) -> None:
+    """Refuse a schedule longer than the distillation grid LCM/TCD pick from (steps linked from
+    another node skip validation); diffusers' own error speaks of a ``strength`` nobody set. Other
+    schedulers keep the option in their config unused (ModelSamplingDiscrete lcm pins it)."""
+    if "original_inference_steps" not in inspect.signature(type(scheduler).__init__).parameters:
+        return
+    grid = scheduler.config.get("original_inference_steps")
+    windowed = s.start_step is not None or s.end_step is not None  # KSamplerAdvanced: no denoise
+    if (problem := schedule_problem(s.sampler_name, s.steps, 1.0 if windowed else s.denoise, grid)) is not None:
+        raise ValueError(problem)
 
 
 def _window(s: SampleSettings) -> tuple[int, int, int]:

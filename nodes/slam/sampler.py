@@ -26,6 +26,7 @@ from nodes.diffusion.inputs import SEED_MAX
 from nodes.diffusion.models import Conditioning, DiffusionModel
 from nodes.diffusion.nodes_latent import SetLatentNoiseMask
 from nodes.diffusion.nodes_sampling import step_progress
+from nodes.diffusion.samplers import DISTILLATION_GRID, SAMPLERS
 from nodes.diffusion.sampling import SampleSettings, sample
 from nodes.infra.model_manager import manager_from
 
@@ -34,17 +35,13 @@ SAMPLER = "lcm"
 # "trailing") says so in the settings, as SLAM's published inference code configures it.
 SCHEDULER = "sgm_uniform"
 # LCMScheduler picks its steps from LCM's 50-step distillation grid (original_inference_steps).
-MAX_SCHEDULE = 50
+MAX_SCHEDULE = DISTILLATION_GRID
 
 
 def schedule_problem(steps: int, denoise: float) -> str | None:
     """Why ``steps`` at ``denoise`` cannot run (None when it can): with denoise < 1 the schedule is
     ``int(steps / denoise)`` long (ComfyUI's meaning) and must fit LCM's 50-step grid."""
-    if 0.0 < denoise < 1.0 and int(steps / denoise) > MAX_SCHEDULE:
-        return (f"steps {steps} at denoise {denoise} needs a {int(steps / denoise)}-step schedule, more than "
-                f"the {MAX_SCHEDULE} timesteps LCM/SLAM models are distilled on; lower steps or raise denoise "
-                f"to at least {steps / MAX_SCHEDULE:.2f}")
-    return None
+    return SAMPLERS.schedule_problem(SAMPLER, steps, denoise)
 
 
 class SLAMSampler(Node):
