@@ -21,11 +21,17 @@ def sampler_inputs() -> list[InputSpec]:
 
 
 def check_sampler_widgets(**widgets: Any) -> str | None:
-    """validate_inputs of the sampler nodes: the combination must be runnable."""
+    """validate_inputs of the sampler nodes: the combination must be runnable, and the schedule
+    fit the sampler's distillation grid (LCM, TCD)."""
     sampler, scheduler = widgets.get("sampler_name"), widgets.get("scheduler")
     if sampler is None or scheduler is None:
         return None  # linked from another node: checked when the node runs
-    return check_combination(sampler, scheduler)
+    if (problem := check_combination(sampler, scheduler)) is not None:
+        return problem
+    steps, denoise = widgets.get("steps"), widgets.get("denoise", 1.0)
+    if steps is None or denoise is None:
+        return None
+    return SAMPLERS.schedule_problem(sampler, int(steps), float(denoise))
 
 
 def tile_inputs(tile_step: int) -> list[InputSpec]:

@@ -33,6 +33,9 @@ class DiffusionModel:
     family: str
     scheduler_config: dict[str, Any]
     patches: tuple[Patch, ...] = ()
+    # The scheduler config as loaded, once ModelSamplingDiscrete has rewritten scheduler_config: a
+    # second one starts from it and replaces the first (as ComfyUI's does) instead of stacking on it.
+    loaded_scheduler_config: dict[str, Any] | None = None
 
     @property
     def spec(self) -> FamilySpec:

@@ -78,7 +78,9 @@ class ModelSamplingDiscrete(Node):
     outputs = [Output("MODEL")]
 
     def run(self, ctx: Context, *, model: DiffusionModel, sampling: str, zsnr: bool) -> tuple[Any, ...]:
-        return (replace(model, scheduler_config=patch_scheduler_config(model.scheduler_config, sampling, zsnr)),)
+        loaded = model.scheduler_config if model.loaded_scheduler_config is None else model.loaded_scheduler_config
+        return (replace(model, scheduler_config=patch_scheduler_config(loaded, sampling, zsnr),
+                        loaded_scheduler_config=loaded),)
 
 
 NODES: list[type[Node]] = [ModelSamplingDiscrete]

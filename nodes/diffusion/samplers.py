@@ -51,6 +51,9 @@ class DiffusersSampler:
     note: str = ""
     requires: str | None = None  # an optional package the scheduler needs
     guidance: Literal["cfg", "none"] = "cfg"
+    # The most timesteps one run's schedule may hold: LCM/TCD pick theirs from a distillation grid
+    # (``original_inference_steps``) and diffusers refuses longer ones in terms of its ``strength``.
+    max_schedule: int | None = None
 
     def scheduler_class(self) -> type:
         return getattr(importlib.import_module("diffusers"), self.class_name)
@@ -69,6 +72,8 @@ class DiffusersSampler:
 
 
 _SDE = {"final_sigmas_type": "zero"}
+# LCM's (and TCD's) 50-step distillation grid, the diffusers default of original_inference_steps.
+DISTILLATION_GRID = 50
 BUILTIN_SAMPLERS: dict[str, DiffusersSampler] = {
     "euler": DiffusersSampler("EulerDiscreteScheduler"),
     "euler_ancestral": DiffusersSampler("EulerAncestralDiscreteScheduler"),
@@ -90,8 +95,8 @@ BUILTIN_SAMPLERS: dict[str, DiffusersSampler] = {
                                note="bh2 variant: diffusers 0.42's bh1 diverges to NaN on SD schedules"),
     "uni_pc_bh2": DiffusersSampler("UniPCMultistepScheduler", {"solver_type": "bh2"}),
     "deis": DiffusersSampler("DEISMultistepScheduler"),
-    "lcm": DiffusersSampler("LCMScheduler"),
-    "tcd": DiffusersSampler("TCDScheduler"),
+    "lcm": DiffusersSampler("LCMScheduler", max_schedule=DISTILLATION_GRID),
+    "tcd": DiffusersSampler("TCDScheduler", max_schedule=DISTILLATION_GRID),
 }
 
 # ComfyUI lists a "_gpu" twin after each of these SDE samplers, drawing its Brownian noise on the
@@ -127,6 +132,27 @@ SCHEDULERS: dict[str, tuple[dict[str, Any], str | None, str]] = {
 }
 
 SCHEDULER_NAMES: list[str] = list(SCHEDULERS)
+
+
+def schedule_length(steps: int, denoise: float = 1.0) -> int:
+    """Timesteps a run sets its scheduler to: ``int(steps / denoise)`` when denoise < 1 (ComfyUI's
+    img2img meaning; the last ``steps`` of them run), 0 when nothing runs (denoise 0)."""
+    if denoise <= 0.0:
+        return 0
+    return steps if denoise >= 1.0 else int(steps / denoise)
+
+
+def schedule_problem(sampler_name: str, steps: int, denoise: float, grid: int | None) -> str | None:
+    """Why ``steps`` at ``denoise`` cannot run on a sampler that picks its timesteps from a
+    ``grid``-step distillation grid (None when it can, or when the sampler has no grid)."""
+    length = schedule_length(steps, denoise)
+    if grid is None or length <= grid:
+        return None
+    needs = (f"steps {steps} is" if length == steps
+             else f"steps {steps} at denoise {denoise} needs a {length}-step schedule,")
+    fix = "lower steps" if length == steps else f"lower steps or raise denoise to at least {steps / grid:.2f}"
+    return (f"{needs} more than the {grid} timesteps sampler {sampler_name!r} picks from (the grid LCM/SLAM/TCD "
+            f"models are distilled on); {fix}")
 
 
 class SamplerRegistry:
@@ -183,6 +209,11 @@ class SamplerRegistry:
                         f"{scheduler_name!r} scheduler; use one of "
                         f"{[n for n in SCHEDULER_NAMES if SCHEDULERS[n][1] in (None, *params)]}")
         return None
+
+    def schedule_problem(self, sampler_name: str, steps: int, denoise: float = 1.0) -> str | None:
+        """Why ``sampler_name`` cannot run ``steps`` at ``denoise`` (None when it can)."""
+        factory = self._factories.get(sampler_name)
+        return schedule_problem(sampler_name, steps, denoise, getattr(factory, "max_schedule", None))
 
     def build(self, base_config: dict[str, Any], sampler_name: str, scheduler_name: str, *, seed: int = 0) -> Any:
         """A fresh scheduler for one sampling run (schedulers hold per-run state). Raises

@@ -25,7 +25,7 @@ from nodes.diffusion.denoiser import DENOISER_HOOKS, Denoiser
 from nodes.diffusion.guidance import ModelExtras, choose_guidance
 from nodes.diffusion.inpaint import inpaint_inputs
 from nodes.diffusion.models import Conditioning, DiffusionModel
-from nodes.diffusion.samplers import SAMPLERS
+from nodes.diffusion.samplers import SAMPLERS, schedule_problem
 from nodes.infra.model_manager import ModelManager
 
 StepCallback = Callable[[int, int, torch.Tensor], None]
@@ -71,6 +71,7 @@ def sample(manager: ModelManager, model: DiffusionModel, positive: Conditioning,
     scheduler = SAMPLERS.build(model.scheduler_config, settings.sampler_name, settings.scheduler, seed=settings.seed)
     _check_zero_snr(model.scheduler_config, scheduler, settings.sampler_name)
     _check_prediction_type(model.scheduler_config, scheduler, settings.sampler_name)
+    _check_grid(scheduler, settings)
     with model.use(manager) as unet:
         device, dtype = next(unet.parameters()).device, next(unet.parameters()).dtype
         scheduler.set_timesteps(total, device=device)
@@ -154,6 +155,18 @@ def _steps_prediction(cls: type, prediction: str) -> bool:
     except Exception:  # noqa: BLE001 - a scheduler that cannot be probed this way is not refused
         return True
     return True
+
+
+def _check_grid(scheduler: Any, s: SampleSettings) -> None:
+    """Refuse a schedule longer than the distillation grid LCM/TCD pick from (steps linked from
+    another node skip validation); diffusers' own error speaks of a ``strength`` nobody set. Other
+    schedulers keep the option in their config unused (ModelSamplingDiscrete lcm pins it)."""
+    if "original_inference_steps" not in inspect.signature(type(scheduler).__init__).parameters:
+        return
+    grid = scheduler.config.get("original_inference_steps")
+    windowed = s.start_step is not None or s.end_step is not None  # KSamplerAdvanced: no denoise
+    if (problem := schedule_problem(s.sampler_name, s.steps, 1.0 if windowed else s.denoise, grid)) is not None:
+        raise ValueError(problem)
 
 
 def _window(s: SampleSettings) -> tuple[int, int, int]:

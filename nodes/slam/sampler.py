@@ -26,6 +26,7 @@ from nodes.diffusion.inputs import SEED_MAX
 from nodes.diffusion.models import Conditioning, DiffusionModel
 from nodes.diffusion.nodes_latent import SetLatentNoiseMask
 from nodes.diffusion.nodes_sampling import step_progress
+from nodes.diffusion.samplers import DISTILLATION_GRID, SAMPLERS
 from nodes.diffusion.sampling import SampleSettings, sample
 from nodes.infra.model_manager import manager_from
 
@@ -34,17 +35,13 @@ SAMPLER = "lcm"
 # "trailing") says so in the settings, as SLAM's published inference code configures it.
 SCHEDULER = "sgm_uniform"
 # LCMScheduler picks its steps from LCM's 50-step distillation grid (original_inference_steps).
-MAX_SCHEDULE = 50
+MAX_SCHEDULE = DISTILLATION_GRID
 
 
 def schedule_problem(steps: int, denoise: float) -> str | None:
     """Why ``steps`` at ``denoise`` cannot run (None when it can): with denoise < 1 the schedule is
     ``int(steps / denoise)`` long (ComfyUI's meaning) and must fit LCM's 50-step grid."""
-    if 0.0 < denoise < 1.0 and int(steps / denoise) > MAX_SCHEDULE:
-        return (f"steps {steps} at denoise {denoise} needs a {int(steps / denoise)}-step schedule, more than "
-                f"the {MAX_SCHEDULE} timesteps LCM/SLAM models are distilled on; lower steps or raise denoise "
-                f"to at least {steps / MAX_SCHEDULE:.2f}")
-    return None
+    return SAMPLERS.schedule_problem(SAMPLER, steps, denoise)
 
 
 class SLAMSampler(Node):
@@ -76,22 +73,30 @@ class SLAMSampler(Node):
         if (problem := schedule_problem(steps, denoise)) is not None:
             raise ValueError(problem)
         latent = latent_image
+        batch = latent_image["samples"].shape[0]
         if mask is not None:
-            _check_mask(mask, latent_image["samples"].shape[0])
+            _check_mask(mask, batch, "mask")
             latent = SetLatentNoiseMask().run(ctx, samples=latent_image, mask=mask)[0]
+        elif latent_image.get("noise_mask") is not None:  # SetLatentNoiseMask upstream
+            _check_mask(latent_image["noise_mask"], batch, "latent_image's noise_mask")
         settings = SampleSettings(seed=seed, steps=steps, cfg=cfg, sampler_name=SAMPLER, scheduler=SCHEDULER,
                                   denoise=denoise)
         return (sample(manager_from(ctx.services), model, positive, negative, latent, settings,
                        on_step=step_progress(ctx, model.family)),)
 
 
-def _check_mask(mask: torch.Tensor, batch: int) -> None:
-    """Raises ValueError for a mask that is not [H,W]/[B,H,W]/[B,1,H,W] or has more masks than latents."""
+def _check_mask(mask: torch.Tensor, batch: int, name: str) -> None:
+    """Raises ValueError for a mask that is not [H,W]/[B,H,W]/[B,1,H,W], is empty, holds NaN/inf
+    (which would turn the whole latent to NaN) or has more masks than latents."""
     if mask.ndim not in (2, 3, 4) or (mask.ndim == 4 and mask.shape[1] != 1):
-        raise ValueError(f"mask must be [H,W] or [B,H,W], got shape {list(mask.shape)}")
+        raise ValueError(f"{name} must be [H,W] or [B,H,W], got shape {list(mask.shape)}")
+    if mask.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {list(mask.shape)})")
+    if not bool(torch.isfinite(mask).all()):
+        raise ValueError(f"{name} holds NaN or infinite values; a mask is 0..1")
     masks = 1 if mask.ndim == 2 else mask.shape[0]
     if masks > batch:
-        raise ValueError(f"mask holds {masks} masks but latent_image only {batch} latents")
+        raise ValueError(f"{name} holds {masks} masks but latent_image only {batch} latents")
 
 
 NODES: list[type[Node]] = [SLAMSampler]

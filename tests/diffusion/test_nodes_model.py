@@ -61,3 +61,17 @@ def test_node_patches_only_its_own_model(make_ctx) -> None:
     eps_out = ksample(ctx, model, clip, latent, sampler="lcm", cfg=1.0)["samples"]
     v_out = ksample(ctx, v_model, clip, latent, sampler="lcm", cfg=1.0)["samples"]
     assert torch.isfinite(v_out).all() and (v_out - eps_out).abs().max() > 1e-2
+
+
+def test_second_node_replaces_the_first_as_in_comfyui(make_ctx) -> None:
+    """ComfyUI builds each ModelSamplingDiscrete from the model's own config, so a second one replaces
+    the first: zsnr could not be turned off again, and zsnr twice rescaled the rescaled betas."""
+    ctx = make_ctx()
+    model, _, _ = load(ctx, "tiny-sd15.safetensors")
+    node = ModelSamplingDiscrete()
+    (zsnr,) = node.run(ctx, model=model, sampling="eps", zsnr=True)
+    (lcm_zsnr,) = node.run(ctx, model=model, sampling="lcm", zsnr=True)
+    (plain,) = node.run(ctx, model=model, sampling="v_prediction", zsnr=False)
+    assert node.run(ctx, model=zsnr, sampling="lcm", zsnr=True)[0].scheduler_config == lcm_zsnr.scheduler_config
+    assert node.run(ctx, model=lcm_zsnr, sampling="v_prediction", zsnr=False)[0].scheduler_config == \
+        plain.scheduler_config

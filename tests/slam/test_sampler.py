@@ -156,3 +156,18 @@ def test_bad_mask_and_too_long_schedule_are_clear_errors(make_ctx) -> None:
     problem = SLAMSampler.validate_inputs(None, steps=30, denoise=0.5)  # type: ignore[arg-type]
     assert problem is not None and "60-step schedule" in problem and "50" in problem
     assert SLAMSampler.validate_inputs(None, steps=4, denoise=0.5) is None  # type: ignore[arg-type]
+
+
+def test_bad_noise_masks_are_clear_errors_not_crashes_or_nan(make_ctx) -> None:
+    """The latent's own noise_mask is checked as the MASK input is (it crashed the sampling loop with
+    a tensor-size error); empty masks crashed with ZeroDivisionError, a NaN mask gave a NaN latent."""
+    ctx = make_ctx()
+    model, clip, _ = load(ctx, "tiny-sd15.safetensors")
+    masked = SetLatentNoiseMask().run(ctx, samples=empty(ctx), mask=torch.ones(3, 64, 64))[0]
+    with pytest.raises(ValueError, match="latent_image's noise_mask holds 3 masks but latent_image only 1"):
+        slam(ctx, model, clip, masked)
+    with pytest.raises(ValueError, match=r"mask is empty \(shape \[0, 64, 64\]\)"):
+        slam(ctx, model, clip, empty(ctx), mask=torch.ones(0, 64, 64))
+    with pytest.raises(ValueError, match="mask holds NaN or infinite values"):
+        slam(ctx, model, clip, empty(ctx), mask=torch.full((64, 64), float("nan")))
+    assert torch.isfinite(slam(ctx, model, clip, empty(ctx), mask=torch.ones(64, 64, dtype=torch.bool))["samples"]).all()

@@ -59,3 +59,22 @@ def test_schedule_longer_than_the_lcm_grid_is_a_validation_error(runtime) -> Non
     with pytest.raises(WorkflowInvalid) as info:
         runtime.execute(prompt)
     assert "60-step schedule" in str(info.value) or "60-step schedule" in repr(info.value.__dict__)
+
+
+def test_ksampler_lcm_schedule_longer_than_the_grid_is_a_clear_error(runtime) -> None:
+    """ComfyUI's recipe too: at validation for widget values, when the node runs for linked ones
+    (diffusers' own error spoke of a `strength` and a step count the user never set)."""
+    from graph_runtime.validation import WorkflowInvalid
+
+    prompt = comfyui_recipe(json.loads(WORKFLOW.read_text()))
+    prompt["3"]["inputs"].update(steps=30, denoise=0.5)
+    with pytest.raises(WorkflowInvalid, match="steps 30 at denoise 0.5 needs a 60-step schedule"):
+        runtime.execute(prompt)
+    prompt["3"]["inputs"].update(steps=60, denoise=1.0, sampler_name="tcd")
+    with pytest.raises(WorkflowInvalid, match="steps 60 is more than the 50 timesteps sampler 'tcd'"):
+        runtime.execute(prompt)
+    prompt["3"]["inputs"].update(sampler_name="lcm", steps=["12", 0])
+    prompt["12"] = {"class_type": "PrimitiveInt", "inputs": {"value": 60}}
+    result = runtime.execute(prompt)
+    assert result.status == "error" and result.error.node_id == "3"
+    assert "steps 60 is more than the 50 timesteps sampler 'lcm'" in result.error.exception_message
