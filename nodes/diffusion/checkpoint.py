@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,11 +20,14 @@ import torch
 
 from nodes.diffusion.families import DEFAULT_FAMILY, FAMILIES, FamilySpec, family, family_of_keys
 from nodes.infra import ldm_keys
-from nodes.infra.files import METADATA_KEY, ModelFileError, build_module, read_state_dict
+from nodes.infra.files import METADATA_KEY, ModelFileError, build_module, read_metadata, read_state_dict
+from nodes.infra.tokenizer import DEFAULT_TOKENIZER
 
 Tensor = torch.Tensor
-__all__ = ["METADATA_KEY", "Components", "ModelFileError", "detect_family", "load_checkpoint",
-           "load_diffusers_folder", "load_vae_file", "read_state_dict"]
+# Part name ("unet", "vae", "text_encoder", "text_encoder_2") -> the dtype it is loaded in; fp32 if absent.
+PartDtypes = Mapping[str, torch.dtype]
+__all__ = ["METADATA_KEY", "Components", "ModelFileError", "PartDtypes", "detect_family", "load_checkpoint",
+           "load_diffusers_folder", "load_vae_file", "read_state_dict", "tokenizer_name"]
 
 
 @dataclass
@@ -143,7 +146,7 @@ def checkpoint_spec(path: Path, sd: dict[str, Tensor], metadata: dict[str, str])
         import yaml
 
         original = yaml.safe_load(sidecar.read_text()) or {}
-        spec["tokenizer_name"] = original.get("nodeloom_tokenizer", spec.get("tokenizer_name"))
+        spec["tokenizer_name"] = tokenizer_name(path, metadata)
         params = original.get("model", {}).get("params", {})
         if params.get("parameterization") == "v":
             spec["scheduler"] = dict(spec["scheduler"], prediction_type="v_prediction")
@@ -153,12 +156,51 @@ def checkpoint_spec(path: Path, sd: dict[str, Tensor], metadata: dict[str, str])
     return spec
 
 
+def tokenizer_name(path: Path, metadata: dict[str, str] | None = None) -> str:
+    """The clip_tokenizer folder a single file asks for: its ``nodeloom_config`` metadata (the
+    tiny zoo), ``nodeloom_tokenizer`` in its sidecar .yaml, else the default (OpenAI CLIP's, which
+    every SD1.x/SD2.x/SDXL text encoder uses). Reads the file's header only."""
+    metadata = read_metadata(path) if metadata is None else metadata
+    if METADATA_KEY in metadata:
+        return str(json.loads(metadata[METADATA_KEY]).get("tokenizer_name") or DEFAULT_TOKENIZER)
+    sidecar = Path(path).with_suffix(".yaml")
+    if sidecar.is_file():
+        import yaml
+
+        return str((yaml.safe_load(sidecar.read_text()) or {}).get("nodeloom_tokenizer") or DEFAULT_TOKENIZER)
+    return DEFAULT_TOKENIZER
+
+
+def _part_prefixes() -> list[tuple[str, str]]:
+    """(key prefix, part) of every module a single file of any family holds."""
+    pairs = [(ldm_keys.UNET_PREFIX, "unet"), (ldm_keys.VAE_PREFIX, "vae")]
+    pairs += [(te.ldm_prefix, te.part) for fam in FAMILIES.values() for te in fam.text_encoders]
+    return pairs
+
+
+def _dtype_of_key(dtypes: PartDtypes) -> Callable[[str], torch.dtype | None]:
+    prefixes = _part_prefixes()
+
+    def rule(key: str) -> torch.dtype | None:
+        part = next((p for prefix, p in prefixes if key.startswith(prefix)), None)
+        return dtypes.get(part, torch.float32) if part else None
+    return rule
+
+
+def _is_model_key(key: str) -> bool:
+    return any(key.startswith(prefix) for prefix, _ in _part_prefixes())
+
+
 def load_checkpoint(path: Path, *, tokenizer_root: Callable[[str], Path],
-                    parts: tuple[str, ...] = ("unet", "vae", "clip")) -> Components:
-    """Build the requested parts of a single-file SD1.x/SD2.x/SDXL checkpoint."""
+                    parts: tuple[str, ...] = ("unet", "vae", "clip"), dtypes: PartDtypes | None = None) -> Components:
+    """Build the requested parts of a single-file SD1.x/SD2.x/SDXL checkpoint, each in its dtype
+    from ``dtypes`` (default fp32). The tokenizer is looked up first, so a missing one is reported
+    before the weights are read."""
     from diffusers.loaders import single_file_utils as sfu
 
-    sd, metadata = read_state_dict(path)
+    dtypes = dtypes or {}
+    tokenizer_folder = tokenizer_root(tokenizer_name(path)) if "clip" in parts else None
+    sd, metadata = read_state_dict(path, dtype=_dtype_of_key(dtypes), keep=_is_model_key)
     spec = checkpoint_spec(path, sd, metadata)
     fam = family(spec["family"])
     name = Path(path).name
@@ -166,10 +208,10 @@ def load_checkpoint(path: Path, *, tokenizer_root: Callable[[str], Path],
     te_states = _text_encoder_states(sd, fam)
     te_configs = [spec[te.part] if METADATA_KEY in metadata else infer_clip_config(s, spec[te.part])
                   for te, s in zip(fam.text_encoders, te_states)]
-    if "clip" in parts:
-        comp.text_encoders = [build_module("clip", c, s, name=name) for c, s in zip(te_configs, te_states)]
-        folder = tokenizer_root(spec.get("tokenizer_name") or "clip-vit-large-patch14")
-        comp.tokenizer_dirs = [folder for _ in fam.text_encoders]
+    if tokenizer_folder is not None:
+        comp.text_encoders = [build_module("clip", c, s, name=name, dtype=dtypes.get(te.part, torch.float32))
+                              for te, c, s in zip(fam.text_encoders, te_configs, te_states)]
+        comp.tokenizer_dirs = [tokenizer_folder for _ in fam.text_encoders]
     if "unet" in parts:
         unet_cfg = spec["unet"]
         if METADATA_KEY not in metadata:
@@ -179,9 +221,10 @@ def load_checkpoint(path: Path, *, tokenizer_root: Callable[[str], Path],
             unet_cfg = infer_unet_config(plain, base, pooled_dim=pooled)
             spec["unet"] = unet_cfg
         converted = sfu.convert_ldm_unet_checkpoint(sd, unet_cfg)
-        comp.unet = build_module("unet", unet_cfg, converted, name=name)
+        comp.unet = build_module("unet", unet_cfg, converted, name=name, dtype=dtypes.get("unet", torch.float32))
     if "vae" in parts and any(k.startswith(ldm_keys.VAE_PREFIX) for k in sd):
-        comp.vae = load_vae_state(sd, spec["vae"], name=name, trusted_config=METADATA_KEY in metadata)
+        comp.vae = load_vae_state(sd, spec["vae"], name=name, trusted_config=METADATA_KEY in metadata,
+                                  dtype=dtypes.get("vae", torch.float32))
     return comp
 
 
@@ -209,7 +252,7 @@ def _hf_clip_keys(sd: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 def load_vae_state(sd: dict[str, Tensor], base: dict[str, Any], *, name: str,
-                   trusted_config: bool = False) -> torch.nn.Module:
+                   trusted_config: bool = False, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
     """A VAE from LDM-layout tensors, with or without the ``first_stage_model.`` prefix."""
     from diffusers.loaders import single_file_utils as sfu
 
@@ -217,12 +260,12 @@ def load_vae_state(sd: dict[str, Tensor], base: dict[str, Any], *, name: str,
              if k.startswith((ldm_keys.VAE_PREFIX, "encoder.", "decoder.", "quant_conv.", "post_quant_conv."))}
     config = base if trusted_config else infer_vae_config(plain, base)
     converted = sfu.convert_ldm_vae_checkpoint(plain, config)
-    return build_module("vae", config, converted, name=name)
+    return build_module("vae", config, converted, name=name, dtype=dtype)
 
 
 def load_vae_file(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     """A standalone VAE file: LDM layout (vae-ft-mse-…, sdxl_vae) or diffusers layout."""
-    sd, metadata = read_state_dict(path)
+    sd, metadata = read_state_dict(path, dtype=torch.float32)
     if METADATA_KEY in metadata:
         config = json.loads(metadata[METADATA_KEY])["vae"]
     else:
@@ -245,12 +288,31 @@ def _folder_family(index: dict[str, Any], unet_cfg: dict[str, Any]) -> FamilySpe
     return candidates[0] if candidates else DEFAULT_FAMILY
 
 
-def load_diffusers_folder(folder: Path, *, parts: tuple[str, ...] = ("unet", "vae", "clip")) -> Components:
-    """Components of a diffusers pipeline folder (model_index.json), loaded offline."""
+_WEIGHTS = r"(?:diffusion_pytorch_model|model|pytorch_model)"
+_VARIANT_FILE = re.compile(_WEIGHTS + r"(?:\.safetensors\.index|\.bin\.index)?\.(\w+)(?:-\d+-of-\d+)?\.(?:safetensors|bin|json)")
+
+
+def weights_variant(folder: Path) -> str | None:
+    """None when a component folder holds plain weight files, else the variant its files carry
+    (``fp16`` of ``diffusion_pytorch_model.fp16.safetensors``; fp16 first when there are several),
+    as ``from_pretrained(variant=…)`` wants it."""
+    names = [p.name for p in Path(folder).iterdir()] if Path(folder).is_dir() else []
+    if any(re.fullmatch(_WEIGHTS + r"(?:-\d+-of-\d+)?\.(?:safetensors|bin)(?:\.index\.json)?", n) for n in names):
+        return None
+    variants = sorted({m.group(1) for n in names if (m := _VARIANT_FILE.fullmatch(n))} - {"index"})
+    return "fp16" if "fp16" in variants else (variants[0] if variants else None)
+
+
+def load_diffusers_folder(folder: Path, *, parts: tuple[str, ...] = ("unet", "vae", "clip"),
+                          dtypes: PartDtypes | None = None) -> Components:
+    """Components of a diffusers pipeline folder (model_index.json), loaded offline, each part in
+    its dtype from ``dtypes`` (default fp32) whatever the files hold; component folders holding
+    only variant files (``*.fp16.safetensors``) load from those."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     folder = Path(folder)
+    dtypes = dtypes or {}
     index_file = folder / "model_index.json"
     if not index_file.is_file():
         raise ModelFileError(f"{folder} is not a diffusers folder (no model_index.json)")
@@ -260,16 +322,21 @@ def load_diffusers_folder(folder: Path, *, parts: tuple[str, ...] = ("unet", "va
     fam = _folder_family(index, unet_cfg)
     spec: dict[str, Any] = {"family": fam.name, "scheduler": scheduler, "unet": unet_cfg}
     comp = Components(family=fam.name, spec=spec)
-    opts = {"local_files_only": True}
+
+    def opts(part: str) -> dict[str, Any]:
+        return {"subfolder": part, "local_files_only": True, "variant": weights_variant(folder / part)}
+
     if "unet" in parts:
-        comp.unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **opts)
+        comp.unet = UNet2DConditionModel.from_pretrained(folder, torch_dtype=dtypes.get("unet", torch.float32),
+                                                         **opts("unet"))
     if "vae" in parts:
-        comp.vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **opts)
+        comp.vae = AutoencoderKL.from_pretrained(folder, torch_dtype=dtypes.get("vae", torch.float32), **opts("vae"))
         spec["vae"] = dict(comp.vae.config)
     if "clip" in parts:
         for te in fam.text_encoders:
             cls = CLIPTextModelWithProjection if te.projection else CLIPTextModel
-            comp.text_encoders.append(cls.from_pretrained(folder, subfolder=te.part, **opts))
+            comp.text_encoders.append(cls.from_pretrained(folder, dtype=dtypes.get(te.part, torch.float32),
+                                                          **opts(te.part)))
             comp.tokenizer_dirs.append(folder / te.part.replace("text_encoder", "tokenizer"))
     spec["force_zeros_for_empty_prompt"] = bool(index.get("force_zeros_for_empty_prompt", False))
     return comp

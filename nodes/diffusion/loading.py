@@ -19,7 +19,8 @@ from nodes.diffusion.checkpoint import Components
 from nodes.diffusion.families import family
 from nodes.diffusion.models import ClipModel, DiffusionModel, VaeModel
 from nodes.infra.model_manager import LoadPolicy, ModelManager, ModelRef
-from nodes.infra.tokenizer import DEFAULT_TOKENIZER
+from nodes.infra.files import ModelFileError
+from nodes.infra.tokenizer import MissingTokenizer, find_tokenizer_dir
 
 TokenizerRoot = Callable[[str], Path]
 
@@ -72,17 +73,24 @@ def _description(manager: ModelManager, group: tuple[Any, ...], loader: Callable
     return comp
 
 
+def part_dtypes(manager: ModelManager) -> dict[str, torch.dtype]:
+    """The dtype each part of a checkpoint is read into (the manager's choice per part policy)."""
+    return {part: manager.load_dtype(policy) for part, policy in PART_POLICIES.items()}
+
+
 def load_checkpoint_models(manager: ModelManager, path: Path, *, tokenizer_root: TokenizerRoot,
                            label: str = "") -> tuple[DiffusionModel, ClipModel, VaeModel | None]:
     """MODEL, CLIP, VAE of a single-file checkpoint (all loaded now, so errors show here)."""
     group = file_group("checkpoint", path)
-    loader = _components_loader(manager, group, lambda: checkpoint.load_checkpoint(path, tokenizer_root=tokenizer_root))
+    loader = _components_loader(manager, group, lambda: checkpoint.load_checkpoint(
+        path, tokenizer_root=tokenizer_root, dtypes=part_dtypes(manager)))
     return _values(manager, group, loader, label or Path(path).name)
 
 
 def load_diffusers_models(manager: ModelManager, folder: Path, *, label: str = "") -> tuple[DiffusionModel, ClipModel, VaeModel | None]:
     group = file_group("diffusers", Path(folder) / "model_index.json")
-    loader = _components_loader(manager, group, lambda: checkpoint.load_diffusers_folder(folder))
+    loader = _components_loader(manager, group, lambda: checkpoint.load_diffusers_folder(
+        folder, dtypes=part_dtypes(manager)))
     return _values(manager, group, loader, label or Path(folder).name)
 
 
@@ -108,12 +116,13 @@ def _values(manager: ModelManager, group: tuple[Any, ...], loader: Callable[[], 
 
 
 def _folder_pad(directory: Path, default: str) -> str:
-    """A diffusers tokenizer folder names its pad token; single files use the family default."""
+    """A diffusers tokenizer folder names its pad token (special_tokens_map.json as transformers 4
+    saved it, tokenizer_config.json as transformers 5 does); single files use the family default."""
     import json
 
-    special = Path(directory) / "special_tokens_map.json"
-    if special.is_file():
-        pad = json.loads(special.read_text()).get("pad_token")
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):
+        file = Path(directory) / name
+        pad = json.loads(file.read_text()).get("pad_token") if file.is_file() else None
         if isinstance(pad, dict):
             pad = pad.get("content")
         if isinstance(pad, str):
@@ -139,11 +148,22 @@ def load_vae_model(manager: ModelManager, path: Path, *, label: str = "") -> Vae
 
 
 def tokenizer_root_for(folders: Any) -> TokenizerRoot:
-    """Where a checkpoint's named tokenizer folder is: models/clip_tokenizer/<name>."""
+    """Where a checkpoint's named tokenizer is: models/clip_tokenizer/<name> when the user put one
+    there, else (the default name) the one built from the shipped BPE vocabulary."""
     def root(name: str) -> Path:
-        try:
-            return Path(folders.model_path("clip_tokenizer", name))
-        except FileNotFoundError:
-            dirs = folders.model_dirs("clip_tokenizer")
-            return Path(dirs[0] if dirs else "models/clip_tokenizer") / (name or DEFAULT_TOKENIZER)
+        return find_tokenizer_dir(name, folders.model_dirs("clip_tokenizer"))
     return root
+
+
+def tokenizer_problem(folders: Any, ckpt_name: str | None) -> str | None:
+    """Why the tokenizer a checkpoint needs is not available (what to put where), or None; reads
+    the file's header only, so validation reports it before anything loads."""
+    try:
+        path = folders.model_path("checkpoints", ckpt_name or "")
+    except (OSError, ValueError):
+        return None  # the missing file is reported by the input's own check
+    try:
+        find_tokenizer_dir(checkpoint.tokenizer_name(path), folders.model_dirs("clip_tokenizer"))
+    except (MissingTokenizer, ModelFileError) as exc:
+        return str(exc)
+    return None

@@ -18,7 +18,7 @@ from nodes.diffusion.families import FamilySpec, family
 from nodes.diffusion.lora import Patch, patched
 from nodes.infra.model_manager import ModelManager, ModelRef
 from nodes.diffusion.prompt_weights import chunk_tokens
-from nodes.infra.tokenizer import load_tokenizer
+from nodes.infra.tokenizer import clean_text, load_tokenizer
 
 Conditioning = list[list[Any]]  # ComfyUI's [[embeddings [1, T, D], {"pooled_output": ...}], ...]
 
@@ -69,7 +69,7 @@ class ClipModel:
         tok = self.tokenizers()[encoder]
 
         def word_ids(word: str) -> list[int]:
-            return tok(word, add_special_tokens=False)["input_ids"]
+            return tok(clean_text(word), add_special_tokens=False)["input_ids"]
 
         return chunk_tokens(text, word_ids, bos=tok.bos_token_id, eos=tok.eos_token_id, pad=tok.pad_token_id,
                             max_length=tok.model_max_length)
