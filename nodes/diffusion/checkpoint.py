@@ -303,6 +303,19 @@ def weights_variant(folder: Path) -> str | None:
     return "fp16" if "fp16" in variants else (variants[0] if variants else None)
 
 
+def _folder_pad(directory: Path, default: str) -> str:
+    """The pad token a diffusers tokenizer folder names (special_tokens_map.json as transformers 4
+    saved it, tokenizer_config.json as transformers 5 does), else the family's."""
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):
+        file = directory / name
+        pad = json.loads(file.read_text()).get("pad_token") if file.is_file() else None
+        if isinstance(pad, dict):
+            pad = pad.get("content")
+        if isinstance(pad, str):
+            return pad
+    return default
+
+
 def load_diffusers_folder(folder: Path, *, parts: tuple[str, ...] = ("unet", "vae", "clip"),
                           dtypes: PartDtypes | None = None) -> Components:
     """Components of a diffusers pipeline folder (model_index.json), loaded offline, each part in
@@ -337,6 +350,8 @@ def load_diffusers_folder(folder: Path, *, parts: tuple[str, ...] = ("unet", "va
             cls = CLIPTextModelWithProjection if te.projection else CLIPTextModel
             comp.text_encoders.append(cls.from_pretrained(folder, dtype=dtypes.get(te.part, torch.float32),
                                                           **opts(te.part)))
-            comp.tokenizer_dirs.append(folder / te.part.replace("text_encoder", "tokenizer"))
+            tokenizer = te.part.replace("text_encoder", "tokenizer")
+            comp.tokenizer_dirs.append(folder / tokenizer)
+            spec[tokenizer] = {"pad_token": _folder_pad(folder / tokenizer, te.pad_token)}
     spec["force_zeros_for_empty_prompt"] = bool(index.get("force_zeros_for_empty_prompt", False))
     return comp

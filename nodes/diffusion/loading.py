@@ -102,8 +102,8 @@ def _values(manager: ModelManager, group: tuple[Any, ...], loader: Callable[[], 
     spec = comp.spec
     encoders = family(comp.family).text_encoders
     te_refs = tuple(unet_ref.sibling(te.part) for te in encoders)
+    # The family's pad per encoder; a diffusers folder's own tokenizer files may name another.
     pads = [spec.get(te.part.replace("text_encoder", "tokenizer"), {}).get("pad_token", te.pad_token) for te in encoders]
-    pads = [_folder_pad(d, p) for d, p in zip(comp.tokenizer_dirs, pads)]
     model = DiffusionModel(ref=unet_ref, family=comp.family, scheduler_config=dict(spec["scheduler"]))
     clip = ClipModel(family=comp.family, refs=te_refs, tokenizer_dirs=tuple(str(d) for d in comp.tokenizer_dirs),
                      pad_tokens=tuple(pads), force_zeros_for_empty_prompt=bool(spec.get("force_zeros_for_empty_prompt")))
@@ -113,21 +113,6 @@ def _values(manager: ModelManager, group: tuple[Any, ...], loader: Callable[[], 
     for ref in te_refs:
         manager.ensure_loaded(ref)
     return model, clip, vae
-
-
-def _folder_pad(directory: Path, default: str) -> str:
-    """A diffusers tokenizer folder names its pad token (special_tokens_map.json as transformers 4
-    saved it, tokenizer_config.json as transformers 5 does); single files use the family default."""
-    import json
-
-    for name in ("special_tokens_map.json", "tokenizer_config.json"):
-        file = Path(directory) / name
-        pad = json.loads(file.read_text()).get("pad_token") if file.is_file() else None
-        if isinstance(pad, dict):
-            pad = pad.get("content")
-        if isinstance(pad, str):
-            return pad
-    return default
 
 
 def vae_value(ref: ModelRef, config: dict[str, Any]) -> VaeModel:

@@ -38,6 +38,11 @@ def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return clip_vocab.bundled_tokenizer_dir(root=tmp_path_factory.mktemp("cache"))
 
 
+@pytest.fixture(scope="module")
+def open_clip_tokenizer():  # noqa: ANN201
+    return open_clip.get_tokenizer("ViT-L-14")
+
+
 def test_the_shipped_vocabulary_is_found() -> None:
     bpe = clip_vocab.find_bpe_vocabulary()
     assert bpe is not None and bpe.name == clip_vocab.BPE_FILE
@@ -58,10 +63,10 @@ def test_a_photo_of_a_cat(tokenizer_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("prompt", PROMPTS, ids=range(len(PROMPTS)))
-def test_ids_match_open_clip(tokenizer_dir: Path, prompt: str) -> None:
+def test_ids_match_open_clip(tokenizer_dir: Path, open_clip_tokenizer, prompt: str) -> None:  # noqa: ANN001
     tok = load_tokenizer(str(tokenizer_dir))
     ours = tok(clean_text(prompt), truncation=True, max_length=77)["input_ids"]
-    theirs = open_clip.get_tokenizer("ViT-L-14")([prompt])[0].tolist()
+    theirs = open_clip_tokenizer([prompt])[0].tolist()
     assert len(ours) <= 77
     assert ours == theirs[: len(ours)] and not any(theirs[len(ours):])  # open_clip pads with 0
 
