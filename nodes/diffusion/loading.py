@@ -148,7 +148,11 @@ def tokenizer_problem(folders: Any, ckpt_name: str | None) -> str | None:
     except (OSError, ValueError):
         return None  # the missing file is reported by the input's own check
     try:
-        find_tokenizer_dir(checkpoint.tokenizer_name(path), folders.model_dirs("clip_tokenizer"))
-    except (MissingTokenizer, ModelFileError) as exc:
+        name = checkpoint.tokenizer_name(path)
+    except ModelFileError:
+        name = None  # an unreadable file is reported when it loads; the default tokenizer is checked
+    try:
+        find_tokenizer_dir(name, folders.model_dirs("clip_tokenizer"))
+    except MissingTokenizer as exc:
         return str(exc)
     return None
