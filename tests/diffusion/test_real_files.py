@@ -188,3 +188,21 @@ def test_single_file_parts_are_read_into_their_dtypes(zoo_root: Path) -> None:
     reference = load_checkpoint(path, tokenizer_root=lambda n: zoo_root / "clip_tokenizer" / n)
     for key, value in reference.unet.state_dict().items():
         assert torch.equal(comp.unet.state_dict()[key], value.to(torch.bfloat16)), key
+
+
+@pytest.mark.parametrize(("files", "variant"), [
+    (["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors"], None),  # plain wins
+    (["diffusion_pytorch_model.fp16.safetensors"], "fp16"),
+    (["model.fp16.safetensors", "config.json"], "fp16"),
+    (["diffusion_pytorch_model.safetensors.index.fp16.json", "diffusion_pytorch_model.fp16-00001-of-00002.safetensors",
+      "diffusion_pytorch_model.fp16-00002-of-00002.safetensors"], "fp16"),
+    (["diffusion_pytorch_model-00001-of-00002.safetensors", "diffusion_pytorch_model.safetensors.index.json"], None),
+    (["diffusion_pytorch_model.bf16.safetensors", "diffusion_pytorch_model.ema.safetensors"], "bf16"),
+    (["pytorch_model.bin"], None),
+])
+def test_weights_variant_of_a_component_folder(tmp_path: Path, files: list[str], variant: str | None) -> None:
+    from nodes.diffusion.checkpoint import weights_variant
+
+    for name in files:
+        (tmp_path / name).touch()
+    assert weights_variant(tmp_path) == variant
