@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from nodes.diffusion import checkpoint
+from nodes.diffusion import checkpoint, diffusers_folder
 from nodes.diffusion.checkpoint import Components
 from nodes.diffusion.families import family
 from nodes.diffusion.models import ClipModel, DiffusionModel, VaeModel
@@ -89,7 +89,7 @@ def load_checkpoint_models(manager: ModelManager, path: Path, *, tokenizer_root:
 
 def load_diffusers_models(manager: ModelManager, folder: Path, *, label: str = "") -> tuple[DiffusionModel, ClipModel, VaeModel | None]:
     group = file_group("diffusers", Path(folder) / "model_index.json")
-    loader = _components_loader(manager, group, lambda: checkpoint.load_diffusers_folder(
+    loader = _components_loader(manager, group, lambda: diffusers_folder.load_diffusers_folder(
         folder, dtypes=part_dtypes(manager)))
     return _values(manager, group, loader, label or Path(folder).name)
 

@@ -80,6 +80,7 @@ def test_ckpt_is_loaded_weights_only(tmp_path: Path) -> None:
     assert "print" in str(info.value)  # the global it tried to call
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_legacy_pickle_with_code_is_refused_without_pytorchs_advice(tmp_path: Path) -> None:
     import pickle
 

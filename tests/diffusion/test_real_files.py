@@ -201,7 +201,7 @@ def test_single_file_parts_are_read_into_their_dtypes(zoo_root: Path) -> None:
     (["pytorch_model.bin"], None),
 ])
 def test_weights_variant_of_a_component_folder(tmp_path: Path, files: list[str], variant: str | None) -> None:
-    from nodes.diffusion.checkpoint import weights_variant
+    from nodes.diffusion.diffusers_folder import weights_variant
 
     for name in files:
         (tmp_path / name).touch()
