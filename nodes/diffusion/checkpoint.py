@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,11 +20,14 @@ import torch
 
 from nodes.diffusion.families import DEFAULT_FAMILY, FAMILIES, FamilySpec, family, family_of_keys
 from nodes.infra import ldm_keys
-from nodes.infra.files import METADATA_KEY, ModelFileError, build_module, read_state_dict
+from nodes.infra.files import METADATA_KEY, ModelFileError, build_module, read_metadata, read_state_dict
+from nodes.infra.tokenizer import DEFAULT_TOKENIZER
 
 Tensor = torch.Tensor
-__all__ = ["METADATA_KEY", "Components", "ModelFileError", "detect_family", "load_checkpoint",
-           "load_diffusers_folder", "load_vae_file", "read_state_dict"]
+# Part name ("unet", "vae", "text_encoder", "text_encoder_2") -> the dtype it is loaded in; fp32 if absent.
+PartDtypes = Mapping[str, torch.dtype]
+__all__ = ["METADATA_KEY", "Components", "ModelFileError", "PartDtypes", "detect_family", "load_checkpoint",
+           "load_diffusers_folder", "load_vae_file", "read_state_dict", "tokenizer_name"]
 
 
 @dataclass
@@ -141,7 +144,7 @@ def checkpoint_spec(path: Path, sd: dict[str, Tensor], metadata: dict[str, str])
     original = None
     if sidecar.is_file():
         original = read_sidecar(sidecar)
-        spec["tokenizer_name"] = original.get("nodeloom_tokenizer", spec.get("tokenizer_name"))
+        spec["tokenizer_name"] = tokenizer_name(path, metadata)
     spec["scheduler"] = dict(spec["scheduler"], prediction_type=prediction_type_of(sd, fam, original))
     spec["original_config"] = original
     return spec
@@ -210,12 +213,49 @@ def prediction_type_of(sd: dict[str, Tensor], fam: FamilySpec, original: dict[st
     return "v_prediction" if float(bias.float().std(unbiased=False)) > V_PREDICTION_MIN_STD else "epsilon"
 
 
+def tokenizer_name(path: Path, metadata: dict[str, str] | None = None) -> str:
+    """The clip_tokenizer folder a single file asks for: its ``nodeloom_config`` metadata (the
+    tiny zoo), ``nodeloom_tokenizer`` in its sidecar .yaml, else the default (OpenAI CLIP's, which
+    every SD1.x/SD2.x/SDXL text encoder uses). Reads the file's header only."""
+    metadata = read_metadata(path) if metadata is None else metadata
+    if METADATA_KEY in metadata:
+        return str(json.loads(metadata[METADATA_KEY]).get("tokenizer_name") or DEFAULT_TOKENIZER)
+    sidecar = Path(path).with_suffix(".yaml")
+    if sidecar.is_file():
+        return str(read_sidecar(sidecar).get("nodeloom_tokenizer") or DEFAULT_TOKENIZER)
+    return DEFAULT_TOKENIZER
+
+
+def _part_prefixes() -> list[tuple[str, str]]:
+    """(key prefix, part) of every module a single file of any family holds."""
+    pairs = [(ldm_keys.UNET_PREFIX, "unet"), (ldm_keys.VAE_PREFIX, "vae")]
+    pairs += [(te.ldm_prefix, te.part) for fam in FAMILIES.values() for te in fam.text_encoders]
+    return pairs
+
+
+def _dtype_of_key(dtypes: PartDtypes) -> Callable[[str], torch.dtype | None]:
+    prefixes = _part_prefixes()
+
+    def rule(key: str) -> torch.dtype | None:
+        part = next((p for prefix, p in prefixes if key.startswith(prefix)), None)
+        return dtypes.get(part, torch.float32) if part else None
+    return rule
+
+
+def _is_model_key(key: str) -> bool:
+    return any(key.startswith(prefix) for prefix, _ in _part_prefixes())
+
+
 def load_checkpoint(path: Path, *, tokenizer_root: Callable[[str], Path],
-                    parts: tuple[str, ...] = ("unet", "vae", "clip")) -> Components:
-    """Build the requested parts of a single-file SD1.x/SD2.x/SDXL checkpoint."""
+                    parts: tuple[str, ...] = ("unet", "vae", "clip"), dtypes: PartDtypes | None = None) -> Components:
+    """Build the requested parts of a single-file SD1.x/SD2.x/SDXL checkpoint, each in its dtype
+    from ``dtypes`` (default fp32). The tokenizer is looked up first, so a missing one is reported
+    before the weights are read."""
     from diffusers.loaders import single_file_utils as sfu
 
-    sd, metadata = read_state_dict(path)
+    dtypes = dtypes or {}
+    tokenizer_folder = tokenizer_root(tokenizer_name(path)) if "clip" in parts else None
+    sd, metadata = read_state_dict(path, dtype=_dtype_of_key(dtypes), keep=_is_model_key)
     spec = checkpoint_spec(path, sd, metadata)
     fam = family(spec["family"])
     name = Path(path).name
@@ -223,10 +263,10 @@ def load_checkpoint(path: Path, *, tokenizer_root: Callable[[str], Path],
     te_states = _text_encoder_states(sd, fam)
     te_configs = [spec[te.part] if METADATA_KEY in metadata else infer_clip_config(s, spec[te.part])
                   for te, s in zip(fam.text_encoders, te_states)]
-    if "clip" in parts:
-        comp.text_encoders = [build_module("clip", c, s, name=name) for c, s in zip(te_configs, te_states)]
-        folder = tokenizer_root(spec.get("tokenizer_name") or "clip-vit-large-patch14")
-        comp.tokenizer_dirs = [folder for _ in fam.text_encoders]
+    if tokenizer_folder is not None:
+        comp.text_encoders = [build_module("clip", c, s, name=name, dtype=dtypes.get(te.part, torch.float32))
+                              for te, c, s in zip(fam.text_encoders, te_configs, te_states)]
+        comp.tokenizer_dirs = [tokenizer_folder for _ in fam.text_encoders]
     if "unet" in parts:
         unet_cfg = spec["unet"]
         if METADATA_KEY not in metadata:
@@ -236,9 +276,10 @@ def load_checkpoint(path: Path, *, tokenizer_root: Callable[[str], Path],
             unet_cfg = infer_unet_config(plain, base, pooled_dim=pooled)
             spec["unet"] = unet_cfg
         converted = sfu.convert_ldm_unet_checkpoint(sd, unet_cfg)
-        comp.unet = build_module("unet", unet_cfg, converted, name=name)
+        comp.unet = build_module("unet", unet_cfg, converted, name=name, dtype=dtypes.get("unet", torch.float32))
     if "vae" in parts and any(k.startswith(ldm_keys.VAE_PREFIX) for k in sd):
-        comp.vae = load_vae_state(sd, spec["vae"], name=name, trusted_config=METADATA_KEY in metadata)
+        comp.vae = load_vae_state(sd, spec["vae"], name=name, trusted_config=METADATA_KEY in metadata,
+                                  dtype=dtypes.get("vae", torch.float32))
     return comp
 
 
@@ -266,7 +307,7 @@ def _hf_clip_keys(sd: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 def load_vae_state(sd: dict[str, Tensor], base: dict[str, Any], *, name: str,
-                   trusted_config: bool = False) -> torch.nn.Module:
+                   trusted_config: bool = False, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
     """A VAE from LDM-layout tensors, with or without the ``first_stage_model.`` prefix."""
     from diffusers.loaders import single_file_utils as sfu
 
@@ -274,12 +315,12 @@ def load_vae_state(sd: dict[str, Tensor], base: dict[str, Any], *, name: str,
              if k.startswith((ldm_keys.VAE_PREFIX, "encoder.", "decoder.", "quant_conv.", "post_quant_conv."))}
     config = base if trusted_config else infer_vae_config(plain, base)
     converted = sfu.convert_ldm_vae_checkpoint(plain, config)
-    return build_module("vae", config, converted, name=name)
+    return build_module("vae", config, converted, name=name, dtype=dtype)
 
 
 def load_vae_file(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     """A standalone VAE file: LDM layout (vae-ft-mse-…, sdxl_vae) or diffusers layout."""
-    sd, metadata = read_state_dict(path)
+    sd, metadata = read_state_dict(path, dtype=torch.float32)
     if METADATA_KEY in metadata:
         config = json.loads(metadata[METADATA_KEY])["vae"]
     else:
@@ -292,41 +333,9 @@ def load_vae_file(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
 
 # -- diffusers folders --------------------------------------------------------------------------
 
-def _folder_family(index: dict[str, Any], unet_cfg: dict[str, Any]) -> FamilySpec:
-    """By its text encoders; among one-encoder families, per-level head counts mean SD2's 64-wide heads."""
-    count = sum(1 for key in index if key.startswith("text_encoder"))
-    candidates = [f for f in FAMILIES.values() if len(f.text_encoders) == count]
-    if len(candidates) > 1:
-        head_dim_64 = isinstance(unet_cfg.get("attention_head_dim"), list)
-        candidates = [f for f in candidates if f.head_dim_64 == head_dim_64] or candidates
-    return candidates[0] if candidates else DEFAULT_FAMILY
+def load_diffusers_folder(folder: Path, *, parts: tuple[str, ...] = ("unet", "vae", "clip"),
+                          dtypes: PartDtypes | None = None) -> Components:
+    """See :func:`nodes.diffusion.diffusers_folder.load_diffusers_folder` (kept here for callers)."""
+    from nodes.diffusion.diffusers_folder import load_diffusers_folder as load
 
-
-def load_diffusers_folder(folder: Path, *, parts: tuple[str, ...] = ("unet", "vae", "clip")) -> Components:
-    """Components of a diffusers pipeline folder (model_index.json), loaded offline."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection
-
-    folder = Path(folder)
-    index_file = folder / "model_index.json"
-    if not index_file.is_file():
-        raise ModelFileError(f"{folder} is not a diffusers folder (no model_index.json)")
-    index = json.loads(index_file.read_text())
-    scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
-    unet_cfg = json.loads((folder / "unet" / "config.json").read_text())
-    fam = _folder_family(index, unet_cfg)
-    spec: dict[str, Any] = {"family": fam.name, "scheduler": scheduler, "unet": unet_cfg}
-    comp = Components(family=fam.name, spec=spec)
-    opts = {"local_files_only": True}
-    if "unet" in parts:
-        comp.unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **opts)
-    if "vae" in parts:
-        comp.vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **opts)
-        spec["vae"] = dict(comp.vae.config)
-    if "clip" in parts:
-        for te in fam.text_encoders:
-            cls = CLIPTextModelWithProjection if te.projection else CLIPTextModel
-            comp.text_encoders.append(cls.from_pretrained(folder, subfolder=te.part, **opts))
-            comp.tokenizer_dirs.append(folder / te.part.replace("text_encoder", "tokenizer"))
-    spec["force_zeros_for_empty_prompt"] = bool(index.get("force_zeros_for_empty_prompt", False))
-    return comp
+    return load(folder, parts=parts, dtypes=dtypes)

@@ -14,12 +14,13 @@ from typing import Any
 
 import torch
 
-from nodes.diffusion import checkpoint
+from nodes.diffusion import checkpoint, diffusers_folder
 from nodes.diffusion.checkpoint import Components
 from nodes.diffusion.families import family
 from nodes.diffusion.models import ClipModel, DiffusionModel, VaeModel
 from nodes.infra.model_manager import LoadPolicy, ModelManager, ModelRef
-from nodes.infra.tokenizer import DEFAULT_TOKENIZER
+from nodes.infra.files import ModelFileError
+from nodes.infra.tokenizer import MissingTokenizer, find_tokenizer_dir
 
 TokenizerRoot = Callable[[str], Path]
 
@@ -72,17 +73,24 @@ def _description(manager: ModelManager, group: tuple[Any, ...], loader: Callable
     return comp
 
 
+def part_dtypes(manager: ModelManager) -> dict[str, torch.dtype]:
+    """The dtype each part of a checkpoint is read into (the manager's choice per part policy)."""
+    return {part: manager.load_dtype(policy) for part, policy in PART_POLICIES.items()}
+
+
 def load_checkpoint_models(manager: ModelManager, path: Path, *, tokenizer_root: TokenizerRoot,
                            label: str = "") -> tuple[DiffusionModel, ClipModel, VaeModel | None]:
     """MODEL, CLIP, VAE of a single-file checkpoint (all loaded now, so errors show here)."""
     group = file_group("checkpoint", path)
-    loader = _components_loader(manager, group, lambda: checkpoint.load_checkpoint(path, tokenizer_root=tokenizer_root))
+    loader = _components_loader(manager, group, lambda: checkpoint.load_checkpoint(
+        path, tokenizer_root=tokenizer_root, dtypes=part_dtypes(manager)))
     return _values(manager, group, loader, label or Path(path).name)
 
 
 def load_diffusers_models(manager: ModelManager, folder: Path, *, label: str = "") -> tuple[DiffusionModel, ClipModel, VaeModel | None]:
     group = file_group("diffusers", Path(folder) / "model_index.json")
-    loader = _components_loader(manager, group, lambda: checkpoint.load_diffusers_folder(folder))
+    loader = _components_loader(manager, group, lambda: diffusers_folder.load_diffusers_folder(
+        folder, dtypes=part_dtypes(manager)))
     return _values(manager, group, loader, label or Path(folder).name)
 
 
@@ -94,9 +102,8 @@ def _values(manager: ModelManager, group: tuple[Any, ...], loader: Callable[[], 
     spec = comp.spec
     encoders = family(comp.family).text_encoders
     te_refs = tuple(unet_ref.sibling(te.part) for te in encoders)
+    # The family's pad per encoder; a diffusers folder's own tokenizer files may name another.
     pads = [spec.get(te.part.replace("text_encoder", "tokenizer"), {}).get("pad_token", te.pad_token) for te in encoders]
-    if group[0] == "diffusers":  # a single file's shared tokenizer folder must not set SD2's "!" padding
-        pads = [_folder_pad(d, p) for d, p in zip(comp.tokenizer_dirs, pads)]
     model = DiffusionModel(ref=unet_ref, family=comp.family, scheduler_config=dict(spec["scheduler"]))
     clip = ClipModel(family=comp.family, refs=te_refs, tokenizer_dirs=tuple(str(d) for d in comp.tokenizer_dirs),
                      pad_tokens=tuple(pads), force_zeros_for_empty_prompt=bool(spec.get("force_zeros_for_empty_prompt")))
@@ -106,20 +113,6 @@ def _values(manager: ModelManager, group: tuple[Any, ...], loader: Callable[[], 
     for ref in te_refs:
         manager.ensure_loaded(ref)
     return model, clip, vae
-
-
-def _folder_pad(directory: Path, default: str) -> str:
-    """A diffusers tokenizer folder names its pad token; single files use the family default."""
-    import json
-
-    special = Path(directory) / "special_tokens_map.json"
-    if special.is_file():
-        pad = json.loads(special.read_text()).get("pad_token")
-        if isinstance(pad, dict):
-            pad = pad.get("content")
-        if isinstance(pad, str):
-            return pad
-    return default
 
 
 def vae_value(ref: ModelRef, config: dict[str, Any]) -> VaeModel:
@@ -140,11 +133,26 @@ def load_vae_model(manager: ModelManager, path: Path, *, label: str = "") -> Vae
 
 
 def tokenizer_root_for(folders: Any) -> TokenizerRoot:
-    """Where a checkpoint's named tokenizer folder is: models/clip_tokenizer/<name>."""
+    """Where a checkpoint's named tokenizer is: models/clip_tokenizer/<name> when the user put one
+    there, else (the default name) the one built from the shipped BPE vocabulary."""
     def root(name: str) -> Path:
-        try:
-            return Path(folders.model_path("clip_tokenizer", name))
-        except FileNotFoundError:
-            dirs = folders.model_dirs("clip_tokenizer")
-            return Path(dirs[0] if dirs else "models/clip_tokenizer") / (name or DEFAULT_TOKENIZER)
+        return find_tokenizer_dir(name, folders.model_dirs("clip_tokenizer"))
     return root
+
+
+def tokenizer_problem(folders: Any, ckpt_name: str | None) -> str | None:
+    """Why the tokenizer a checkpoint needs is not available (what to put where), or None; reads
+    the file's header only, so validation reports it before anything loads."""
+    try:
+        path = folders.model_path("checkpoints", ckpt_name or "")
+    except (OSError, ValueError):
+        return None  # the missing file is reported by the input's own check
+    try:
+        name = checkpoint.tokenizer_name(path)
+    except ModelFileError:
+        name = None  # an unreadable file is reported when it loads; the default tokenizer is checked
+    try:
+        find_tokenizer_dir(name, folders.model_dirs("clip_tokenizer"))
+    except MissingTokenizer as exc:
+        return str(exc)
+    return None

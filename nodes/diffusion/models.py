@@ -20,7 +20,7 @@ from nodes.diffusion.families import FamilySpec, family
 from nodes.diffusion.lora import Patch, patched
 from nodes.infra.model_manager import ModelManager, ModelRef
 from nodes.diffusion.prompt_weights import chunk_tokens
-from nodes.infra.tokenizer import load_tokenizer
+from nodes.infra.tokenizer import clean_text, load_tokenizer
 
 Conditioning = list[list[Any]]  # ComfyUI's [[embeddings [1, T, D], {"pooled_output": ...}], ...]
 
@@ -82,7 +82,7 @@ class ClipModel:
 
         def word_ids(word: str) -> list[int]:
             if embeddings is None or table is None or not word.startswith(EMBEDDING_PREFIX):
-                return tok(word, add_special_tokens=False)["input_ids"]
+                return tok(clean_text(word), add_special_tokens=False)["input_ids"]
             found, rest = embeddings.vectors(word[len(EMBEDDING_PREFIX):], encoder_key=key, width=table.embedding_dim)
             first = table.num_embeddings + len(vectors)
             vectors.extend(found)

@@ -36,13 +36,19 @@ def _file_fingerprint(folders: FolderPaths, folder: str, name: str | None) -> An
 class CheckpointLoaderSimple(Node):
     category = "loaders"
     description = ("Load a single-file SD1.x/SD2.x/SDXL checkpoint (.safetensors, or .ckpt loaded weights-only) "
-                   "from models/checkpoints.")
+                   "from models/checkpoints. The CLIP tokenizer comes with NodeLoom: nothing else to download.")
     inputs = [ModelFile("ckpt_name", "checkpoints", tooltip="checkpoint file in models/checkpoints")]
     outputs = [Output("MODEL"), Output("CLIP"), Output("VAE")]
 
     @classmethod
     def fingerprint(cls, ctx: HookContext, *, ckpt_name: str | None = None, **_: Any) -> Any:
         return _file_fingerprint(ctx.folders, "checkpoints", ckpt_name)
+
+    @classmethod
+    def validate_inputs(cls, ctx: HookContext, **widgets: Any) -> str | None:
+        """The checkpoint's tokenizer must be there before anything loads (the message says what
+        to put where); ``ckpt_name`` itself is checked against the folder as usual."""
+        return loading.tokenizer_problem(ctx.folders, widgets.get("ckpt_name"))
 
     def run(self, ctx: Context, *, ckpt_name: str) -> tuple[Any, ...]:
         path = ctx.folders.model_path("checkpoints", ckpt_name)

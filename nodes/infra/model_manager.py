@@ -152,6 +152,14 @@ class ModelManager:
         for ref in refs:
             self.ensure_loaded(ref)
 
+    def load_dtype(self, policy: LoadPolicy) -> torch.dtype:
+        """The dtype a module with ``policy`` is kept in: the policy's, else the compute dtype on
+        an accelerator, fp32 on the CPU. Loaders read weights straight into it, so no module
+        passes through a full copy in another precision."""
+        if policy.dtype is not None:
+            return policy.dtype
+        return self.dtype if self.device.type != "cpu" else torch.float32
+
     def _prepare(self, module: torch.nn.Module, policy: LoadPolicy) -> torch.nn.Module:
         if policy.trainable:
             module.train().requires_grad_(True)

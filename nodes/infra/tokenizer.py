@@ -1,15 +1,19 @@
-"""CLIP BPE tokenizers without a hub: a tiny deterministic vocabulary for the zoo, and the lookup
-of real tokenizer files under ``models/clip_tokenizer`` for real checkpoints.
+"""CLIP BPE tokenizers without a hub: a tiny deterministic vocabulary for the zoo, the lookup of
+the tokenizer a checkpoint needs, and the text cleaning OpenAI's CLIP tokenizer applies.
 
 Single-file checkpoints carry no tokenizer. Real SD/SDXL checkpoints all use OpenAI CLIP's BPE
-vocabulary (OpenCLIP's is the same), so one folder with ``vocab.json`` + ``merges.txt`` (from
-openai/clip-vit-large-patch14) serves every family; only the pad token differs per encoder.
+vocabulary (OpenCLIP's is the same), so one tokenizer serves every family; only the pad token
+differs per encoder. The lookup (:func:`find_tokenizer_dir`) takes ``models/clip_tokenizer/<name>``
+when the user put one there, else, for the default name, the files built from the vocabulary
+open-clip-torch ships (``nodes.infra.clip_vocab``): nothing to download.
 """
 
 from __future__ import annotations
 
+import html
 import json
 from collections import Counter
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -92,22 +96,63 @@ def write_tokenizer(directory: Path, *, pad_token: str = "<|endoftext|>", num_me
 
 
 class MissingTokenizer(FileNotFoundError):
-    pass
+    """No usable tokenizer files; the message says what to put where."""
+
+
+def has_tokenizer_files(folder: Path) -> bool:
+    """vocab.json + merges.txt (openai's layout, transformers 4 saves) or tokenizer.json (transformers 5)."""
+    folder = Path(folder)
+    return ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()) or (folder / "tokenizer.json").is_file()
+
+
+def find_tokenizer_dir(name: str | None, roots: Sequence[Path]) -> Path:
+    """The folder of tokenizer ``name``: ``<root>/<name>`` under the first clip_tokenizer root that
+    has its files, else (default name only) the tokenizer built from the shipped BPE vocabulary.
+    Raises :class:`MissingTokenizer` naming the folder to fill."""
+    name = name or DEFAULT_TOKENIZER
+    for root in roots:
+        if has_tokenizer_files(Path(root) / name):
+            return Path(root) / name
+    wanted = Path(roots[0] if roots else "models/clip_tokenizer") / name
+    if name != DEFAULT_TOKENIZER:
+        raise MissingTokenizer(f"CLIP tokenizer {name!r} not found: put its vocab.json and merges.txt (or a "
+                               f"tokenizer.json) into {wanted}/")
+    from nodes.infra.clip_vocab import bundled_tokenizer_dir
+
+    try:
+        return bundled_tokenizer_dir()
+    except MissingTokenizer as exc:
+        raise MissingTokenizer(f"{exc}; the folder looked in was {wanted}/") from exc
+
+
+def clean_text(text: str) -> str:
+    """OpenAI CLIP's text cleaning before BPE (``basic_clean`` + ``whitespace_clean`` of
+    openai/CLIP's ``simple_tokenizer.py``, which open_clip keeps): ftfy's mojibake and ligature
+    fixes, HTML entities unescaped twice, runs of whitespace collapsed. transformers 5's
+    CLIPTokenizer leaves these out; lower-casing is its own. Without ftfy only the rest applies."""
+    try:
+        import ftfy
+
+        text = ftfy.fix_text(text)
+    except ImportError:
+        pass
+    return " ".join(html.unescape(html.unescape(text)).split())
 
 
 @lru_cache(maxsize=16)
 def load_tokenizer(directory: str, pad_token: str = "<|endoftext|>", model_max_length: int = 77):  # noqa: ANN201
-    """A CLIPTokenizer from a folder holding vocab.json + merges.txt (cached: tokenizers are
-    immutable and cheap to share)."""
+    """A CLIPTokenizer from a folder holding vocab.json + merges.txt, or the tokenizer.json +
+    tokenizer_config.json transformers 5 saves (cached: tokenizers are immutable and cheap to
+    share). Raises :class:`MissingTokenizer` when the folder has neither."""
     from transformers import CLIPTokenizer
 
     folder = Path(directory)
-    for name in ("vocab.json", "merges.txt"):
-        if not (folder / name).is_file():
-            raise MissingTokenizer(
-                f"CLIP tokenizer file {name} not found in {folder}. Single-file checkpoints carry no "
-                f"tokenizer: put vocab.json and merges.txt from openai/clip-vit-large-patch14 into "
-                f"models/clip_tokenizer/{DEFAULT_TOKENIZER}/ (or name another folder in the checkpoint's "
-                f"sidecar .yaml as nodeloom_tokenizer).")
-    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), pad_token=pad_token,
-                         model_max_length=model_max_length)
+    if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
+        return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), pad_token=pad_token,
+                             model_max_length=model_max_length)
+    if (folder / "tokenizer.json").is_file():
+        return CLIPTokenizer.from_pretrained(str(folder), pad_token=pad_token, model_max_length=model_max_length,
+                                             local_files_only=True)
+    raise MissingTokenizer(
+        f"no CLIP tokenizer files in {folder}: it needs vocab.json and merges.txt, or tokenizer.json "
+        f"(what transformers' save_pretrained writes)")

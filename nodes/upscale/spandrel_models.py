@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from nodes.infra.files import ModelFileError, file_identity, load_pickle_weights_only, read_state_dict
+from nodes.infra.files import ModelFileError, file_identity, read_pickle, read_state_dict
 from nodes.infra.model_manager import LoadPolicy, ModelManager, ModelRef
 
 PART = "upscaler"
@@ -88,7 +88,7 @@ def read_upscaler_state(path: Path) -> dict[str, Any]:
     if Path(path).suffix.lower() in (".safetensors", ".sft"):
         state: Any = read_state_dict(path)[0]
     else:
-        state = load_pickle_weights_only(path)
+        state = read_pickle(path)
     if not isinstance(state, dict):
         raise ModelFileError(f"{Path(path).name} holds a {type(state).__name__}, not a state dict")
     try:

@@ -73,8 +73,26 @@ def test_ckpt_is_loaded_weights_only(tmp_path: Path) -> None:
 
     evil = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {"a": Evil()}}, evil)
-    with pytest.raises(ModelFileError, match="weights-only"):
+    with pytest.raises(ModelFileError, match=r"evil\.ckpt was refused: it is a pickle that contains code") as info:
         read_state_dict(evil)
+    # PyTorch's own message advises re-loading with weights_only=False, i.e. running the code.
+    assert "weights_only" not in str(info.value) and "False" not in str(info.value)
+    assert "print" in str(info.value)  # the global it tried to call
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_legacy_pickle_with_code_is_refused_without_pytorchs_advice(tmp_path: Path) -> None:
+    import pickle
+
+    class Evil:
+        def __reduce__(self):  # noqa: ANN204
+            return (print, ("pwned",))
+
+    evil = tmp_path / "old-format.pt"
+    evil.write_bytes(pickle.dumps({"a": Evil()}))
+    with pytest.raises(ModelFileError, match=r"old-format\.pt was refused: it is a pickle that contains code") as info:
+        read_state_dict(evil)
+    assert "weights_only" not in str(info.value)
 
 
 def test_missing_file_names_the_folder(make_ctx) -> None:

@@ -17,7 +17,9 @@ deterministically from a seed, everything the node families need into a models r
     annotators)
 
 Single files carry their architecture in the ``nodeloom_config`` metadata entry, so loading needs
-no guessing; each file is at most a few MB and the whole zoo takes seconds.
+no guessing; each file is at most a few MB and the whole zoo takes seconds. ``full_size`` writes
+published-size random-weight single files (no metadata, like downloaded ones) for slow tests and
+``bench/load.py``.
 """
 
 from __future__ import annotations
