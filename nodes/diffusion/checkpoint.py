@@ -210,6 +210,8 @@ def prediction_type_of(sd: dict[str, Tensor], fam: FamilySpec, original: dict[st
     if last is None:
         return fam.prediction_type
     bias = sd[f"{ldm_keys.UNET_PREFIX}output_blocks.{last}.1.transformer_blocks.0.norm1.bias"]
+    if bias.is_meta:  # a layout checked without its weights: nothing to measure
+        return fam.prediction_type
     return "v_prediction" if float(bias.float().std(unbiased=False)) > V_PREDICTION_MIN_STD else "epsilon"
 
 

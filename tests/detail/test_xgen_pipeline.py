@@ -25,14 +25,14 @@ def test_xgen_pipeline_keeps_the_best_candidate_and_upscales_it(zoo_root, tmp_pa
     result = Runtime(registry, folders=folders).execute(prompt, keep=["8", "11", "12", "15"])
     assert result.status == "success", result.error
 
-    candidates = result.values["8"][0]
-    ranked, best, scores = result.values["11"][0], result.values["11"][1], result.values["11"][2]
+    candidates = result.values["8"][0][0]
+    ranked, best, scores = result.values["11"][0][0], result.values["11"][1][0], result.values["11"][2]
     assert candidates.shape[0] == 4 and best.shape[0] == 1
     assert scores == sorted(scores, reverse=True)
     assert any(torch.equal(best[0], c) for c in candidates)  # the best is one of the N, untouched
     assert torch.equal(ranked[0], best[0])
-    if not result.values["12"][0]:  # no face found: the touch-up leaves the image as it was
-        assert torch.equal(result.values["15"][0], best)
+    if not result.values["12"][0][0]:  # no face found: the touch-up leaves the image as it was
+        assert torch.equal(result.values["15"][0][0], best)
 
     saved = result.outputs["9"]["images"][0]
     out = np.asarray(Image.open(folders.output_dir / saved.get("subfolder", "") / saved["filename"]))

@@ -78,7 +78,7 @@ def test_a_real_single_file_needs_no_tokenizer_download(make_ctx, real_root: Pat
     assert CheckpointLoaderSimple.validate_inputs(HookContext(ctx.folders), ckpt_name=f"real-{name}.safetensors") is None
     _, clip, _ = CheckpointLoaderSimple().run(ctx, ckpt_name=f"real-{name}.safetensors")
     for index, pad in enumerate(pads):
-        ids = [t for t, _ in clip.tokenize("a photo of a cat", index)[0]]
+        ids = [t for t, _ in clip.tokenize("a photo of a cat", index)[0][0]]
         assert ids == OPENAI_CAT + [pad] * 70
     cond = CLIPTextEncode().run(ctx, text="a photo of a cat", clip=clip)[0][0][0]
     manager = manager_from(ctx.services)
