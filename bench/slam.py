@@ -82,7 +82,7 @@ def _prompts(ckpt: str, lora: str, steps: int, height: int, width: int) -> dict[
         "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["5", 0]}}
     for node in ("6", "7"):  # the plain model's own text encoder
         euler[node]["inputs"]["clip"] = ["4", 1]
-    return {f"slam 4 steps, cfg 1 ": slam, f"euler {steps} steps, cfg 7": euler}
+    return {"slam 4 steps, cfg 1 ": slam, f"euler {steps} steps, cfg 7": euler}
 
 
 def _timed_run(registry: Any, folders: Any, services: Any, prompt: dict[str, Any]) -> dict[str, float]:

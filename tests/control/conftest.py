@@ -1,4 +1,4 @@
-"""The diffusion tests' fixtures (tiny zoo, folders, contexts) and helpers, shared with the control tests."""
+"""The diffusion tests' contexts and helpers, shared with the control tests (the zoo: tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ assert _spec is not None and _spec.loader is not None
 _fixtures = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_fixtures)
 
-zoo_root = _fixtures.zoo_root
-folders = _fixtures.folders
 make_ctx = _fixtures.make_ctx
 _deterministic = _fixtures._deterministic
 

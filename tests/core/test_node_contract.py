@@ -1,9 +1,10 @@
-"""The contract every registered node keeps (core, diffusion and the example plugin's): its schema
+"""The contract every registered node keeps (every installed pack's and the example plugin's): its schema
 is plain JSON that states its declaration, and its defaults pass validation. The core nodes also
 match ComfyUI's schema (names, input order, category, outputs) and run on their defaults."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -176,6 +177,16 @@ def stocked(tmp_path: Path, every_registry: NodeRegistry) -> HookContext:
             else:
                 folder.mkdir(parents=True, exist_ok=True)
                 (folder / "contract.safetensors").write_bytes(b"")
+                if spec.model_folder == "face_detectors":  # YOLO files are .pt
+                    (folder / "contract.pt").write_bytes(b"")
+    # Nodes whose weights have fixed names (annotators) or that pick folders by a marker file (scorers).
+    for cls in every_registry.nodes.values():
+        if getattr(cls, "file_name", ""):
+            annotators = folders.models_roots[0] / "annotators"
+            annotators.mkdir(parents=True, exist_ok=True)
+            (annotators / cls.file_name).write_bytes(b"")
+    (folders.models_roots[0] / "scorers" / "contract").mkdir(parents=True, exist_ok=True)
+    (folders.models_roots[0] / "scorers" / "contract" / "config.json").write_text("{}")
     assert folders.input_dir is not None
     folders.input_dir.mkdir(parents=True)
     Image.new("RGBA", (16, 12), (10, 20, 30, 255)).save(folders.input_dir / "example.png")
@@ -240,4 +251,7 @@ def test_defaults_validate(every_registry, stocked, name):
             inputs[spec.name] = [f"src_{spec.name}", 0]
     prompt["node"] = {"class_type": name, "inputs": inputs}
     checked = validate(prompt, registry, ctx=stocked, targets=["node"])
+    if name == "BBoxDetectYOLO" and importlib.util.find_spec("ultralytics") is None:
+        assert not checked.ok and "pip install ultralytics" in checked.format()  # says how to get it
+        return
     assert checked.ok, checked.format()

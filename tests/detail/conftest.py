@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.diffusion.conftest import _deterministic, folders, make_ctx, zoo_root  # noqa: F401
+from tests.diffusion.conftest import _deterministic, make_ctx  # noqa: F401
 
 # Where the face is in scikit-image's astronaut() (512×512): x0, y0, x1, y1, measured by hand.
 ASTRONAUT_FACE = (170, 70, 275, 175)

@@ -1,36 +1,14 @@
-"""Shared fixtures: the tiny zoo written once per session, and a Context for calling nodes."""
+"""Contexts for calling nodes directly (the tiny zoo and its folders come from tests/conftest.py)."""
 
 from __future__ import annotations
 
-import os
+from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+import pytest
+import torch
 
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from graph_runtime.context import Context, InterruptFlag, Services  # noqa: E402
-from graph_runtime.folders import FolderPaths  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def zoo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from nodes.diffusion.zoo import write_tiny_zoo
-
-    root = tmp_path_factory.mktemp("zoo") / "models"
-    write_tiny_zoo(root, seed=0)
-    return root
-
-
-@pytest.fixture(scope="session")
-def folders(zoo_root: Path) -> FolderPaths:
-    return FolderPaths(base=zoo_root.parent, models_roots=[zoo_root])
+from graph_runtime.context import Context, InterruptFlag, Services
+from graph_runtime.folders import FolderPaths
 
 
 class Recorder:

@@ -22,7 +22,7 @@ CTX = HookContext(FolderPaths(base=Path(__file__).parent / "data" / "ui"))
 def real_registry() -> NodeRegistry:
     from graph_runtime import load_registry
 
-    return load_registry(builtins=("nodes.core", "nodes.diffusion"), entry_points=False)
+    return load_registry()  # every installed pack, as the gallery is built
 
 
 def without_meta(prompt: dict[str, Any]) -> dict[str, Any]:

@@ -1,3 +1,3 @@
 """The upscale tests' fixtures: the tiny zoo, a runtime over it with every finishing pack, Contexts."""
 
-from upscale.conftest import folders, make_ctx, runtime, zoo_root  # noqa: F401
+from upscale.conftest import make_ctx, runtime  # noqa: F401

@@ -1,31 +1,11 @@
-"""The tiny zoo written once per session, a runtime over it, and Contexts for calling nodes."""
+"""A runtime over the tiny zoo (tests/conftest.py) with every finishing pack, and Contexts."""
 
 from __future__ import annotations
 
-import os
+import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-
-from graph_runtime.context import Context, InterruptFlag, Services  # noqa: E402
-from graph_runtime.folders import FolderPaths  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def zoo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from nodes.diffusion.zoo import write_tiny_zoo
-
-    root = tmp_path_factory.mktemp("upscale_zoo") / "models"
-    write_tiny_zoo(root, seed=0)
-    return root
-
-
-@pytest.fixture(scope="session")
-def folders(zoo_root: Path) -> FolderPaths:
-    return FolderPaths(base=zoo_root.parent, models_roots=[zoo_root])
+from graph_runtime.context import Context, InterruptFlag, Services
+from graph_runtime.folders import FolderPaths
 
 
 @pytest.fixture(scope="session")
