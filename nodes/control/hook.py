@@ -71,6 +71,9 @@ def _residuals(application: ControlApplication, call: UNetCall, rows: Tensor | N
         param = next(net.parameters())
         hint = fit_hint(application.image, height, width, sample.shape[0]).to(param.device, param.dtype)
         if model.kind == "t2i_adapter":
+            _check_adapter_scale(model.name, net.config, call.unet_config)
+            if net.config.get("in_channels") == 1:
+                hint = hint.mean(dim=1, keepdim=True)  # sketch adapters see one channel (ComfyUI's mean)
             features = net(hint)
             return UNetInputs(down_intrablock_additional_residuals=tuple(f * application.strength for f in features))
         kwargs: dict[str, Any] = {}
@@ -84,6 +87,17 @@ def _residuals(application: ControlApplication, call: UNetCall, rows: Tensor | N
         down, mid = net(sample.to(param.dtype), call.timestep, encoder_hidden_states=text, controlnet_cond=hint,
                         conditioning_scale=application.strength, return_dict=False, **kwargs)
         return UNetInputs(down_block_additional_residuals=tuple(down), mid_block_additional_residual=mid)
+
+
+def _check_adapter_scale(name: str, adapter: Any, unet: Any) -> None:
+    """The adapter's first feature must land where the UNet adds it: inside a cross-attention first
+    block at latent size (1/8, SD1.x), after a plain first block's downsampler (1/16, SDXL)."""
+    first = (unet.get("down_block_types") or ["CrossAttnDownBlock2D"])[0]
+    expected = PIXELS_PER_LATENT if first.startswith("CrossAttn") else 2 * PIXELS_PER_LATENT
+    factor = adapter.get("downscale_factor", expected)
+    if factor != expected:
+        raise ValueError(f"T2I-Adapter {name!r} makes features at 1/{factor} of the image but this model takes "
+                         f"them at 1/{expected} (an SD1.5 adapter on an SDXL model or the other way round?)")
 
 
 def _scatter(part: UNetInputs, rows: Tensor, total_rows: int) -> UNetInputs:

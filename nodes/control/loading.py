@@ -65,25 +65,56 @@ def ldm_to_diffusers(sd: dict[str, Tensor]) -> dict[str, Tensor]:
     keys = list(plain)
     levels = len(_indices(keys, r"input_blocks\.(\d+)\.0\.op\.weight")) + 1
     per = len(_indices(keys, r"input_blocks\.(\d+)\.")) // levels - 1
-    converted = sfu.convert_controlnet_checkpoint(plain, {"layers_per_block": per})
+    try:
+        converted = sfu.convert_controlnet_checkpoint(plain, {"layers_per_block": per})
+    except KeyError as exc:
+        raise ModelFileError(f"incomplete original-layout ControlNet: no {_missing(exc)} tensor") from exc
     for diffusers_key, ldm_key in sfu.DIFFUSERS_TO_LDM_MAPPING["controlnet"]["addition_embed_type"].items():
         if ldm_key in plain:
             converted[diffusers_key] = plain[ldm_key]
     return {k: v for k, v in converted.items() if v is not None}
 
 
+def _section(mapping: Any, *keys: str) -> dict[str, Any]:
+    """``mapping[k1][k2]...``, or {} where a level is missing or not a mapping (a sidecar of another kind)."""
+    for key in keys:
+        mapping = mapping.get(key) if isinstance(mapping, dict) else None
+    return mapping if isinstance(mapping, dict) else {}
+
+
+def _positive_int(params: dict[str, Any], key: str) -> int | None:
+    value = params.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ModelFileError(f"the sidecar .yaml's control_stage_config {key} is {value!r}, not a whole number")
+    return value if value > 0 else None
+
+
 def head_counts(channels: list[int], cross_attention_dim: int, sidecar: dict[str, Any] | None) -> int | list[int]:
     """diffusers' ``attention_head_dim`` (a head count, despite the name) for these levels."""
-    params = ((sidecar or {}).get("model", {}).get("params", {}).get("control_stage_config", {}) or {}).get("params", {})
-    if int(params.get("num_heads", -1)) > 0:
-        return int(params["num_heads"])
-    if int(params.get("num_head_channels", -1)) > 0:
-        return [max(1, c // int(params["num_head_channels"])) for c in channels]
+    params = _section(sidecar, "model", "params", "control_stage_config", "params")
+    if (heads := _positive_int(params, "num_heads")) is not None:
+        return heads
+    if (head_channels := _positive_int(params, "num_head_channels")) is not None:
+        return [max(1, c // head_channels) for c in channels]
     return 8 if cross_attention_dim == 768 else [max(1, c // 64) for c in channels]
 
 
 def infer_controlnet_config(sd: dict[str, Tensor], sidecar: dict[str, Any] | None = None) -> dict[str, Any]:
     """ControlNetModel config from diffusers-layout tensors (see the module docstring for heads)."""
+    try:
+        return _controlnet_config(sd, sidecar)
+    except (KeyError, StopIteration) as exc:
+        # A tensor the shapes are read from is absent: the file is cut short or not a whole ControlNet.
+        raise ModelFileError(f"incomplete ControlNet: no {_missing(exc)} tensor") from exc
+
+
+def _missing(exc: Exception) -> str:
+    return repr(exc.args[0]) if isinstance(exc, KeyError) and exc.args else "cross-attention (attn2) or proj_in"
+
+
+def _controlnet_config(sd: dict[str, Tensor], sidecar: dict[str, Any] | None) -> dict[str, Any]:
     keys = list(sd)
     levels = len(_indices(keys, r"down_blocks\.(\d+)\."))
     per = len(_indices(keys, r"down_blocks\.0\.resnets\.(\d+)\."))
@@ -120,6 +151,13 @@ def infer_controlnet_config(sd: dict[str, Tensor], sidecar: dict[str, Any] | Non
 def infer_adapter_config(sd: dict[str, Tensor]) -> dict[str, Any]:
     """T2IAdapter config from diffusers-layout tensors. Full SD adapters unshuffle by 8, SDXL ones
     by 16 (the only weight-visible difference between ``full_adapter`` and ``full_adapter_xl``)."""
+    try:
+        return _adapter_config(sd)
+    except KeyError as exc:
+        raise ModelFileError(f"incomplete T2I-Adapter: no {_missing(exc)} tensor") from exc
+
+
+def _adapter_config(sd: dict[str, Tensor]) -> dict[str, Any]:
     keys = list(sd)
     blocks = _indices(keys, r"adapter\.body\.(\d+)\.")
     if "adapter.conv_in.weight" not in sd:
@@ -141,6 +179,30 @@ def infer_adapter_config(sd: dict[str, Tensor]) -> dict[str, Any]:
     raise ModelFileError(f"T2I-Adapter conv_in takes {conv_in.shape[1]} channels: not 3 or 1 channels unshuffled by 8 or 16")
 
 
+def _json_object(text: str, where: str) -> dict[str, Any]:
+    """A JSON config that must be an object; ModelFileError naming ``where`` otherwise."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"{where} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ModelFileError(f"{where} holds a JSON {type(value).__name__}, not an object")
+    return value
+
+
+def _read_sidecar(path: Path) -> dict[str, Any] | None:
+    """The original config published next to the weights (``<name>.yaml``), if there is one."""
+    if not path.is_file():
+        return None
+    import yaml
+
+    try:
+        value = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"its sidecar {path.name} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    return value if isinstance(value, dict) else None
+
+
 def read_control(path: Path) -> tuple[ControlKind, dict[str, Any], dict[str, Tensor]]:
     """(kind, diffusers config, diffusers-layout state dict) of a file or diffusers folder."""
     path = Path(path)
@@ -149,24 +211,28 @@ def read_control(path: Path) -> tuple[ControlKind, dict[str, Any], dict[str, Ten
         weights = next((path / n for n in WEIGHT_NAMES if (path / n).is_file()), None)
         if not config_file.is_file() or weights is None:
             raise ModelFileError(f"{path.name}: a ControlNet folder needs config.json and one of {', '.join(WEIGHT_NAMES)}")
-        config = json.loads(config_file.read_text())
+        config = _json_object(config_file.read_text(), f"{path.name}/config.json")
         sd, _ = read_state_dict(weights)
         kind: ControlKind = "t2i_adapter" if config.get("_class_name") == "T2IAdapter" else "controlnet"
         return kind, config, sd
     sd, metadata = read_state_dict(path)
+    try:
+        return _read_tensors(path, sd, metadata)
+    except ModelFileError as exc:
+        # The reasons below say what is wrong; the file's name says where.
+        raise ModelFileError(f"{path.name}: {exc}") from exc
+
+
+def _read_tensors(path: Path, sd: dict[str, Tensor],
+                  metadata: dict[str, str]) -> tuple[ControlKind, dict[str, Any], dict[str, Tensor]]:
     sd.pop("difference", None)
     layout = layout_of(sd)
     if layout == "controlnet_ldm":
         sd = ldm_to_diffusers(sd)
-    stored = json.loads(metadata[METADATA_KEY]) if METADATA_KEY in metadata else {}
+    stored = _json_object(metadata[METADATA_KEY], f"the {METADATA_KEY} metadata") if METADATA_KEY in metadata else {}
     if layout == "t2i_adapter":
         return "t2i_adapter", stored.get("t2i_adapter") or infer_adapter_config(sd), sd
-    sidecar = path.with_suffix(".yaml")
-    original = None
-    if sidecar.is_file():
-        import yaml
-
-        original = yaml.safe_load(sidecar.read_text())
+    original = _read_sidecar(path.with_suffix(".yaml"))
     return "controlnet", stored.get("controlnet") or infer_controlnet_config(sd, original), sd
 
 
@@ -186,7 +252,13 @@ def build(kind: ControlKind, config: dict[str, Any], sd: dict[str, Tensor], *, n
     except (TypeError, ValueError) as exc:
         raise ModelFileError(f"{name}: cannot build a {cls.__name__} from its config: {exc}") from exc
     sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
-    result = module.load_state_dict(sd, strict=False, assign=True)
+    try:
+        result = module.load_state_dict(sd, strict=False, assign=True)
+    except RuntimeError as exc:
+        # torch lists every mismatched tensor; the first one says what is wrong (a size or a dtype).
+        details = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+        raise ModelFileError(f"{name}: the weights do not fit a {cls.__name__} built from its config "
+                             f"({details[0] if details else exc}; {len(details)} tensor(s) in all)") from exc
     if result.missing_keys or result.unexpected_keys:
         raise ModelFileError(f"{name}: the weights do not fit a {cls.__name__} (missing {sorted(result.missing_keys)[:5]}, "
                              f"unexpected {sorted(result.unexpected_keys)[:5]})")

@@ -59,3 +59,43 @@ def test_diff_controlnet_adds_the_base_model(make_ctx, zoo_root) -> None:
     got = manager.ensure_loaded(loaded.ref).state_dict()
     assert all(torch.allclose(got[k], full_sd[k], atol=1e-6) for k in full_sd)
     (zoo_root / "controlnet" / "tiny-diff-controlnet-sd15.safetensors").unlink()
+
+
+def test_one_channel_adapter_sees_the_grey_hint_as_the_adapter_pipeline(make_ctx, zoo_root) -> None:
+    """Sketch adapters (in_channels 1) get the hint's channel mean, as ComfyUI gives them; an RGB hint
+    used to fail the sampler with a conv channel mismatch."""
+    import diffusers
+
+    diffusers.T2IAdapter(in_channels=1, channels=[32, 64], num_res_blocks=1, downscale_factor=8,
+                         adapter_type="full_adapter").save_pretrained(zoo_root / "controlnet" / "tiny-grey-adapter")
+    ctx = make_ctx()
+    hint = control_image(6)[..., :1].repeat(1, 1, 1, 3)  # a grey sketch as IMAGE
+    image = graph_image(ctx, SD15, [("tiny-grey-adapter", hint, 1.0, 0.0, 1.0)], steps=2)
+    manager = manager_from(ctx.services)
+    model, clip, vae = load(ctx, SD15)
+    adapter = manager.ensure_loaded(ControlNetLoader().run(ctx, control_net_name="tiny-grey-adapter")[0].ref)
+    pipe = diffusers.StableDiffusionAdapterPipeline(
+        vae=manager.ensure_loaded(vae.ref), text_encoder=manager.ensure_loaded(clip.refs[0]),
+        tokenizer=clip.tokenizers()[0], unet=manager.ensure_loaded(model.ref), adapter=adapter,
+        scheduler=build_scheduler(model.scheduler_config, "euler", "normal"), safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    ref = pipe(POSITIVE, image=hint[..., :1].permute(0, 3, 1, 2), negative_prompt=NEGATIVE, height=64, width=64,
+               num_inference_steps=2, guidance_scale=7.0, generator=torch.Generator().manual_seed(42),
+               output_type="pt").images
+    ref = torch.as_tensor(ref)
+    ref = ref.permute(0, 2, 3, 1) if ref.shape[1] == 3 else ref
+    assert (image - ref).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize(("factor", "first_block", "ok"), [(8, "CrossAttnDownBlock2D", True), (16, "DownBlock2D", True),
+                                                           (8, "DownBlock2D", False), (16, "CrossAttnDownBlock2D", False)])
+def test_adapter_for_the_other_family_is_named(factor, first_block, ok) -> None:
+    from nodes.control.hook import _check_adapter_scale
+
+    unet = {"down_block_types": [first_block, "CrossAttnDownBlock2D"]}
+    if ok:
+        _check_adapter_scale("a", {"downscale_factor": factor}, unet)
+    else:
+        with pytest.raises(ValueError, match="SD1.5 adapter on an SDXL model or the other way round"):
+            _check_adapter_scale("a", {"downscale_factor": factor}, unet)

@@ -84,3 +84,54 @@ def test_a_checkpoint_is_not_a_controlnet(make_ctx, zoo_root, tmp_path) -> None:
         layout_of(sd)
     with pytest.raises(MissingModelFile, match="controlnet"):
         ControlNetLoader().run(make_ctx(), control_net_name="missing.safetensors")
+
+
+def _copy_original(zoo_root, tmp_path, keep=lambda key: True, sidecar: str | None = None):
+    from nodes.infra.files import read_state_dict, save_safetensors
+
+    sd, metadata = read_state_dict(zoo_root / "controlnet" / "tiny-controlnet-sd15-original.safetensors")
+    path = tmp_path / "odd.safetensors"
+    save_safetensors({k: v for k, v in sd.items() if keep(k)}, path, metadata)
+    if sidecar is not None:
+        path.with_suffix(".yaml").write_text(sidecar)
+    return path
+
+
+@pytest.mark.parametrize(("keep", "sidecar", "reason"), [
+    (lambda k: "attn2" not in k, None, "incomplete ControlNet: no cross-attention"),
+    (lambda k: "input_blocks" not in k, None, "incomplete ControlNet: no 'conv_in.weight'"),
+    (lambda k: True, "model: [unclosed\n  - :", "sidecar odd.yaml is not valid YAML"),
+    (lambda k: True, "model:\n  params:\n    control_stage_config:\n      params:\n        num_heads: abc\n",
+     "num_heads is 'abc', not a whole number"),
+    (lambda k: True, "model:\n  params:\n    control_stage_config:\n      params:\n        num_heads: 7\n",
+     "do not fit a ControlNetModel built from its config \\(size mismatch for"),
+])
+def test_broken_files_and_sidecars_are_model_file_errors(zoo_root, tmp_path, keep, sidecar, reason) -> None:
+    from nodes.control.loading import build
+
+    path = _copy_original(zoo_root, tmp_path, keep, sidecar)
+    with pytest.raises(ModelFileError, match=f"odd.safetensors: .*{reason}"):
+        build(*read_control(path), name=path.name)
+
+
+def test_a_sidecar_of_another_shape_is_ignored(zoo_root, tmp_path) -> None:
+    for text in ("- a\n- b\n", "model:\n  params: hello\n"):
+        kind, config, _ = read_control(_copy_original(zoo_root, tmp_path, sidecar=text))
+        assert kind == "controlnet" and config["attention_head_dim"] == [1, 1]
+
+
+@pytest.mark.parametrize(("text", "reason"), [("{nope", "is not valid JSON"), ("[1]", "holds a JSON list, not an object")])
+def test_bad_json_configs_are_model_file_errors(zoo_root, tmp_path, text, reason) -> None:
+    import shutil
+
+    from nodes.infra.files import read_state_dict, save_safetensors
+
+    folder = tmp_path / "folder"
+    shutil.copytree(zoo_root / "controlnet" / "tiny-controlnet-sdxl", folder)
+    (folder / "config.json").write_text(text)
+    with pytest.raises(ModelFileError, match=f"folder/config.json {reason}"):
+        read_control(folder)
+    sd, _ = read_state_dict(zoo_root / "controlnet" / "tiny-controlnet-sd15.safetensors")
+    save_safetensors(sd, tmp_path / "meta.safetensors", {"nodeloom_config": text})
+    with pytest.raises(ModelFileError, match=f"meta.safetensors: the nodeloom_config metadata {reason}"):
+        read_control(tmp_path / "meta.safetensors")
