@@ -31,6 +31,8 @@ def product_composite(generated: Tensor, original: Tensor, mask: Tensor, *, feat
     if generated.shape[1:3] != original.shape[1:3]:
         raise ValueError(f"generated image is {tuple(generated.shape[2:0:-1])} (w, h) but the original is "
                          f"{tuple(original.shape[2:0:-1])}: generate at the original's size (a multiple of 8)")
+    if mask.ndim not in (2, 3) or 0 in mask.shape:
+        raise ValueError(f"mask must be [H, W] or [B, H, W] and not empty; got {list(mask.shape)}")
     m = mask.float()
     m = m[None] if m.ndim == 2 else m
     m = m[:, None]

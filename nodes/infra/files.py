@@ -141,15 +141,41 @@ def _pickle_error(path: Path, exc: Exception) -> ModelFileError:
     """The refusal, in our words: PyTorch's message advises loading with ``weights_only=False``,
     which would run the code the file carries, so its text is never passed on."""
     text = str(exc)
-    if isinstance(exc, pickle.UnpicklingError) or "weights_only" in text:
-        found = re.search(r"Unsupported (global: GLOBAL [^\s]+|operand \d+)", text)
-        what = f" ({found.group(0).replace('GLOBAL ', '')})" if found else ""
+    found = re.search(r"Unsupported global: GLOBAL ([^\s]+)", text)
+    code = found.group(1) if found else _pickled_call(path)
+    if code:
         return ModelFileError(
-            f"{path.name} was refused: it is a pickle that contains code{what}, and loading it would run "
-            f"that code. Only plain weights are loaded from .ckpt/.pt files; use a .safetensors version of "
-            f"this model.")
-    return ModelFileError(f"cannot read {path.name}: not a valid PyTorch checkpoint ({type(exc).__name__}: {text}). "
-                          f"A .safetensors version of the model loads safely.")
+            f"{path.name} was refused: it is a pickle that contains code (global {code}), and loading "
+            f"it would run that code. Only plain weights are loaded from .ckpt/.pt files; use a .safetensors "
+            f"version of this model.")
+    # The unpickler's own reason, without the advice around it.
+    reason = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+    why = reason.group(1) if reason else ("" if "weights_only" in text else text.split("\n")[0])
+    return ModelFileError(f"cannot read {path.name}: not a valid PyTorch checkpoint of plain weights "
+                          f"({type(exc).__name__}{': ' + why if why else ''}). A .safetensors version of the model "
+                          f"loads safely.")
+
+
+def _pickled_call(path: Path) -> str | None:
+    """The first global a plain (non-zip) pickle would call, read from its opcodes without running
+    anything; None for a zip checkpoint or bytes that are no pickle. PyTorch's weights-only loader
+    names the global only for zip files; an old-format file fails on the first opcode it does not
+    know."""
+    import pickletools
+
+    try:
+        with open(path, "rb") as handle:
+            strings: list[str] = []
+            for opcode, arg, _ in pickletools.genops(handle):
+                if opcode.name == "GLOBAL":
+                    return str(arg).replace(" ", ".")
+                if opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE"):
+                    strings = [*strings[-1:], str(arg)]
+                if opcode.name == "STACK_GLOBAL" and len(strings) == 2:
+                    return ".".join(strings)
+    except Exception:  # noqa: BLE001 - not a pickle (or a zip archive): nothing to name
+        return None
+    return None
 
 
 def file_identity(path: Path) -> tuple[str, int, int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nodes.control.composite import ProductComposite
+from nodes.control.composite import ProductComposite, product_composite
 
 
 def _inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -53,3 +53,10 @@ def test_without_feather_it_is_image_composite_masked(make_ctx) -> None:
     comfy = ImageCompositeMasked().run(make_ctx(), destination=generated, source=original, x=0, y=0,
                                        resize_source=False, mask=product)[0]
     assert torch.equal(ours, comfy)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 16, 16), (16,), (0, 16, 16)])
+def test_a_mask_of_another_shape_is_refused_with_its_shape(shape) -> None:
+    image = torch.rand(2, 16, 16, 3)
+    with pytest.raises(ValueError, match=r"mask must be \[H, W\] or \[B, H, W\]"):
+        product_composite(image, image, torch.ones(shape))

@@ -92,3 +92,17 @@ def test_reading_costs_the_loaded_weights_not_the_file_on_top(tmp_path: Path) ->
     measured = json.loads(out.stdout.strip().splitlines()[-1])
     assert measured["loaded"] == 256 * 2**20
     assert measured["extra"] <= 1.15 * measured["loaded"], measured
+
+
+def test_bytes_that_are_no_pickle_are_not_called_code(tmp_path) -> None:
+    """Only a pickle naming a global is refused as code; garbage is "not a valid checkpoint", and
+    PyTorch's advice to load with weights_only=False is never passed on."""
+    from nodes.infra.files import ModelFileError, read_pickle
+
+    path = tmp_path / "x.pth"
+    path.write_bytes(b"not a pickle at all")
+    with pytest.raises(ModelFileError) as info:
+        read_pickle(path)
+    message = str(info.value)
+    assert "x.pth" in message and "not a valid PyTorch checkpoint" in message and "contains code" not in message
+    assert "weights_only" not in message
