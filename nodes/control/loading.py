@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from nodes.control.models import ControlKind, ControlModel
-from nodes.infra.files import METADATA_KEY, ModelFileError, empty_weights, read_state_dict
+from nodes.infra.files import METADATA_KEY, ModelFileError, empty_weights, read_state_dict, read_yaml
 from nodes.infra.model_manager import ModelManager, ModelRef
 
 Tensor = torch.Tensor
@@ -192,14 +192,7 @@ def _json_object(text: str, where: str) -> dict[str, Any]:
 
 def _read_sidecar(path: Path) -> dict[str, Any] | None:
     """The original config published next to the weights (``<name>.yaml``), if there is one."""
-    if not path.is_file():
-        return None
-    import yaml
-
-    try:
-        value = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ModelFileError(f"its sidecar {path.name} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    value = read_yaml(path) if path.is_file() else None
     return value if isinstance(value, dict) else None
 
 

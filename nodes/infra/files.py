@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import pickle
 import re
 import struct
 from collections.abc import Callable, Iterator
@@ -261,3 +260,23 @@ def read_pickle(path: Path) -> Any:
             return torch.load(str(path), map_location="cpu", weights_only=True)  # legacy (non-zip) format
     except Exception as exc:  # noqa: BLE001 - includes UnpicklingError for unsafe pickles
         raise _pickle_error(path, exc) from None
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML file people write by hand (sidecar model configs). Raises ModelFileError naming the
+    file and, for a syntax error, the parser's problem with its line and column (not its
+    multi-line excerpt)."""
+    import yaml
+
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ModelFileError(f"cannot read the sidecar config {Path(path).name}: {_yaml_reason(exc)}") from exc
+
+
+def _yaml_reason(exc: Exception) -> str:
+    """One line: the parser's problem and where, not its multi-line excerpt of the file."""
+    mark = getattr(exc, "problem_mark", None)
+    if getattr(exc, "problem", None) and mark is not None:
+        return f"{exc.problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return str(exc) or type(exc).__name__

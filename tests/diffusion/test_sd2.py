@@ -11,7 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from nodes.diffusion.checkpoint import ModelFileError, load_checkpoint, prediction_type_of, read_sidecar
+from nodes.diffusion.checkpoint import ModelFileError, load_checkpoint
+from nodes.diffusion.single_file import prediction_type_of, read_sidecar
 from nodes.diffusion.families import SD15, SD21
 from nodes.diffusion.nodes_conditioning import CLIPTextEncode
 from nodes.diffusion.nodes_model import ModelSamplingDiscrete

@@ -5,7 +5,7 @@ The SD2 files hold the OpenCLIP text tower as real SD2 files do (``cond_stage_mo
 block more than is run: SD2 conditions on the penultimate layer, with ``text_projection`` and
 ``logit_scale`` that conditioning never uses). The v-prediction file's last output attention block
 has the spread of ``norm1.bias`` values real 768-v checkpoints show, which is what ComfyUI's
-detection reads (see ``checkpoint.prediction_type_of``); the epsilon file keeps it at zero.
+detection reads (see ``single_file.prediction_type_of``); the epsilon file keeps it at zero.
 """
 
 from __future__ import annotations
