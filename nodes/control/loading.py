@@ -9,7 +9,10 @@ Accepted, told apart by their keys:
   ``control_model.``; the fp16 "pruned" re-saves without the prefix), converted with diffusers'
   ``single_file_utils.convert_controlnet_checkpoint``; SDXL's ``label_emb`` (which that converter
   leaves out) is renamed with diffusers' own ``DIFFUSERS_TO_LDM_MAPPING`` table;
-- diffusers T2I-Adapters (``adapter.*``): a folder with ``config.json`` or a bare file.
+- diffusers T2I-Adapters (``adapter.*``): a folder with ``config.json`` or a bare file;
+- original-layout (TencentARC) full T2I-Adapters as published (``t2iadapter_*_sd15v2.pth``: keys
+  ``conv_in.*``, ``body.N.*``), renamed to diffusers' ``FullAdapter`` keys. Light (color) and style
+  adapters are refused, named as such.
 
 Shapes give every size except the attention head count. That comes from a sidecar ``.yaml``
 next to the file (the original ``control_stage_config`` A1111/ComfyUI read: ``num_heads`` or
@@ -38,16 +41,21 @@ WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.
 
 
 def layout_of(sd: dict[str, Tensor]) -> str:
-    """"controlnet", "controlnet_ldm" or "t2i_adapter"; ModelFileError for anything else."""
+    """"controlnet", "controlnet_ldm", "t2i_adapter" or "t2i_adapter_original"; ModelFileError for anything else."""
     if "controlnet_cond_embedding.conv_in.weight" in sd:
         return "controlnet"
     if LDM_PREFIX + "input_hint_block.0.weight" in sd or "input_hint_block.0.weight" in sd:
         return "controlnet_ldm"
     if "adapter.conv_in.weight" in sd or "adapter.body.0.in_conv.weight" in sd:
         return "t2i_adapter"
-    if "body.0.block1.weight" in sd or "body.0.in_conv.weight" in sd:
-        raise ModelFileError("original-layout (TencentARC) T2I-Adapter files are not supported: convert it with "
-                             "diffusers' scripts/convert_original_t2iadapter.py or use the diffusers release")
+    if "conv_in.weight" in sd and any(k.startswith("body.") for k in sd):
+        return "t2i_adapter_original"
+    if "body.0.in_conv.weight" in sd:
+        raise ModelFileError("a light T2I-Adapter in the original (TencentARC) layout (t2iadapter_color_*): "
+                             "not supported; use a diffusers release with its config.json")
+    if "style_embedding" in sd:
+        raise ModelFileError("a T2I style adapter (CLIP-vision tokens added to the text, not a control model): "
+                             "not supported")
     raise ModelFileError("not a ControlNet or T2I-Adapter: none of controlnet_cond_embedding.*, "
                          "control_model.input_hint_block.* or adapter.* keys")
 
@@ -73,6 +81,46 @@ def ldm_to_diffusers(sd: dict[str, Tensor]) -> dict[str, Tensor]:
         if ldm_key in plain:
             converted[diffusers_key] = plain[ldm_key]
     return {k: v for k, v in converted.items() if v is not None}
+
+
+def adapter_original_to_diffusers(sd: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Original full-adapter keys (``conv_in``, ``body.{k}.*``) -> diffusers' ``T2IAdapter`` keys.
+
+    The original body is one flat list of levels x resnets; diffusers groups it per feature level
+    (``body.{level}.resnets.{r}``) and keeps the channel-changing 1x1 ``in_conv`` of a level's first
+    resnet on the level. The first level never changes channels, so the first ``in_conv`` sits at
+    index ``resnets per level``."""
+    keys = list(sd)
+    foreign = [k for k in keys if ".skep." in k or ".down_opt." in k]
+    if foreign:
+        # Skip convs (sk=False) and strided-conv downsampling have no place in diffusers' FullAdapter.
+        raise ModelFileError(f"original-layout T2I-Adapter with {foreign[0]!r}: a variant diffusers' "
+                             "FullAdapter cannot hold (skip or downsampling convs); not supported")
+    flat = _indices(keys, r"body\.(\d+)\.")
+    if flat != list(range(len(flat))):
+        gap = next(i for i in range(len(flat) + 1) if i not in flat)
+        raise ModelFileError(f"incomplete original-layout T2I-Adapter: no body.{gap}.* block")
+    changes = _indices(keys, r"body\.(\d+)\.in_conv\.weight")
+    if not changes or len(flat) % changes[0]:
+        raise ModelFileError(f"original-layout T2I-Adapter with {len(flat)} body blocks and in_conv at {changes}: "
+                             "cannot tell its feature levels (a block missing?)")
+    per = changes[0]
+    out: dict[str, Tensor] = {}
+    for key, value in sd.items():
+        if key.startswith("conv_in."):
+            out["adapter." + key] = value
+            continue
+        match = re.fullmatch(r"body\.(\d+)\.(in_conv|block1|block2)\.(weight|bias)", key)
+        if match is None:
+            raise ModelFileError(f"original-layout T2I-Adapter with an unexpected tensor {key!r}")
+        level, r = divmod(int(match.group(1)), per)
+        part, param = match.group(2), match.group(3)
+        if part == "in_conv" and r:
+            # Only a level's first resnet changes channels; one further in is not a FullAdapter.
+            raise ModelFileError(f"original-layout T2I-Adapter with an in_conv inside a level: {key!r}")
+        target = f"in_conv.{param}" if part == "in_conv" else f"resnets.{r}.{part}.{param}"
+        out[f"adapter.body.{level}.{target}"] = value
+    return out
 
 
 def _section(mapping: Any, *keys: str) -> dict[str, Any]:
@@ -222,8 +270,10 @@ def _read_tensors(path: Path, sd: dict[str, Tensor],
     layout = layout_of(sd)
     if layout == "controlnet_ldm":
         sd = ldm_to_diffusers(sd)
+    if layout == "t2i_adapter_original":
+        sd = adapter_original_to_diffusers(sd)
     stored = _json_object(metadata[METADATA_KEY], f"the {METADATA_KEY} metadata") if METADATA_KEY in metadata else {}
-    if layout == "t2i_adapter":
+    if layout.startswith("t2i_adapter"):
         return "t2i_adapter", stored.get("t2i_adapter") or infer_adapter_config(sd), sd
     original = _read_sidecar(path.with_suffix(".yaml"))
     return "controlnet", stored.get("controlnet") or infer_controlnet_config(sd, original), sd

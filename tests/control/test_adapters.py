@@ -99,3 +99,90 @@ def test_adapter_for_the_other_family_is_named(factor, first_block, ok) -> None:
     else:
         with pytest.raises(ValueError, match="SD1.5 adapter on an SDXL model or the other way round"):
             _check_adapter_scale("a", {"downscale_factor": factor}, unet)
+
+
+def _to_original(sd: dict[str, torch.Tensor], num_res_blocks: int) -> dict[str, torch.Tensor]:
+    """diffusers T2IAdapter keys -> the original TencentARC full-adapter layout, as published: one flat
+    ``body`` of levels x resnets, a level's channel-changing ``in_conv`` on its first resnet."""
+    import re
+
+    out = {}
+    for key, value in sd.items():
+        if key.startswith("adapter.conv_in."):
+            out[key.removeprefix("adapter.")] = value
+        elif m := re.fullmatch(r"adapter\.body\.(\d+)\.resnets\.(\d+)\.(.+)", key):
+            out[f"body.{int(m[1]) * num_res_blocks + int(m[2])}.{m[3]}"] = value
+        elif m := re.fullmatch(r"adapter\.body\.(\d+)\.in_conv\.(.+)", key):
+            out[f"body.{int(m[1]) * num_res_blocks}.in_conv.{m[2]}"] = value
+        else:
+            raise AssertionError(f"a T2IAdapter tensor this test does not know: {key}")
+    return out
+
+
+def test_original_layout_adapter_is_the_diffusers_adapter(make_ctx, zoo_root) -> None:
+    folder = zoo_root / "controlnet" / ADAPTER
+    sd, _ = read_state_dict(folder / "diffusion_pytorch_model.safetensors")
+    original = zoo_root / "controlnet" / "tiny-t2iadapter_canny_sd15v2.pth"
+    torch.save(_to_original(sd, num_res_blocks=1), original)
+    try:
+        ctx = make_ctx()
+        manager = manager_from(ctx.services)
+        value = ControlNetLoader().run(ctx, control_net_name=original.name)[0]
+        assert value.kind == "t2i_adapter"
+        a = manager.ensure_loaded(ControlNetLoader().run(ctx, control_net_name=ADAPTER)[0].ref).state_dict()
+        b = manager.ensure_loaded(value.ref).state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        hint = control_image(7)
+        reference = graph_image(ctx, SD15, [(ADAPTER, hint, 1.0, 0.0, 1.0)], steps=2)
+        assert torch.equal(graph_image(ctx, SD15, [(original.name, hint, 1.0, 0.0, 1.0)], steps=2), reference)
+    finally:
+        original.unlink()
+
+
+@pytest.mark.parametrize(("channels", "blocks", "in_channels"), [([32, 64, 64], 2, 3), ([16, 32], 3, 1)])
+def test_original_layout_adapters_of_other_shapes(tmp_path, channels, blocks, in_channels) -> None:
+    """More resnets per level, a level that keeps its width (no in_conv) and a one-channel (sketch) input."""
+    import diffusers
+
+    from nodes.control.loading import build, read_control
+
+    torch.manual_seed(0)
+    adapter = diffusers.T2IAdapter(in_channels=in_channels, channels=channels, num_res_blocks=blocks,
+                                   downscale_factor=8, adapter_type="full_adapter")
+    path = tmp_path / "t2iadapter_sketch_sd15v2.pth"
+    torch.save(_to_original(adapter.state_dict(), blocks), path)
+    loaded = build(*read_control(path), name=path.name)
+    x = torch.rand(1, in_channels, 64, 64)
+    assert all(torch.equal(a, b) for a, b in zip(adapter(x), loaded(x)))
+
+
+@pytest.mark.parametrize(("dropped", "reason"), [("body.0.", "no body.0.\\* block"),
+                                                 ("body.3.", "no body.3.\\* block"),
+                                                 ("body.5.", "5 body blocks and in_conv at \\[2, 4\\]"),
+                                                 ("body.2.in_conv.", "cannot tell its feature levels")])
+def test_damaged_original_layout_adapter_is_a_model_file_error(tmp_path, dropped, reason) -> None:
+    import diffusers
+
+    from nodes.control.loading import build, read_control
+    from nodes.infra.files import ModelFileError
+
+    adapter = diffusers.T2IAdapter(in_channels=3, channels=[16, 32, 64], num_res_blocks=2, downscale_factor=8,
+                                   adapter_type="full_adapter")
+    path = tmp_path / "t2iadapter_depth_sd14v1.pth"
+    torch.save({k: v for k, v in _to_original(adapter.state_dict(), 2).items() if not k.startswith(dropped)}, path)
+    with pytest.raises(ModelFileError, match=f"t2iadapter_depth_sd14v1.pth: .*{reason}"):
+        build(*read_control(path), name=path.name)
+
+
+@pytest.mark.parametrize(("keys", "kind"), [
+    (["body.0.in_conv.weight", "body.0.body.0.block1.weight"], "light T2I-Adapter"),
+    (["style_embedding", "ln_pre.weight"], "style adapter"),
+])
+def test_light_and_style_adapters_are_named(tmp_path, keys, kind) -> None:
+    from nodes.control.loading import read_control
+    from nodes.infra.files import ModelFileError
+
+    path = tmp_path / "t2iadapter_color_sd14v1.pth"
+    torch.save({k: torch.zeros(1) for k in keys}, path)
+    with pytest.raises(ModelFileError, match=f"t2iadapter_color_sd14v1.pth: .*{kind}.*not supported"):
+        read_control(path)
