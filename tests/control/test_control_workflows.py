@@ -23,7 +23,7 @@ def runtime(zoo_root: Path, tmp_path_factory: pytest.TempPathFactory):
     base = tmp_path_factory.mktemp("base")
     folders = FolderPaths(base=base, models_roots=[zoo_root])
     write_example_inputs(folders.input_dir)
-    registry = load_registry(builtins=("nodes.core", "nodes.diffusion", "nodes.control"), entry_points=False)
+    registry = load_registry(builtins=("nodes.core", "nodes.diffusion", "nodes.control", "nodes.slam"), entry_points=False)
     assert all(p.status == "loaded" for p in registry.plugins), [p.as_dict() for p in registry.plugins]
     return Runtime(registry, folders=folders)
 
@@ -40,7 +40,6 @@ def test_controlnet_softedge_workflow(runtime) -> None:
     assert _saved(runtime, result, "11").shape == (64, 64, 3)
 
 
-@pytest.mark.slow
 def test_ecom_product_background_keeps_the_product_pixels(runtime) -> None:
     prompt = json.loads((WORKFLOWS / "ecom_product_background.json").read_text())
     result = runtime.execute(prompt)
