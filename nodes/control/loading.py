@@ -67,14 +67,24 @@ def read_control(path: Path) -> tuple[ControlKind, dict[str, Any], dict[str, Ten
             raise ModelFileError(f"{path.name}: a ControlNet folder needs config.json and one of {', '.join(WEIGHT_NAMES)}")
         config = _json_object(config_file.read_text(), f"{path.name}/config.json")
         sd, _ = read_state_dict(weights)
+        _check_finite(sd, path.name)
         kind: ControlKind = "t2i_adapter" if config.get("_class_name") == "T2IAdapter" else "controlnet"
         return kind, config, sd
     sd, metadata = read_state_dict(path)
+    _check_finite(sd, path.name)
     try:
         return _read_tensors(path, sd, metadata)
     except ModelFileError as exc:
         # The reasons below say what is wrong; the file's name says where.
         raise ModelFileError(f"{path.name}: {exc}") from exc
+
+
+def _check_finite(sd: dict[str, Tensor], name: str) -> None:
+    """A damaged file whose weights hold NaN/inf would sample a black image without a word."""
+    bad = [key for key, tensor in sd.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if bad:
+        raise ModelFileError(f"{name}: {len(bad)} weight tensor(s) hold NaN or infinite values, e.g. {bad[0]}; "
+                             f"the file is damaged")
 
 
 def _read_tensors(path: Path, sd: dict[str, Tensor],

@@ -11,11 +11,12 @@ denoise 0.5, feather 5 (Impact-Pack); dilation 4 (ADetailer's mask dilation). Sa
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
 
-from graph_runtime import Context, Float, HookContext, Int, Link, Node, Output
+from graph_runtime import Context, Float, HookContext, Int, Link, Node, Output, Result
 
 from nodes.detail.bbox import BBOX, BBoxes, check_boxes_fit
 from nodes.detail.regions import crop_region, paste_region
@@ -25,6 +26,8 @@ from nodes.diffusion.models import Conditioning, DiffusionModel, VaeModel
 from nodes.diffusion.sampling import SampleSettings, sample
 from nodes.infra.model_manager import manager_from
 from nodes.inputs import MAX_RESOLUTION
+
+log = logging.getLogger(__name__)
 
 
 class FaceDetailer(Node):
@@ -56,8 +59,12 @@ class FaceDetailer(Node):
             positive: Conditioning, negative: Conditioning, bboxes: BBoxes, guide_size: int, max_size: int,
             crop_factor: float, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
             denoise: float, dilation: int, feather: int,
-            mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+            mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor] | Result:
         check_boxes_fit(bboxes, image)
+        if not bboxes:  # say so: an unchanged image is otherwise indistinguishable from a subtle touch-up
+            note = "FaceDetailer: no region to touch up (the detector found none); the image is unchanged"
+            log.warning(note)
+            return Result(outputs=(image, torch.zeros(image.shape[:3])), ui={"text": [note]})
         manager = manager_from(ctx.services)
         settings = SampleSettings(seed=seed, steps=steps, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler,
                                   denoise=denoise)

@@ -135,3 +135,14 @@ def test_bad_json_configs_are_model_file_errors(zoo_root, tmp_path, text, reason
     save_safetensors(sd, tmp_path / "meta.safetensors", {"nodeloom_config": text})
     with pytest.raises(ModelFileError, match=f"meta.safetensors: the nodeloom_config metadata {reason}"):
         read_control(tmp_path / "meta.safetensors")
+
+
+def test_nan_weights_are_a_damaged_file_not_a_black_image(zoo_root, tmp_path) -> None:
+    from nodes.infra.files import read_state_dict, save_safetensors
+
+    sd, _ = read_state_dict(zoo_root / "controlnet" / "tiny-controlnet-sd15.safetensors")
+    key = next(k for k in sorted(sd) if sd[k].is_floating_point())
+    sd[key] = torch.full_like(sd[key], float("nan"))
+    path = save_safetensors(sd, tmp_path / "nan.safetensors")
+    with pytest.raises(ModelFileError, match=f"nan.safetensors: 1 weight tensor\\(s\\) hold NaN .*{key}"):
+        read_control(path)

@@ -62,9 +62,11 @@ def test_a_mask_limits_the_change_and_few_step_lcm_settings_work(make_ctx, model
     assert not changed[:20].any() and not changed[42:].any()  # 25..38 grown by a 2-pixel feather and resizing
 
 
-def test_no_boxes_no_change(make_ctx, models, small_astronaut):
-    out, blend = FaceDetailer().run(make_ctx(), image=small_astronaut, bboxes=(), **models, **SETTINGS)
+def test_no_boxes_no_change_and_says_so(make_ctx, models, small_astronaut, caplog):
+    result = FaceDetailer().run(make_ctx(), image=small_astronaut, bboxes=(), **models, **SETTINGS)
+    out, blend = result.outputs
     assert torch.equal(out, small_astronaut) and blend.sum() == 0
+    assert "no region to touch up" in result.ui["text"][0] and "no region to touch up" in caplog.text
 
 
 def test_the_parts_give_the_same_image(make_ctx, models, small_astronaut, folders, tmp_path):
