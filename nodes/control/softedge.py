@@ -10,7 +10,8 @@ trained on). Weights are read from models/annotators under their published names
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -49,7 +50,9 @@ class _Annotator(Node):
     """A controlnet_aux detector over a network file in models/annotators."""
 
     category = "image/preprocessors"
-    file_name = ""
+    file_name = ""  # the published weights file in models/annotators
+    detector_class = ""  # the controlnet_aux class that runs the network
+    load: ClassVar[Callable[[Path], torch.nn.Module]]  # its builder in nodes.infra.annotators
     inputs = [Link("image", "IMAGE"), *_resolutions()]
     outputs = [Output("IMAGE")]
 
@@ -70,12 +73,6 @@ class _Annotator(Node):
             return None
         return (stat.st_mtime_ns, stat.st_size)
 
-    def load(self, path: Path) -> torch.nn.Module:
-        raise NotImplementedError
-
-    def detector(self, net: torch.nn.Module) -> Any:
-        raise NotImplementedError
-
     def run(self, ctx: Context, *, image: Tensor, detect_resolution: int, image_resolution: int,
             safe: bool) -> tuple[Any, ...]:
         path = ctx.folders.model_path(FOLDER, self.file_name)
@@ -84,7 +81,9 @@ class _Annotator(Node):
                        lambda: {"annotator": self.load(path)}, self.file_name, policy=ANNOTATOR_POLICY)
         frames = []
         with manager_from(ctx.services).use(ref) as (net,):
-            detect = self.detector(net)
+            import controlnet_aux
+
+            detect = getattr(controlnet_aux, self.detector_class)(net)
             for index, frame in enumerate(_to_uint8(image)):
                 edges = detect(frame, detect_resolution=detect_resolution, image_resolution=image_resolution,
                                safe=safe, output_type="np")
@@ -98,14 +97,8 @@ class HEDPreprocessor(_Annotator):
                    "Xie & Tu, ICCV 2015). Needs models/annotators/ControlNetHED.pth. Output: IMAGE, "
                    "white edges on black, short side image_resolution.")
     file_name = annotators.HED_FILE
-
-    def load(self, path: Path) -> torch.nn.Module:
-        return annotators.load_hed(path)
-
-    def detector(self, net: torch.nn.Module) -> Any:
-        from controlnet_aux import HEDdetector
-
-        return HEDdetector(net)
+    detector_class = "HEDdetector"
+    load = staticmethod(annotators.load_hed)
 
 
 class PiDiNetPreprocessor(_Annotator):
@@ -113,14 +106,8 @@ class PiDiNetPreprocessor(_Annotator):
                    "table5_pidinet). Needs models/annotators/table5_pidinet.pth. Output: IMAGE, white "
                    "edges on black, short side image_resolution.")
     file_name = annotators.PIDINET_FILE
-
-    def load(self, path: Path) -> torch.nn.Module:
-        return annotators.load_pidinet(path)
-
-    def detector(self, net: torch.nn.Module) -> Any:
-        from controlnet_aux import PidiNetDetector
-
-        return PidiNetDetector(net)
+    detector_class = "PidiNetDetector"
+    load = staticmethod(annotators.load_pidinet)
 
 
 def sobel_soft_edges(image: Tensor, *, blur_sigma: float, detect_hw: tuple[int, int],
