@@ -37,11 +37,9 @@ def main(argv: list[str]) -> int:
     from graph_runtime.executor import Runtime
     from graph_runtime.folders import FolderPaths
     from graph_runtime.registry import load_registry
-    from nodes.diffusion.zoo import write_tiny_zoo
+    from nodes.diffusion.zoo import tiny_zoo_at
 
-    root = args.root or Path(tempfile.mkdtemp()) / "models"
-    if not (root / "scorers" / "tiny-clip-scorer").exists():
-        write_tiny_zoo(root)
+    root = tiny_zoo_at(args.root)
     registry = load_registry(builtins=("nodes.core", "nodes.diffusion", "nodes.scoring"), entry_points=False)
     runtime = Runtime(registry, folders=FolderPaths(base=Path(tempfile.mkdtemp()), models_roots=[root]))
     workflow = json.loads((ROOT / "workflows" / "best_of_n.json").read_text())

@@ -15,7 +15,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -49,11 +48,9 @@ def main(argv: list[str]) -> int:
     from graph_runtime.folders import FolderPaths
     from nodes.control.hook import ControlHook
     from nodes.diffusion.denoiser import DENOISER_HOOKS
-    from nodes.diffusion.zoo import write_tiny_zoo
+    from nodes.diffusion.zoo import tiny_zoo_at
 
-    root = args.root or Path(tempfile.mkdtemp()) / "models"
-    if not (root / "controlnet" / "tiny-controlnet-sd15.safetensors").exists():
-        write_tiny_zoo(root)
+    root = tiny_zoo_at(args.root)
     DENOISER_HOOKS.register(ControlHook(), source="plugin 'nodes.control'")
     ctx = Context(prompt_id="bench", node_id="1", class_type="bench", folders=FolderPaths(base=root.parent, models_roots=[root]),
                   services=Services(), interrupt=InterruptFlag(), report_progress=lambda *a: None, extra_data={})

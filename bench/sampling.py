@@ -15,7 +15,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -69,14 +68,12 @@ def main(argv: list[str]) -> int:
     from graph_runtime.context import Context, InterruptFlag, Services
     from graph_runtime.folders import FolderPaths
     from nodes.diffusion.families import family as family_spec
-    from nodes.diffusion.zoo import write_tiny_zoo
+    from nodes.diffusion.zoo import tiny_zoo_at
     from nodes.infra.model_manager import manager_from
 
     from tests.diffusion.diffusion_helpers import NEGATIVE, POSITIVE, encode, load, pipeline  # type: ignore
 
-    root = args.root or Path(tempfile.mkdtemp()) / "models"
-    if not (root / "checkpoints" / "tiny-sd15.safetensors").exists():
-        write_tiny_zoo(root)
+    root = tiny_zoo_at(args.root)
     family = args.family if args.size == "tiny" else args.size
     ckpt = f"tiny-{family}.safetensors" if args.size == "tiny" else _full_size_checkpoint(root, family)
     side = 64 if args.size == "tiny" else family_spec(family).default_resolution

@@ -19,7 +19,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -119,11 +118,9 @@ def main(argv: list[str]) -> int:
     from graph_runtime.context import Services
     from graph_runtime.folders import FolderPaths
     from graph_runtime.registry import load_registry
-    from nodes.diffusion.zoo import write_tiny_zoo
+    from nodes.diffusion.zoo import tiny_zoo_at
 
-    root = args.root or Path(tempfile.mkdtemp()) / "models"
-    if not (root / "checkpoints" / "tiny-sd15.safetensors").exists():
-        write_tiny_zoo(root)
+    root = tiny_zoo_at(args.root)
     ckpt, lora = _checkpoint(root, args.size)
     side = {"tiny": 64, "small": 256, "sd15": 512}[args.size]
     height, width = args.height or side, args.width or side

@@ -41,7 +41,10 @@ from nodes.diffusion.zoo.upscale import save_esrgan
 from nodes.diffusion.zoo.variants import save_variants
 from nodes.infra.tokenizer import TINY_TOKENIZER, write_tokenizer
 
-__all__ = ["TINY_SAM", "build_sam", "main", "write_example_inputs", "write_tiny_zoo"]
+__all__ = ["TINY_SAM", "build_sam", "main", "tiny_zoo_at", "write_example_inputs", "write_tiny_zoo"]
+
+
+ZOO_MARKER = ".nodeloom-tiny-zoo"
 
 
 def write_tiny_zoo(root: Path, *, seed: int = 0) -> list[Path]:
@@ -66,7 +69,19 @@ def write_tiny_zoo(root: Path, *, seed: int = 0) -> list[Path]:
         if path is not None:
             written.append(path)
     written += save_control_variants(root, sdxl, seed + 20) + save_annotators(root, seed + 30)
+    (root / ZOO_MARKER).write_text(f"seed {seed}\n")  # last: a root holding it holds the whole zoo
     return written
+
+
+def tiny_zoo_at(root: Path | None, *, seed: int = 0) -> Path:
+    """A models root holding the whole tiny zoo: ``root`` when it already does (written by
+    ``write_tiny_zoo``), else ``root`` (or a new temporary folder) after writing it there."""
+    import tempfile
+
+    root = Path(root) if root is not None else Path(tempfile.mkdtemp()) / "models"
+    if not (root / ZOO_MARKER).is_file():
+        write_tiny_zoo(root, seed=seed)
+    return root
 
 
 # -- command line -------------------------------------------------------------------------------
