@@ -39,7 +39,14 @@ MODEL_FOLDERS: dict[str, tuple[str, ...]] = {
     "clip_tokenizer": (),  # folders holding vocab.json + merges.txt
 }
 
-DIRECTORY_FOLDERS = frozenset({"diffusers", "clip_tokenizer"})
+# Folders whose models are folders, each found by a marker file inside it.
+DIRECTORY_MARKERS: dict[str, tuple[str, ...]] = {"diffusers": ("model_index.json", "vocab.json"),
+                                                 "clip_tokenizer": ("model_index.json", "vocab.json"),
+                                                 "scorers": ("config.json",)}
+DIRECTORY_FOLDERS = frozenset(DIRECTORY_MARKERS)
+# Folders holding model files and model folders (a diffusers/transformers folder with this marker
+# is one model; the files inside it are not listed on their own).
+MIXED_MARKERS: dict[str, str] = {"controlnet": "config.json"}
 
 
 class MissingModelFile(FileNotFoundError):
@@ -83,19 +90,24 @@ class FolderPaths:
         return dirs
 
     def list_models(self, folder: str) -> list[str]:
-        """Relative names (forward slashes) of the model files present in ``folder``."""
+        """Relative names (forward slashes) of the models present in ``folder``: its files, and the
+        folders that are one model (``DIRECTORY_MARKERS``, ``MIXED_MARKERS``), listed as the folder."""
         names: set[str] = set()
         extensions = MODEL_FOLDERS.get(folder, MODEL_EXTENSIONS)
         for directory in self.model_dirs(folder):
             if not directory.is_dir():
                 continue
             if folder in DIRECTORY_FOLDERS:
-                for marker in ("model_index.json", "vocab.json"):
+                for marker in DIRECTORY_MARKERS[folder]:
                     for found in directory.rglob(marker):
                         names.add(found.parent.relative_to(directory).as_posix())
                 continue
+            model_dirs = {found.parent for found in directory.rglob(MIXED_MARKERS[folder])} \
+                if folder in MIXED_MARKERS else set()
+            names |= {d.relative_to(directory).as_posix() for d in model_dirs if d != directory}
             for path in directory.rglob("*"):
-                if path.is_file() and path.suffix.lower() in extensions and path.suffix != ".yaml":
+                if path.is_file() and path.suffix.lower() in extensions and path.suffix != ".yaml" \
+                        and not model_dirs.intersection(path.parents):
                     names.add(path.relative_to(directory).as_posix())
         names.discard(".")
         # A name that is not UTF-8 on disk could never be sent in a JSON answer nor asked for.

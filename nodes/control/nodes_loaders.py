@@ -15,13 +15,9 @@ FOLDER = "controlnet"
 
 
 def control_files(ctx: HookContext) -> list[str]:
-    """Files in models/controlnet plus diffusers folders (config.json) there, listed as the folder."""
-    folders: set[str] = set()
-    for directory in ctx.folders.model_dirs(FOLDER):
-        if directory.is_dir():
-            folders |= {p.parent.relative_to(directory).as_posix() for p in directory.rglob("config.json")}
-    files = [f for f in ctx.folders.list_models(FOLDER) if f.rsplit("/", 1)[0] not in folders or "/" not in f]
-    return sorted(set(files) | folders - {"."})
+    """Files in models/controlnet and the diffusers folders there (config.json), listed as the
+    folder: the runtime's own listing, so the server validates against the same choices."""
+    return ctx.folders.list_models(FOLDER)
 
 
 def ControlFile(name: str) -> InputSpec:

@@ -40,14 +40,6 @@ def folder_identity(folder: Path) -> tuple[Any, ...]:
     return tuple((p.relative_to(folder).as_posix(), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
 
 
-def scorer_folders(roots: list[Path]) -> list[str]:
-    """Names (relative, forward slashes) of the folders under ``roots`` holding a ``config.json``."""
-    names = {found.parent.relative_to(root).as_posix()
-             for root in roots if root.is_dir() for found in root.rglob("config.json")}
-    names.discard(".")
-    return sorted(names)
-
-
 def load_clip_scorer(manager: ModelManager, folder: Path, *, label: str = "") -> ClipScorer:
     """The scorer in ``folder``, loaded now (a broken folder fails in the loader node). Raises
     ModelFileError naming the folder when the model or its processor cannot be read."""

@@ -56,7 +56,9 @@ def pickscore(manager: ModelManager, scorer: ClipScorer, images: torch.Tensor, p
 
 
 def _scorer_choices(ctx: HookContext) -> list[str]:
-    return clip_scorer.scorer_folders(ctx.folders.model_dirs(FOLDER))
+    """Folders in models/scorers holding a config.json: the runtime's own listing, so the server
+    validates against the same choices."""
+    return ctx.folders.list_models(FOLDER)
 
 
 class PickScoreLoader(Node):

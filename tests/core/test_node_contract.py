@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from graph_runtime import FolderPaths, HookContext, Node, NodeRegistry, Output, load_registry, validate
-from graph_runtime.folders import DIRECTORY_FOLDERS
+from graph_runtime.folders import DIRECTORY_MARKERS
 from graph_runtime.schema import node_schema
 
 PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
@@ -170,23 +170,21 @@ def stocked(tmp_path: Path, every_registry: NodeRegistry) -> HookContext:
             if spec.model_folder is None:
                 continue
             folder = folders.models_roots[0] / spec.model_folder
-            if spec.model_folder in DIRECTORY_FOLDERS:  # a model folder, listed by its marker file
+            if spec.model_folder in DIRECTORY_MARKERS:  # a model folder, listed by its marker file
                 (folder / "contract").mkdir(parents=True, exist_ok=True)
-                for marker in ("model_index.json", "vocab.json"):
+                for marker in DIRECTORY_MARKERS[spec.model_folder]:
                     (folder / "contract" / marker).write_text("{}")
             else:
                 folder.mkdir(parents=True, exist_ok=True)
                 (folder / "contract.safetensors").write_bytes(b"")
                 if spec.model_folder == "face_detectors":  # YOLO files are .pt
                     (folder / "contract.pt").write_bytes(b"")
-    # Nodes whose weights have fixed names (annotators) or that pick folders by a marker file (scorers).
+    # Nodes whose weights have fixed names (annotators).
     for cls in every_registry.nodes.values():
         if getattr(cls, "file_name", ""):
             annotators = folders.models_roots[0] / "annotators"
             annotators.mkdir(parents=True, exist_ok=True)
             (annotators / cls.file_name).write_bytes(b"")
-    (folders.models_roots[0] / "scorers" / "contract").mkdir(parents=True, exist_ok=True)
-    (folders.models_roots[0] / "scorers" / "contract" / "config.json").write_text("{}")
     assert folders.input_dir is not None
     folders.input_dir.mkdir(parents=True)
     Image.new("RGBA", (16, 12), (10, 20, 30, 255)).save(folders.input_dir / "example.png")
