@@ -7,7 +7,9 @@ folder of the session instead of the user's ~/.cache.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
+import types
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -16,6 +18,13 @@ os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 os.environ.setdefault("NODELOOM_CACHE_DIR", tempfile.mkdtemp(prefix="nodeloom-test-cache-"))
 
 from pathlib import Path  # noqa: E402
+
+# This folder is a namespace package (``from tests.server.conftest import ...``). A regular
+# top-level ``tests`` package that a dependency's wheel installs (torch-fidelity ships one) would
+# win over a namespace package wherever it sits on sys.path, so name this folder explicitly.
+_tests = types.ModuleType("tests")
+_tests.__path__ = [str(Path(__file__).parent)]
+sys.modules["tests"] = _tests
 
 import pytest  # noqa: E402
 
