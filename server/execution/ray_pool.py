@@ -21,7 +21,7 @@ import os
 import queue
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -155,9 +155,8 @@ def _first_line(exc: BaseException) -> str:
 class ActorHandle(WorkerHandle):
     """A worker of the Ray pool; ``process`` and ``conn`` are both its ``ActorLink``."""
 
-    host: str | None = None
+    # Actors started for this slot so far (names them: nodeloom-worker-INDEX.GENERATION).
     generation: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def pid(self) -> int | None:
