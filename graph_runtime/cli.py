@@ -18,7 +18,7 @@ from graph_runtime.context import InterruptFlag
 from graph_runtime.executor import RunResult
 from graph_runtime.folders import FolderPaths
 from graph_runtime.formats import WorkflowFormatError
-from graph_runtime.batch import cmd_batch
+from graph_runtime.batch import add_executor_arguments, cmd_batch, output_location
 from graph_runtime.progress import ProgressBars
 from graph_runtime.headless import (
     EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, cli_logging, describe_failure, environment,
@@ -109,7 +109,8 @@ def build_parser(registry: NodeRegistry) -> argparse.ArgumentParser:
     runs = argparse.ArgumentParser(add_help=False)
     runs.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.INPUT=VALUE",
                       help="override an input, e.g. --set 3.seed=42 --set 6.text='a red mug'")
-    runs.add_argument("--out", type=Path, help="output folder (default: BASE/output)")
+    runs.add_argument("--out", type=output_location,
+                      help="output folder (default: BASE/output); batch --executor ray also takes an fsspec URL")
     runs.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     parser = argparse.ArgumentParser(prog="nodeloom", description=__doc__.splitlines()[0].replace("``", ""))
@@ -136,6 +137,7 @@ def build_parser(registry: NodeRegistry) -> argparse.ArgumentParser:
     batch.add_argument("--manifest", type=Path,
                        help="JSONL manifest of results; items already done in it are skipped "
                             "(default: OUT/manifest.jsonl)")
+    add_executor_arguments(batch)
     batch.set_defaults(handler=cmd_batch)
 
     validate = sub.add_parser("validate", parents=shared, help="check a workflow without running it")
@@ -182,6 +184,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     source = args.from_png or args.workflow
     if source is None or (args.from_png and args.workflow):
         print("nodeloom run: give one workflow file or --from-png PNG", file=sys.stderr)
+        return EXIT_INVALID
+    if isinstance(args.out, str):
+        print(f"nodeloom run: --out {args.out}: a URL is for batch --executor ray; give a folder", file=sys.stderr)
         return EXIT_INVALID
     env = environment(args)
     try:

@@ -42,8 +42,9 @@ def environment(args: argparse.Namespace) -> Env:
     command line was built from; their nodes are collected here, their ``nodeloom_startup`` runs
     and their ``nodeloom_settings`` (from the parsed options) become ``ctx.services``' settings."""
     base = Path(args.base).resolve()
+    out = getattr(args, "out", None)  # a URL (batch on workers that publish there) is not a folder here
     folders = FolderPaths(base=base, models_roots=[Path(args.models).resolve()] if args.models else [],
-                          output_dir=getattr(args, "out", None))
+                          output_dir=out if isinstance(out, Path) else None)
     if args.extra_model_paths:
         folders.load_extra_model_paths(args.extra_model_paths)
     registry: NodeRegistry = args.registry

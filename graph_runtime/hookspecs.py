@@ -89,3 +89,12 @@ def nodeloom_resource_stats(services: Services) -> dict[str, Any] | None:  # typ
 def nodeloom_free_resources(services: Services, unload_models: bool, free_memory: bool) -> None:
     """Release this plugin's long-lived resources in ``services`` (``POST /free``). Call it
     through ``NodeRegistry.free_resources``: one plugin raising does not stop the others."""
+
+
+@hookspec
+def nodeloom_batch_executors() -> dict[str, Any]:  # type: ignore[empty-body]
+    """Executors ``nodeloom batch --executor NAME`` may use besides the in-process ``local`` one,
+    as ``{name: factory}``; ``factory(args, env)`` (the parsed options and the command's
+    ``graph_runtime.headless.Env``) returns a ``graph_runtime.batch.BatchExecutor`` or raises
+    ``ValueError`` with a message for the user (a missing optional dependency: how to install
+    it). The server plugin adds ``ray``."""

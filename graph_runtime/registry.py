@@ -140,6 +140,10 @@ class NodeRegistry:
         recorded, logged and left out."""
         return self._merged("nodeloom_settings", options=options)
 
+    def batch_executors(self) -> dict[str, Any]:
+        """The plugins' ``nodeloom_batch_executors``, merged: ``{name: factory(args, env)}``."""
+        return self._merged("nodeloom_batch_executors")
+
     def startup(self, config: Mapping[str, Any]) -> None:
         """Call every plugin's ``nodeloom_startup(config, registry)`` once its nodes are loaded."""
         self.call_each("nodeloom_startup", config=config, registry=self)

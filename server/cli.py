@@ -26,6 +26,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"access token every request must carry (or set {TOKEN_ENV})")
     parser.add_argument("--devices", default="cpu",
                         help="comma-separated devices, one worker process each: cpu or cuda:0,cuda:1")
+    parser.add_argument("--executor", choices=("local", "ray"), default="local",
+                        help="where prompts run: local worker processes (--devices), or Ray actors "
+                             "(pip install 'nodeloom[ray]'; see docs/ray.md)")
+    parser.add_argument("--address", help="with --executor ray: the cluster to join (auto, HOST:PORT or "
+                                          "ray://HOST:PORT); default: start a local Ray")
+    parser.add_argument("--workers", type=int, help="with --executor ray: number of actors "
+                                                    "(default: one per GPU of the cluster, or per --actor-cpus CPUs)")
+    parser.add_argument("--actor-cpus", type=float, default=1.0, help="with --executor ray: CPUs per actor")
     parser.add_argument("--base", type=Path, default=Path.cwd(),
                         help="base folder holding models/, input/, output/, temp/, user/")
     parser.add_argument("--models", type=Path, action="append", default=[],
@@ -94,7 +102,8 @@ def settings_from(args: argparse.Namespace, model_settings: dict[str, Any]) -> S
                           cache_max_bytes=args.cache_max_bytes,
                           webhook_timeout=args.webhook_timeout, client_send_queue=args.ws_send_queue,
                           frontend_root=args.frontend_root, allow_origins=list(args.allow_origin),
-                          model_settings=model_settings)
+                          model_settings=model_settings, executor=args.executor, ray_address=args.address,
+                          ray_workers=args.workers, ray_actor_cpus=args.actor_cpus)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,6 +119,10 @@ def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = settings_from(args, args.registry.settings(vars(args)))
+        if settings.executor == "ray":
+            from server.execution.ray_pool import import_ray
+
+            import_ray()  # a missing Ray is one line now, not a failed start-up later
         from server.app import create_app
 
         app = create_app(settings)

@@ -1,4 +1,5 @@
-"""The server's plugin: adds the ``nodeloom serve`` command through the runtime's CLI hooks.
+"""The server's plugin: adds the ``nodeloom serve`` command through the runtime's CLI hooks, and the
+``ray`` batch executor.
 
 Importing it (to build the command line) loads neither the app nor uvicorn: ``server.cli`` only
 declares the options; the app is built when ``serve`` runs.
@@ -20,3 +21,11 @@ def nodeloom_add_commands(subparsers: Any, parents: list[argparse.ArgumentParser
                                    help="start the ComfyUI-compatible HTTP and websocket server")
     add_serve_arguments(parser)
     parser.set_defaults(handler=serve)
+
+
+@hookimpl
+def nodeloom_batch_executors() -> dict[str, Any]:
+    """``nodeloom batch --executor ray``: the batch's items on Ray actors (docs/ray.md)."""
+    from server.execution.pool_batch import ray_batch
+
+    return {"ray": ray_batch}

@@ -79,6 +79,13 @@ class ServerSettings:
     webhook_timeout: float = 10.0
     # Seconds a worker has to start and report its node schemas.
     worker_start_timeout: float = 120.0
+    # Where prompts run: "local" (one worker process per device) or "ray" (actors on a Ray
+    # cluster: ``ray_address`` to join, None to start a local one; ``ray_workers`` actors, None to
+    # follow the cluster's GPUs or CPUs; ``ray_actor_cpus`` CPUs each).
+    executor: str = "local"
+    ray_address: str | None = None
+    ray_workers: int | None = None
+    ray_actor_cpus: float = 1.0
 
     def __post_init__(self) -> None:
         self.folders.user_dir = Path(self.user_dir or self.folders.user_dir or self.folders.base / "user")
@@ -98,6 +105,9 @@ class ServerSettings:
         assert self.cache_entries > 0 and self.cache_max_bytes > 0, "cache bounds must be positive"
         assert self.webhook_timeout > 0, "webhook_timeout must be positive"
         assert self.client_send_queue > 0, "client_send_queue must be positive"
+        assert self.executor in ("local", "ray"), f"unknown executor {self.executor!r}; expected local or ray"
+        assert self.ray_workers is None or self.ray_workers > 0, "--workers must be positive"
+        assert self.ray_actor_cpus > 0, "--actor-cpus must be positive"
 
     @property
     def is_loopback(self) -> bool:

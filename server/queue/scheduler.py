@@ -19,7 +19,7 @@ from typing import Any
 from graph_runtime.events import Event, ExecutionStart
 from graph_runtime.input_limits import InputLimits, quote
 from graph_runtime.validation import ValidationResult
-from server.execution.local import local_pool
+from server.execution.executors import execution_pool
 from server.execution.messages import Job, NodeSchemas
 from server.execution.outcome import RunFailure, RunOutcome, RunResult
 from server.execution.pool import ExecutionPool, WorkerRef
@@ -46,7 +46,7 @@ class Submitted:
 
 
 class Scheduler:
-    """``pool``: where prompts run (default: one local worker process per ``settings.devices``)."""
+    """``pool``: where prompts run (default: ``settings.executor``'s, see ``execution_pool``)."""
 
     def __init__(self, settings: ServerSettings, pool: ExecutionPool | None = None) -> None:
         self.settings = settings
@@ -54,7 +54,7 @@ class Scheduler:
         self.hub = Hub(queue_size=settings.client_send_queue)
         assert settings.user_dir is not None
         self.catalog = SchemaCatalog(settings.folders, settings.user_dir / ".cache" / "object_info.json")
-        self.pool = pool if pool is not None else local_pool(settings)
+        self.pool = pool if pool is not None else execution_pool(settings)
         self.schemas_ready = asyncio.Event()
         self.webhooks = Webhooks(timeout=settings.webhook_timeout)
         # Pending prompts not yet handed to the pool, in queue order: (number, prompt_id).
