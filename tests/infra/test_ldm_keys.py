@@ -103,3 +103,18 @@ def test_unknown_keys_are_left_out() -> None:
     assert unet == {"conv_out.weight": t, "up_blocks.0.upsamplers.0.conv.weight": t}
     assert ldm_keys.vae_from_ldm({"decoder.up.1.upsample.conv.weight": t, "loss.w": t}, config) == {
         "decoder.up_blocks.0.upsamplers.0.conv.weight": t}
+
+
+def test_loader_never_calls_diffusers_single_file_converters(zoo_root: Path, monkeypatch) -> None:
+    from diffusers.loaders import single_file_utils as sfu
+
+    from nodes.diffusion.checkpoint import load_checkpoint
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("diffusers' single-file converter was called")
+
+    for name in ("convert_ldm_unet_checkpoint", "convert_ldm_vae_checkpoint", "convert_ldm_clip_checkpoint"):
+        monkeypatch.setattr(sfu, name, refuse)
+    comp = load_checkpoint(zoo_root / "checkpoints" / "tiny-sdxl.safetensors",
+                           tokenizer_root=lambda name: zoo_root / "clip_tokenizer" / name)
+    assert comp.unet is not None and comp.vae is not None and len(comp.text_encoders) == 2
