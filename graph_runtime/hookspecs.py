@@ -89,3 +89,10 @@ def nodeloom_resource_stats(services: Services) -> dict[str, Any] | None:  # typ
 def nodeloom_free_resources(services: Services, unload_models: bool, free_memory: bool) -> None:
     """Release this plugin's long-lived resources in ``services`` (``POST /free``). Call it
     through ``NodeRegistry.free_resources``: one plugin raising does not stop the others."""
+
+
+@hookspec
+def nodeloom_warmup(services: Services) -> None:
+    """Pay first-use costs (lazy imports, first kernel calls, encoder set-up) once, in a worker
+    process before it reports ready, so its first prompt runs as fast as the next. Must be quick
+    (well under a second), touch no files and load no model weights."""
