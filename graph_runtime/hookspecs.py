@@ -98,3 +98,10 @@ def nodeloom_batch_executors() -> dict[str, Any]:  # type: ignore[empty-body]
     ``graph_runtime.headless.Env``) returns a ``graph_runtime.batch.BatchExecutor`` or raises
     ``ValueError`` with a message for the user (a missing optional dependency: how to install
     it). The server plugin adds ``ray``."""
+
+
+@hookspec
+def nodeloom_warmup(services: Services) -> None:
+    """Pay first-use costs (lazy imports, first kernel calls, encoder set-up) once, in a worker
+    process before it reports ready, so its first prompt runs as fast as the next. Must be quick
+    (well under a second), touch no files and load no model weights."""

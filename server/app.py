@@ -45,6 +45,11 @@ def create_app(settings: ServerSettings) -> FastAPI:
         scheduler = Scheduler(settings)
         app.state.scheduler = scheduler
         await scheduler.start()
+        # The server starts listening (its first 200) only once a worker is warm, so "answers"
+        # means "runs a prompt now". A worker that cannot start does not keep the server down:
+        # after the timeout it serves anyway and /system_stats shows each worker's state.
+        if not await scheduler.wait_ready(settings.worker_start_timeout):
+            log.warning("no worker ready after %.0f s; serving anyway", settings.worker_start_timeout)
         try:
             yield
         finally:

@@ -61,8 +61,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-nodes", type=int, default=10_000, help="most nodes a submitted prompt may have")
     parser.add_argument("--cache-policy", choices=("lru", "none"), default="lru", help="each worker's output cache")
     parser.add_argument("--cache-max-entries", type=int, default=256)
-    parser.add_argument("--cache-max-bytes", type=int, default=512 << 20,
-                        help="estimated bytes of cached outputs per worker (default 512 MiB)")
+    parser.add_argument("--cache-max-bytes", type=int, default=128 << 20,
+                        help="estimated bytes of cached outputs per worker (default 128 MiB: what re-runs "
+                             "of the last few prompts need, so the idle server stays small)")
     parser.add_argument("--ws-send-queue", type=int, default=1024,
                         help="messages buffered per websocket client before a client too slow to read is dropped")
     parser.add_argument("--webhook-timeout", type=float, default=10.0,

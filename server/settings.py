@@ -72,7 +72,7 @@ class ServerSettings:
     cache_entries: int = 256
     cache_policy: CachePolicy = "lru"
     # Estimated bytes of cached outputs per worker (models are not counted: they have budgets).
-    cache_max_bytes: int = 512 << 20
+    cache_max_bytes: int = 128 << 20
     # How many times a prompt interrupted by a server restart is run again before it fails.
     max_attempts: int = 2
     # Seconds a completion webhook (extra_data.webhook_url) may take to answer.

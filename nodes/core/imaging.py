@@ -208,3 +208,14 @@ def save_png_batch(images: torch.Tensor, *, root: Path, prefix: str, kind: str, 
         tensor_to_pil(image).save(target.folder / name, pnginfo=metadata, compress_level=compress_level)
         saved.append({"filename": name, "subfolder": target.subfolder, "type": kind})
     return saved
+
+
+def warm_up() -> None:
+    """Run an 8x8 image through resize, invert and PNG encoding (to memory), so the first real
+    prompt does not pay for the lazy imports and first-call set-up of torch and PIL."""
+    import io
+
+    image = torch.rand((1, 4, 4, 3))
+    scaled = resize(image.movedim(-1, 1), 8, 8, "nearest-exact").movedim(1, -1)
+    tensor_to_pil((1.0 - scaled)[0]).save(io.BytesIO(), format="PNG", pnginfo=png_metadata({}, None),
+                                          compress_level=4)

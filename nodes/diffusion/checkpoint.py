@@ -189,8 +189,6 @@ def load_checkpoint(path: Path, *, tokenizer_root: Callable[[str], Path],
     """Build the requested parts of a single-file SD1.x/SD2.x/SDXL checkpoint, each in its dtype
     from ``dtypes`` (default fp32). The tokenizer is looked up first, so a missing one is reported
     before the weights are read."""
-    from diffusers.loaders import single_file_utils as sfu
-
     dtypes = dtypes or {}
     tokenizer_folder = tokenizer_root(tokenizer_name(path)) if "clip" in parts else None
     sd, metadata = read_state_dict(path, dtype=_dtype_of_key(dtypes), keep=_is_model_key)
@@ -213,7 +211,7 @@ def load_checkpoint(path: Path, *, tokenizer_root: Callable[[str], Path],
             base = dict(unet_cfg, family_heads="head_dim_64" if fam.head_dim_64 else "fixed")
             unet_cfg = infer_unet_config(plain, base, pooled_dim=pooled)
             spec["unet"] = unet_cfg
-        converted = sfu.convert_ldm_unet_checkpoint(sd, unet_cfg)
+        converted = ldm_keys.unet_from_ldm(sd, unet_cfg)
         comp.unet = build_module("unet", unet_cfg, converted, name=name, dtype=dtypes.get("unet", torch.float32))
     if "vae" in parts and any(k.startswith(ldm_keys.VAE_PREFIX) for k in sd):
         comp.vae = load_vae_state(sd, spec["vae"], name=name, trusted_config=METADATA_KEY in metadata,
@@ -223,12 +221,10 @@ def load_checkpoint(path: Path, *, tokenizer_root: Callable[[str], Path],
 
 def _text_encoder_states(sd: dict[str, Tensor], fam: FamilySpec) -> list[dict[str, Tensor]]:
     """Each text encoder's weights in transformers' layout, in the family's order."""
-    from diffusers.loaders import single_file_utils as sfu
-
     states = []
     for te in fam.text_encoders:
         if te.layout == "clip":
-            state = _hf_clip_keys(sfu.convert_ldm_clip_checkpoint(sd))
+            state = ldm_keys.clip_from_ldm(sd, te.ldm_prefix)
         else:
             tower = {k[len(te.ldm_prefix):]: v for k, v in sd.items() if k.startswith(te.ldm_prefix)}
             blocks = len(_indices(list(tower), r"transformer\.resblocks\.(\d+)\."))
@@ -239,20 +235,13 @@ def _text_encoder_states(sd: dict[str, Tensor], fam: FamilySpec) -> list[dict[st
     return states
 
 
-def _hf_clip_keys(sd: dict[str, Tensor]) -> dict[str, Tensor]:
-    """diffusers' converter strips ``text_model.``; transformers' CLIPTextModel keys carry it."""
-    return {k if k.startswith(("text_model.", "text_projection")) else "text_model." + k: v for k, v in sd.items()}
-
-
 def load_vae_state(sd: dict[str, Tensor], base: dict[str, Any], *, name: str,
                    trusted_config: bool = False, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
     """A VAE from LDM-layout tensors, with or without the ``first_stage_model.`` prefix."""
-    from diffusers.loaders import single_file_utils as sfu
-
     plain = {k[len(ldm_keys.VAE_PREFIX):] if k.startswith(ldm_keys.VAE_PREFIX) else k: v for k, v in sd.items()
              if k.startswith((ldm_keys.VAE_PREFIX, "encoder.", "decoder.", "quant_conv.", "post_quant_conv."))}
     config = base if trusted_config else infer_vae_config(plain, base)
-    converted = sfu.convert_ldm_vae_checkpoint(plain, config)
+    converted = ldm_keys.vae_from_ldm(plain, config)
     return build_module("vae", config, converted, name=name, dtype=dtype)
 
 

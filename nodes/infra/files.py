@@ -203,16 +203,20 @@ def build_module(kind: str, config: dict[str, Any], state_dict: dict[str, Tensor
     ``state_dict``'s tensors its parameters (strictly: every weight present, none left over).
     Floating tensors not already in ``dtype`` are converted one at a time (None: keep them as
     given); tensors read in the target dtype are used as they are, without a copy."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
     config = {k: v for k, v in config.items() if not k.startswith("_")}
     with empty_weights():
+        # Each class imported only for the part it builds: a VAE alone needs no text encoder code.
         if kind == "unet":
+            from diffusers import UNet2DConditionModel
+
             module: torch.nn.Module = UNet2DConditionModel.from_config(config)
         elif kind == "vae":
+            from diffusers import AutoencoderKL
+
             module = AutoencoderKL.from_config(config)
         else:
+            from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
             te_config = CLIPTextConfig(**config)
             with_projection = "text_projection.weight" in state_dict
             module = (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(te_config)

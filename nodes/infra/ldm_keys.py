@@ -1,14 +1,17 @@
-"""diffusers -> original (LDM/SGM) state-dict key layout, for writing single-file checkpoints.
+"""The original (LDM/SGM) single-file key layout <-> diffusers/transformers layouts.
 
-diffusers ships only the other direction (``single_file_utils``), which is what we load with. The
-tiny zoo must write checkpoints in the layout real ``.safetensors`` files have, so this module
-inverts it, generically over the number of levels and ``layers_per_block`` (the published scripts
-hard-code SD's four levels). Loading what we write with diffusers' own converter is the round-trip
-test that keeps this honest.
+Loading renames a single file's keys to diffusers' layout (``unet_from_ldm``, ``vae_from_ldm``,
+``clip_from_ldm``, ``hf_from_openclip``); the tiny zoo writes checkpoints in the layout real
+``.safetensors`` files have with the inverse (``unet_to_ldm``, ``vae_to_ldm``,
+``openclip_from_hf``). Both directions come from one table of block prefixes per config, generic
+over the number of levels and ``layers_per_block`` (the published scripts hard-code SD's four
+levels). Loading with our own table keeps diffusers' single-file machinery (seconds of imports)
+out of the process; the tests check it equal to diffusers' ``single_file_utils`` converters.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -26,8 +29,8 @@ _RESNET = [("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("norm2", "out_la
            ("conv2", "out_layers.3"), ("time_emb_proj", "emb_layers.1"), ("conv_shortcut", "skip_connection")]
 
 
-def unet_to_ldm(sd: dict[str, Tensor], config: dict[str, Any]) -> dict[str, Tensor]:
-    """Rename a diffusers UNet2DConditionModel state dict to the LDM layout (no prefix)."""
+def _unet_prefixes(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """(diffusers prefix, LDM prefix) of every UNet2DConditionModel block, for ``config``."""
     levels = len(config["block_out_channels"])
     per = config["layers_per_block"]
     prefixes: list[tuple[str, str]] = [
@@ -39,17 +42,26 @@ def unet_to_ldm(sd: dict[str, Tensor], config: dict[str, Any]) -> dict[str, Tens
     for j in range(2):
         prefixes.append((f"mid_block.resnets.{j}.", f"middle_block.{2 * j}."))
     for i in range(levels):
+        down_has_attention = config["down_block_types"][i].startswith("CrossAttn")
         for j in range(per):
             prefixes.append((f"down_blocks.{i}.resnets.{j}.", f"input_blocks.{(per + 1) * i + j + 1}.0."))
-            prefixes.append((f"down_blocks.{i}.attentions.{j}.", f"input_blocks.{(per + 1) * i + j + 1}.1."))
+            if down_has_attention:
+                prefixes.append((f"down_blocks.{i}.attentions.{j}.", f"input_blocks.{(per + 1) * i + j + 1}.1."))
         prefixes.append((f"down_blocks.{i}.downsamplers.0.conv.", f"input_blocks.{(per + 1) * (i + 1)}.0.op."))
         up_has_attention = config["up_block_types"][i].startswith("CrossAttn")
         for j in range(per + 1):
             prefixes.append((f"up_blocks.{i}.resnets.{j}.", f"output_blocks.{(per + 1) * i + j}.0."))
-            prefixes.append((f"up_blocks.{i}.attentions.{j}.", f"output_blocks.{(per + 1) * i + j}.1."))
+            if up_has_attention:
+                prefixes.append((f"up_blocks.{i}.attentions.{j}.", f"output_blocks.{(per + 1) * i + j}.1."))
         # The upsampler sits after the last resnet (and its attention, when the level has one).
         slot = 2 if up_has_attention else 1
         prefixes.append((f"up_blocks.{i}.upsamplers.0.", f"output_blocks.{(per + 1) * i + per}.{slot}."))
+    return prefixes
+
+
+def unet_to_ldm(sd: dict[str, Tensor], config: dict[str, Any]) -> dict[str, Tensor]:
+    """Rename a diffusers UNet2DConditionModel state dict to the LDM layout (no prefix)."""
+    prefixes = _unet_prefixes(config)
     out: dict[str, Tensor] = {}
     for key, value in sd.items():
         new = _rename(key, prefixes)
@@ -60,8 +72,26 @@ def unet_to_ldm(sd: dict[str, Tensor], config: dict[str, Any]) -> dict[str, Tens
     return out
 
 
-def vae_to_ldm(sd: dict[str, Tensor], config: dict[str, Any]) -> dict[str, Tensor]:
-    """Rename a diffusers AutoencoderKL state dict to the LDM layout (no prefix)."""
+def unet_from_ldm(sd: Mapping[str, Tensor], config: dict[str, Any]) -> dict[str, Tensor]:
+    """A diffusers UNet2DConditionModel state dict from a single file's tensors (keys under
+    ``model.diffusion_model.``; other keys are ignored), for the diffusers ``config`` the UNet is
+    built with. Tensors are shared, not copied. Equal to diffusers'
+    ``single_file_utils.convert_ldm_unet_checkpoint`` for SD1.x/SD2.x/SDXL UNets."""
+    swapped = _by_first_segments([(ldm, diffusers) for diffusers, ldm in _unet_prefixes(config)])
+    out: dict[str, Tensor] = {}
+    for key, value in sd.items():
+        if not key.startswith(UNET_PREFIX):
+            continue
+        new = _rename_indexed(key[len(UNET_PREFIX):], swapped)
+        if ".resnets." in new:
+            for diffusers_name, ldm_name in _RESNET:
+                new = new.replace(f".{ldm_name}.", f".{diffusers_name}.")
+        out[new] = value
+    return out
+
+
+def _vae_prefixes(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """(diffusers prefix, LDM prefix) of every AutoencoderKL block, for ``config``."""
     levels = len(config["block_out_channels"])
     per = config["layers_per_block"]
     prefixes: list[tuple[str, str]] = [("encoder.conv_norm_out.", "encoder.norm_out."),
@@ -77,18 +107,61 @@ def vae_to_ldm(sd: dict[str, Tensor], config: dict[str, Any]) -> dict[str, Tenso
         for j in range(2):
             prefixes.append((f"{part}.mid_block.resnets.{j}.", f"{part}.mid.block_{j + 1}."))
         prefixes.append((f"{part}.mid_block.attentions.0.", f"{part}.mid.attn_1."))
-    attn = [("group_norm.", "norm."), ("to_q.", "q."), ("to_k.", "k."), ("to_v.", "v."), ("to_out.0.", "proj_out.")]
+    return prefixes
+
+
+_VAE_ATTENTION = [("group_norm.", "norm."), ("to_q.", "q."), ("to_k.", "k."), ("to_v.", "v."),
+                  ("to_out.0.", "proj_out.")]
+
+
+def vae_to_ldm(sd: dict[str, Tensor], config: dict[str, Any]) -> dict[str, Tensor]:
+    """Rename a diffusers AutoencoderKL state dict to the LDM layout (no prefix)."""
+    prefixes = _vae_prefixes(config)
     out: dict[str, Tensor] = {}
     for key, value in sd.items():
         new = _rename(key, prefixes)
         if ".mid.attn_1." in new:
-            for a, b in attn:
+            for a, b in _VAE_ATTENTION:
                 new = new.replace(f".attn_1.{a}", f".attn_1.{b}")
             if new.endswith(".weight") and value.ndim == 2:
                 value = value[:, :, None, None]  # LDM's attention uses 1x1 convolutions
         elif ".block." in new or ".block_" in new:
             new = new.replace(".conv_shortcut.", ".nin_shortcut.")
         out[new] = value
+    return out
+
+
+def vae_from_ldm(sd: Mapping[str, Tensor], config: dict[str, Any]) -> dict[str, Tensor]:
+    """A diffusers AutoencoderKL state dict from LDM-layout VAE tensors without prefix
+    (``encoder.*``, ``decoder.*``, ``quant_conv.*``, ``post_quant_conv.*``; other keys are
+    ignored). The mid-block attention's 1x1 convolutions become linear weights ([C, C, 1, 1] ->
+    [C, C], a view). Equal to diffusers' ``single_file_utils.convert_ldm_vae_checkpoint``."""
+    swapped = _by_first_segments([(ldm, diffusers) for diffusers, ldm in _vae_prefixes(config)])
+    out: dict[str, Tensor] = {}
+    for key, value in sd.items():
+        if not key.startswith(("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")):
+            continue
+        new = _rename_indexed(key, swapped)
+        if ".mid_block.attentions.0." in new:
+            for a, b in _VAE_ATTENTION:
+                new = new.replace(f".attentions.0.{b}", f".attentions.0.{a}")
+            if value.ndim == 4:
+                value = value[:, :, 0, 0]
+        elif ".resnets." in new:
+            new = new.replace(".nin_shortcut.", ".conv_shortcut.")
+        out[new] = value
+    return out
+
+
+def clip_from_ldm(sd: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """transformers' CLIPTextModel state dict from the OpenAI CLIP text encoder a single file
+    holds under ``prefix`` (SD1.x's ``cond_stage_model.transformer.``, SDXL's
+    ``conditioner.embedders.0.transformer.``): the same names, without the prefix."""
+    out: dict[str, Tensor] = {}
+    for key, value in sd.items():
+        if key.startswith(prefix):
+            name = key[len(prefix):]
+            out[name if name.startswith(("text_model.", "text_projection")) else "text_model." + name] = value
     return out
 
 
@@ -153,6 +226,19 @@ def hf_from_openclip(sd: dict[str, Tensor], *, layers: int | None = None) -> dic
 
 def prefixed(sd: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
     return {prefix + k: v for k, v in sd.items()}
+
+
+def _by_first_segments(prefixes: list[tuple[str, str]]) -> dict[str, list[tuple[str, str]]]:
+    """The prefix pairs indexed by the first two dotted segments of the old prefix, so a key
+    is compared with a handful of candidates instead of all of them."""
+    index: dict[str, list[tuple[str, str]]] = {}
+    for old, new in prefixes:
+        index.setdefault(".".join(old.split(".")[:2]), []).append((old, new))
+    return index
+
+
+def _rename_indexed(key: str, index: dict[str, list[tuple[str, str]]]) -> str:
+    return _rename(key, index.get(".".join(key.split(".")[:2]), []))
 
 
 def _rename(key: str, prefixes: list[tuple[str, str]]) -> str:

@@ -116,7 +116,7 @@ class LocalWorkerPool:
         assert self._listener is not None
         match received:
             case Ready(schemas=schemas):
-                worker.state = "ready"
+                worker.mark_ready()
                 worker.failures_in_a_row = 0
                 self._listener.on_ready(worker.ref, schemas)
             case WorkerEvent(event=event):

@@ -30,7 +30,7 @@ class WorkerConfig:
     builtin_plugins: tuple[str, ...] | None = None
     cache_entries: int = 256
     cache_policy: CachePolicy = "lru"
-    cache_max_bytes: int = 512 << 20
+    cache_max_bytes: int = 128 << 20
     # CPU threads for torch's pools: the machine's cores shared among the workers, so that two
     # CPU workers do not each start a pool as large as the machine.
     threads: int | None = None

@@ -44,6 +44,8 @@ class WorkerHandle:
     models: dict[str, None] = field(default_factory=dict)
     restarts: int = 0
     started_at: float = 0.0
+    # Seconds from spawning the process to its Ready (imports and warm-up done); None until then.
+    start_seconds: float | None = None
     failures_in_a_row: int = 0
     # The worker's model manager report after its last prompt (None until a model node ran).
     resources: dict[str, Any] | None = None
@@ -89,8 +91,13 @@ class WorkerHandle:
         if self.running == prompt_id:
             self.running, self.node = None, None
 
+    def mark_ready(self) -> None:
+        self.state = "ready"
+        self.start_seconds = round(time.monotonic() - self.started_at, 3)
+
     def describe(self) -> dict[str, Any]:
         return {"index": self.index, "device": self.device, "pid": self.pid, "state": self.state,
+                "ready": self.state == "ready", "start_seconds": self.start_seconds,
                 "running": self.running, "queued": self.inflight[1:] if self.running else self.inflight,
                 "restarts": self.restarts, "models": list(self.models),
                 "model_manager": (self.resources or {}).get("model_manager"),
@@ -109,7 +116,7 @@ class WorkerHandle:
         self.process, self.conn, self.state = process, parent, "starting"
         self.inflight, self.long, self.running, self.node, self.models = [], set(), None, None, {}
         self.resources = self.cache_stats = None
-        self.started_at = time.monotonic()
+        self.started_at, self.start_seconds = time.monotonic(), None
         return parent
 
 

@@ -75,6 +75,9 @@ class _Worker:
         torch = sys.modules.get("torch")
         if torch is not None and config.threads is not None:
             torch.set_num_threads(config.threads)
+        # Warm before Ready: the server reports itself ready on this worker's word, and its first
+        # prompt must not pay for lazy imports and first calls.
+        self.registry.call_each("nodeloom_warmup", services=self.runtime.services)
         # What is loaded now lives as long as the process: keep it out of every later collection.
         gc.collect()
         gc.freeze()

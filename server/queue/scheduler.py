@@ -56,6 +56,8 @@ class Scheduler:
         self.catalog = SchemaCatalog(settings.folders, settings.user_dir / ".cache" / "object_info.json")
         self.pool = pool if pool is not None else execution_pool(settings)
         self.schemas_ready = asyncio.Event()
+        # Set when a worker has reported Ready: imports done and warmed up, so it runs a prompt now.
+        self.worker_ready = asyncio.Event()
         self.webhooks = Webhooks(timeout=settings.webhook_timeout)
         # Pending prompts not yet handed to the pool, in queue order: (number, prompt_id).
         self.pending: list[tuple[float, str]] = []
@@ -78,6 +80,14 @@ class Scheduler:
         for item in self.store.by_status("pending"):
             self._enqueue(item)
         await self.pool.start(self)
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Wait until a worker is ready (warm), at most ``timeout`` seconds; whether one is."""
+        try:
+            await asyncio.wait_for(self.worker_ready.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
 
     async def stop(self) -> None:
         await self.hub.close_all()
@@ -175,6 +185,7 @@ class Scheduler:
         log.info("worker %s ready (pid %s, %d node types)", worker.device, worker.pid, len(schemas.object_info))
         self.catalog.update(schemas)
         self.schemas_ready.set()
+        self.worker_ready.set()
         self.dispatch()
 
     def on_event(self, worker: WorkerRef, event: Event) -> None:
@@ -225,8 +236,10 @@ class Scheduler:
         if item is not None and item.status != "cancelled":
             self.store.finish(prompt_id, result.status, outputs=result.outputs, messages=record.messages,
                               error=result.as_dict() if isinstance(result, RunFailure) else None)
-        self.hub.send(client_id, message("executing", {"node": None, "display_node": None, "prompt_id": prompt_id}))
+        # ComfyUI's order: execution_success (sent with the events), the queue status, then
+        # ``executing`` null, on which clients take the prompt as done.
         self.broadcast_status()
+        self.hub.send(client_id, message("executing", {"node": None, "display_node": None, "prompt_id": prompt_id}))
         finished = self.store.get(prompt_id)
         if finished is not None:
             record.resolve(finished)

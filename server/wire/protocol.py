@@ -84,9 +84,12 @@ class PromptTranslator:
             out.messages.append(message("execution_cached", {"nodes": event.nodes, "prompt_id": pid,
                                                              "timestamp": event.timestamp}))
         elif isinstance(event, Executing):
-            self._finish_running()
+            # As ComfyUI: "node finished" and "next node running" are two progress_state
+            # messages, and the running one comes before the node's ``executing``.
+            if self._finish_running():
+                self._report_state(out, listening)
             self.running = event.node_id
-            self._set(event.node_id, 0, 1, "running")
+            self._set(event.node_id, 0.0, 1.0, "running")
             self._report_state(out, listening)
             out.messages.append(message("executing", {"node": event.node_id, "display_node": event.display_node,
                                                       "prompt_id": pid}))
@@ -97,14 +100,16 @@ class PromptTranslator:
             self._report_state(out, listening)
             out.preview, out.text, out.node_id = event.preview, event.text, event.node_id
         elif isinstance(event, Executed):
-            if event.node_id == self.running:
-                self._finish_running()
-                self._report_state(out, listening)
             out.messages.append(message("executed", {"node": event.node_id, "display_node": event.display_node,
                                                      "output": event.output, "prompt_id": pid}))
+            # Then the node is finished; a cached output node (never running) is reported too.
+            if event.node_id == self.running:
+                self._finish_running()
+            else:
+                self._set(event.node_id, 1.0, 1.0, "finished")
+            self._report_state(out, listening)
         elif isinstance(event, ExecutionSuccess):
-            self._finish_running()
-            if self.nodes:
+            if self._finish_running():
                 self._report_state(out, listening)
             out.messages.append(message("execution_success", {"prompt_id": pid, "timestamp": event.timestamp}))
         elif isinstance(event, ExecutionError):
@@ -119,15 +124,19 @@ class PromptTranslator:
         return out
 
     def _set(self, node_id: str, value: float, maximum: float, state: str) -> None:
-        self.nodes[node_id] = {"value": value, "max": maximum, "state": state, "node_id": node_id,
+        # Floats, as ComfyUI's progress registry keeps them (a client may divide without care).
+        self.nodes[node_id] = {"value": float(value), "max": float(maximum), "state": state, "node_id": node_id,
                                "prompt_id": self.prompt_id, "display_node_id": node_id,
                                "parent_node_id": None, "real_node_id": node_id}
 
-    def _finish_running(self) -> None:
-        if self.running is not None and self.running in self.nodes:
-            entry = self.nodes[self.running]
-            entry.update(state="finished", value=entry["max"])
-        self.running = None
+    def _finish_running(self) -> bool:
+        """Mark the running node finished (value = max); whether there was one."""
+        running, self.running = self.running, None
+        if running is None or running not in self.nodes:
+            return False
+        entry = self.nodes[running]
+        entry.update(state="finished", value=entry["max"])
+        return True
 
     def _report_state(self, out: Outgoing, listening: bool) -> None:
         if listening:  # a copy of every node's state so far: O(nodes) per event

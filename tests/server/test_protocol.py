@@ -36,10 +36,42 @@ def test_a_run_translates_to_comfyui_messages_with_progress_state() -> None:
     assert _types(progress) == ["progress", "progress_state"] and progress.preview is preview
     assert progress.messages[1]["data"]["nodes"]["2"]["value"] == 1
     done = t.translate(Executed(prompt_id="p", node_id="2", display_node="2", output={"images": []}))
-    assert _types(done) == ["progress_state", "executed"]
-    node = done.messages[0]["data"]["nodes"]["2"]
-    assert node["state"] == "finished" and node["value"] == 4
-    assert _types(t.translate(ExecutionSuccess(prompt_id="p"))) == ["progress_state", "execution_success"]
+    assert _types(done) == ["executed", "progress_state"]
+    node = done.messages[1]["data"]["nodes"]["2"]
+    assert node["state"] == "finished" and node["value"] == 4.0
+    assert _types(t.translate(ExecutionSuccess(prompt_id="p"))) == ["execution_success"]
+
+
+def _states(out: object) -> list[dict[str, tuple[str, float, float]]]:
+    return [{n: (v["state"], v["value"], v["max"]) for n, v in m["data"]["nodes"].items()}
+            for m in out.messages if m["type"] == "progress_state"]  # type: ignore[attr-defined]
+
+
+def test_node_finished_and_next_node_running_are_separate_progress_states() -> None:
+    """ComfyUI's sequence, which its editor keys node highlighting on: a node that ends without
+    ``executed`` is reported finished in one progress_state, the next one running in another,
+    before the next ``executing``; every value a float."""
+    t = PromptTranslator("p")
+    first = t.translate(Executing(prompt_id="p", node_id="1", class_type="A", display_node="1", workflow=FLOW))
+    assert _types(first) == ["progress_state", "executing"]
+    assert _states(first) == [{"1": ("running", 0.0, 1.0)}]
+    t.translate(Progress(prompt_id="p", node_id="1", value=3, max=8, workflow=FLOW))
+    second = t.translate(Executing(prompt_id="p", node_id="2", class_type="B", display_node="2", workflow=FLOW))
+    assert _types(second) == ["progress_state", "progress_state", "executing"]
+    assert _states(second) == [{"1": ("finished", 8.0, 8.0)},
+                               {"1": ("finished", 8.0, 8.0), "2": ("running", 0.0, 1.0)}]
+    for state in second.messages[:2]:
+        assert all(isinstance(n[k], float) for n in state["data"]["nodes"].values() for k in ("value", "max"))
+
+
+def test_a_fully_cached_prompt_reports_its_output_node_finished_after_executed() -> None:
+    t = PromptTranslator("p")
+    t.translate(ExecutionStart(prompt_id="p", timestamp=1))
+    t.translate(ExecutionCached(prompt_id="p", nodes=["1", "2"], timestamp=2))
+    out = t.translate(Executed(prompt_id="p", node_id="2", display_node="2", output={"images": []}))
+    assert _types(out) == ["executed", "progress_state"]
+    assert _states(out) == [{"2": ("finished", 1.0, 1.0)}]
+    assert _types(t.translate(ExecutionSuccess(prompt_id="p"))) == ["execution_success"]
 
 
 def test_node_error_marks_the_node_and_carries_the_exception() -> None:

@@ -307,3 +307,35 @@ def test_events_of_an_unknown_prompt_are_ignored(tmp_path: Path) -> None:
         assert scheduler.records == {} and scheduler.store.get("nobody") is None
 
     scenario(body, tmp_path)
+
+
+def test_the_end_of_a_prompt_is_success_then_status_then_executing_null(tmp_path: Path) -> None:
+    """ComfyUI's order, which clients wait on: ``executing`` null comes last, after the status
+    that no longer counts the prompt."""
+    async def body(scheduler: Scheduler, pool: FakePool) -> None:
+        sent: list[tuple[str | None, dict[str, Any]]] = []
+        scheduler.hub.send = lambda client, payload: sent.append((client, payload))  # type: ignore[method-assign]
+        prompt_id = await submit(scheduler, color(1), client_id="c")
+        sent.clear()
+        pool.run(prompt_id, RunOutcome("success"))
+        tail = [(client, m["type"]) for client, m in sent if m["type"] != "progress_state"][-3:]
+        assert tail == [("c", "execution_success"), (None, "status"), ("c", "executing")]
+        assert sent[-1][1]["data"] == {"node": None, "display_node": None, "prompt_id": prompt_id}
+        assert sent[-2][1]["data"]["status"]["exec_info"]["queue_remaining"] == 0
+
+    scenario(body, tmp_path)
+
+
+def test_ready_means_a_worker_reported_ready(tmp_path: Path) -> None:
+    async def main() -> None:
+        pool = FakePool()
+        scheduler = Scheduler(ServerSettings(folders=FolderPaths(base=tmp_path)), pool=pool)
+        await scheduler.start()
+        try:
+            assert not await scheduler.wait_ready(0.05)  # started, but no worker has said Ready
+            asyncio.get_running_loop().call_later(0.05, scheduler.on_ready, WORKER, SCHEMAS)
+            assert await scheduler.wait_ready(5)
+        finally:
+            await scheduler.stop()
+
+    asyncio.run(main())

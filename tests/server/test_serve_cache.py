@@ -13,7 +13,7 @@ from tests.server.conftest import color_prompt, serve_args, start_server
 
 def test_serve_parses_the_cache_options_and_bounds_bytes_by_default(tmp_path) -> None:
     default = worker_config(settings_from(serve_args(["--base", str(tmp_path)]), {}), "cpu")
-    assert (default.cache_policy, default.cache_entries, default.cache_max_bytes) == ("lru", 256, 512 << 20)
+    assert (default.cache_policy, default.cache_entries, default.cache_max_bytes) == ("lru", 256, 128 << 20)
     args = serve_args(["--base", str(tmp_path), "--cache-policy", "none", "--cache-max-entries", "3",
                        "--cache-max-bytes", "1000"])
     config = worker_config(settings_from(args, {}), "cpu")
@@ -34,7 +34,7 @@ def _cache_after_prompts(base, *options: str) -> dict:
 
 def test_the_workers_cache_follows_the_options(tmp_path) -> None:
     kept = _cache_after_prompts(tmp_path / "lru", "--cache-max-entries", "2")
-    assert kept["policy"] == "lru" and kept["max_entries"] == 2 and kept["max_bytes"] == 512 << 20
+    assert kept["policy"] == "lru" and kept["max_entries"] == 2 and kept["max_bytes"] == 128 << 20
     assert kept["entries"] == 2 and kept["evictions"] >= 4
     none = _cache_after_prompts(tmp_path / "none", "--cache-policy", "none", "--cache-max-bytes", "4096")
     assert none["policy"] == "none" and none["max_bytes"] == 4096 and none["entries"] == 0
