@@ -188,6 +188,10 @@ def stocked(tmp_path: Path, every_registry: NodeRegistry) -> HookContext:
     assert folders.input_dir is not None
     folders.input_dir.mkdir(parents=True)
     Image.new("RGBA", (16, 12), (10, 20, 30, 255)).save(folders.input_dir / "example.png")
+    captioned = folders.input_dir / "captioned"  # a dataset folder (kohya sidecar caption)
+    captioned.mkdir()
+    Image.new("RGB", (16, 16), (10, 20, 30)).save(captioned / "one.png")
+    (captioned / "one.txt").write_text("a caption")
     return HookContext(folders=folders)
 
 
