@@ -1,4 +1,8 @@
-"""Training as long-running nodes: LoRA, SLAM distillation, EcomXL fine-tune and fusion, ESRGAN."""
+"""Training as long-running nodes: LoRA, SLAM distillation, EcomXL fine-tune and fusion, ESRGAN.
+
+Every recipe runs on the shared loop in :mod:`nodes.training.loop` (progress, previews,
+checkpoints, resume, interrupt) and keeps its files in a run folder (:mod:`nodes.training.run_folder`).
+"""
 
 from __future__ import annotations
 
@@ -11,3 +15,9 @@ MODULES: tuple[str, ...] = ()
 @hookimpl
 def nodeloom_register_nodes() -> list[type[Node]]:
     return collect_nodes(__name__, MODULES)
+
+
+@hookimpl
+def nodeloom_register_types() -> dict[str, str]:
+    return {"DATASET": "images with captions to train on (LoadImageCaptionDataset)",
+            "LOSS_MAP": "the loss per training step, {'loss': [float, ...]} (ComfyUI's TrainLoraNode output)"}
