@@ -11,7 +11,6 @@ LCM-LoRA recipe) or an EMA of its LoRA (``target`` "ema", as SLAM's full-model s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,6 +24,7 @@ from nodes.training import consistency as cd
 from nodes.training import students
 from nodes.training.loop import (PRECISIONS, FinalOutputs, TrainSettings, resume_problem, run_folder_for, seeded,
                                  train, training_fingerprint)
+from nodes.training.lora_files import LoraTarget, save_lora
 from nodes.training.run_folder import RunFolder
 
 Tensor = torch.Tensor
@@ -56,8 +56,8 @@ class SLAMRecipe:
     """The :class:`nodes.training.loop.Recipe` of SLAM distillation."""
 
     def __init__(self, ctx: Context, model: DiffusionModel, clip: ClipModel, s: SLAMSettings, folder: RunFolder,
-                 seed: int, lora_path: Path) -> None:
-        self.model, self.s, self.lora_path = model, s, lora_path
+                 seed: int, lora_target: LoraTarget) -> None:
+        self.model, self.s, self.lora_target = model, s, lora_target
         manager = manager_from(ctx.services)
         self.prediction = str(model.scheduler_config.get("prediction_type", "epsilon"))
         self.grid = cd.SolverGrid.from_scheduler_config(model.scheduler_config)
@@ -178,8 +178,10 @@ class SLAMRecipe:
         return students.lcm_preview(self.unet, self.model, self.cond, shape)
 
     def save_final(self, folder: RunFolder) -> FinalOutputs:
-        path = students.save_lora(self.unet, self.lora_path, rank=self.s.rank, alpha=self.s.alpha)
-        return FinalOutputs({"lora_name": self.lora_path.name}, [path])
+        from peft.utils import get_peft_model_state_dict
+
+        weights = get_peft_model_state_dict(self.unet, adapter_name=students.ADAPTER)
+        return save_lora(self.lora_target, self.model.family, weights, [], self.unet.peft_config[students.ADAPTER], None)
 
 
 class TrainSLAM(Node):
@@ -187,7 +189,7 @@ class TrainSLAM(Node):
     description = ("SLAM consistency distillation (arXiv 2404.13903): trains a LoRA that makes the MODEL sample in "
                    "4 steps with SLAMSampler (or KSampler lcm). The data are the teacher's own samples of the "
                    "prompts. Saves models/loras/<lora_name>.safetensors (kohya keys with alpha); outputs its name "
-                   "for LoraLoader and the loss per step. Resumes from the last checkpoint when run again.")
+                   "for LoraLoader (and <lora_name>_diffusers/ for diffusers) and the loss per step. Resumes from the last checkpoint when run again.")
     long_running = True
     output_node = True
     inputs = [Link("model", "MODEL"), Link("clip", "CLIP"),
@@ -243,8 +245,8 @@ class TrainSLAM(Node):
                                  checkpoint_every=checkpoint_every, preview_every=preview_every)
         folder = run_folder_for(ctx, run_name, resume_from, {"recipe": "slam", "model": model, "clip": clip,
                                                              "slam": s, "train": settings, "lora_name": lora_name})
-        lora_path = ctx.folders.model_dirs("loras")[0] / f"{lora_name.strip()}.safetensors"
-        result = train(ctx, lambda: SLAMRecipe(ctx, model, clip, s, folder, seed, lora_path), settings, folder,
+        target = LoraTarget(ctx.folders.model_dirs("loras")[0], lora_name.strip())
+        result = train(ctx, lambda: SLAMRecipe(ctx, model, clip, s, folder, seed, target), settings, folder,
                        description={"recipe": "slam", "settings": s, "train": settings})
         return Result(outputs=(result.values["lora_name"], result.loss_map), ui=result.ui)
 

@@ -1,4 +1,4 @@
-"""What the distillation recipes share: the student UNet, text conditioning, UNet calls, LoRA files
+"""What the distillation recipes share: the student UNet and its LoRA, text conditioning, UNet calls
 and a few-step preview.
 
 The student is a private copy of the MODEL's UNet taken with the MODEL's LoRA patches applied, so
@@ -11,14 +11,12 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from nodes.diffusion.guidance import ModelExtras
 from nodes.diffusion.models import ClipModel, Conditioning, DiffusionModel
-from nodes.infra.files import save_safetensors
 from nodes.infra.model_manager import ModelManager
 
 Tensor = torch.Tensor
@@ -57,21 +55,6 @@ def add_lora(unet: torch.nn.Module, rank: int, alpha: float, targets: tuple[str,
 
 def lora_parameters(unet: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
     return {n: p for n, p in unet.named_parameters() if "lora_" in n and p.requires_grad}
-
-
-def save_lora(unet: torch.nn.Module, path: Path, *, rank: int, alpha: float) -> Path:
-    """The UNet's LoRA as kohya keys with ``alpha`` (``lora_unet_<module>.lora_down/up.weight``),
-    which LoraLoader and diffusers' ``load_lora_weights`` both read. fp16 on disk, as published."""
-    from peft.utils import get_peft_model_state_dict
-
-    state: dict[str, Tensor] = {}
-    for key, value in get_peft_model_state_dict(unet, adapter_name=ADAPTER).items():
-        module, _, role = key.rpartition(".lora_")
-        name = "lora_unet_" + module.replace(".", "_")
-        state[f"{name}.lora_{'down' if role.startswith('A') else 'up'}.weight"] = value.detach().to(torch.float16)
-        state[f"{name}.alpha"] = torch.tensor(float(alpha), dtype=torch.float16)
-    return save_safetensors(state, path, {"ss_network_module": "networks.lora", "ss_network_dim": str(rank),
-                                          "ss_network_alpha": str(alpha)})
 
 
 @dataclass(frozen=True)
