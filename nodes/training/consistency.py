@@ -58,10 +58,7 @@ class SolverGrid:
         """The grid over the noise schedule a MODEL's scheduler config describes (betas, zero-SNR
         rescaling, as LCMScheduler builds them for sampling). Raises ValueError for a grid that
         does not divide the schedule."""
-        from diffusers import LCMScheduler
-
-        clean = {k: v for k, v in config.items() if not k.startswith("_")}
-        scheduler = LCMScheduler.from_config(clean)
+        scheduler = lcm_scheduler(config)
         total = int(scheduler.config.num_train_timesteps)
         if not 1 <= grid <= total:
             raise ValueError(f"the solver grid must have 1 to {total} points, got {grid}")
@@ -90,6 +87,17 @@ class SolverGrid:
         c_out = scaled / (scaled ** 2 + SIGMA_DATA ** 2).sqrt()
         shape = (-1,) + (1,) * (like.ndim - 1)
         return c_skip.to(like).reshape(shape), c_out.to(like).reshape(shape)
+
+
+def lcm_scheduler(config: dict[str, Any], **overrides: Any) -> Any:
+    """diffusers' LCMScheduler over a MODEL's scheduler config (only the options it takes: the
+    betas, prediction type, zero-SNR rescaling), as SLAMSampler samples with it."""
+    import inspect
+
+    from diffusers import LCMScheduler
+
+    known = inspect.signature(LCMScheduler.__init__).parameters
+    return LCMScheduler.from_config({**{k: v for k, v in config.items() if k in known}, **overrides})
 
 
 def predicted_x0(output: Tensor, x: Tensor, alpha: Tensor, sigma: Tensor, prediction: str) -> Tensor:

@@ -95,14 +95,12 @@ def lcm_preview(unet: torch.nn.Module, model: DiffusionModel, positive: Conditio
                 *, steps: int = 4, seed: int = 0) -> Tensor:
     """[h, w, 3] float 0..1: the student's ``steps``-step LCM sample (LCMScheduler, cfg 1, as
     SLAMSampler samples) of the first prompt, shown with the family's latent→RGB factors."""
-    from diffusers import LCMScheduler
-
     from nodes.diffusion.preview import latent_to_rgb
+    from nodes.training.consistency import lcm_scheduler
 
     device = next(unet.parameters()).device
     dtype = next(p for p in unet.parameters() if not p.requires_grad).dtype
-    scheduler = LCMScheduler.from_config({k: v for k, v in model.scheduler_config.items() if not k.startswith("_")},
-                                         timestep_spacing="trailing")
+    scheduler = lcm_scheduler(model.scheduler_config, timestep_spacing="trailing")
     scheduler.set_timesteps(steps)
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(shape, generator=gen).to(device, dtype)

@@ -93,3 +93,20 @@ def test_interrupted_run_resumes_from_its_checkpoint(ctx_factory: Any) -> None:
 def test_bad_inputs_are_validation_errors(ctx_factory: Any, changes: dict, message: str) -> None:
     widgets = {**SHORT, "steps": 4, **changes}
     assert message in (TrainSLAM.validate_inputs(ctx_factory(), **widgets) or "")
+
+
+def test_train_slam_workflow_runs_and_its_lora_samples(tmp_path: Path, zoo_root: Path) -> None:
+    """workflows/train_slam.json: TrainSLAM → LoraLoader (the name linked) → SLAMSampler → SaveImage."""
+    import json
+
+    from graph_runtime.executor import Runtime
+    from graph_runtime.registry import load_registry
+
+    folders = FolderPaths(base=tmp_path, models_roots=[tmp_path / "models", zoo_root])
+    registry = load_registry(builtins=("nodes.core", "nodes.diffusion", "nodes.slam", "nodes.training"),
+                             entry_points=False)
+    prompt = json.loads((Path(__file__).resolve().parents[2] / "workflows" / "train_slam.json").read_text())
+    result = Runtime(registry, folders=folders).execute(prompt)
+    assert result.status == "success", result.error
+    assert (tmp_path / "models" / "loras" / "train_slam_example.safetensors").is_file()
+    assert result.outputs["9"]["images"][0]["filename"].startswith("nodeloom_train_slam")
