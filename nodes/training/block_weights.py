@@ -12,11 +12,12 @@ Syntax, one rule per line (blank lines and ``#`` comments are skipped)::
   segment is a literal name or index, ``*`` (any one segment), or an fnmatch glob confined to the
   segment (``attn*``, ``[01]``).
 - The weight is a number in [0, 1].
-- When several patterns match a parameter, the longest (most segments) decides. Two patterns of
-  the same length with different weights matching the same parameter are ambiguous: an error.
+- When several patterns match a parameter, the most specific decides: the longest (most
+  segments), then the one with more literal segments (``up_blocks.1`` beats ``up_blocks.*``). Two
+  equally specific patterns with different weights matching one parameter are ambiguous: an error.
 - Errors (:class:`PatternError`): a line that is not ``pattern: weight``, an empty segment, a weight
   outside [0, 1], a pattern given twice (at parse time, so at validation); a pattern that matches
-  no parameter of the model, or only parameters that longer patterns decide, and ambiguity (when
+  no parameter of the model, or only parameters that more specific patterns decide, and ambiguity (when
   the patterns meet the model).
 """
 
@@ -44,6 +45,11 @@ class Rule:
     @property
     def segments(self) -> tuple[str, ...]:
         return tuple(self.pattern.split("."))
+
+    @property
+    def specificity(self) -> tuple[int, int]:
+        """(segments, literal segments): the larger decides where patterns overlap."""
+        return len(self.segments), sum(not any(c in s for c in "*?[") for s in self.segments)
 
     def matches(self, name: str) -> bool:
         parts = name.split(".")
@@ -79,7 +85,7 @@ def parse_rules(text: str) -> list[Rule]:
 
 
 def resolve_weights(rules: list[Rule], names: Iterable[str], default: float) -> dict[str, float]:
-    """Parameter name -> weight: the longest matching rule's, else ``default``. Raises PatternError
+    """Parameter name -> weight: the most specific matching rule's, else ``default``. Raises PatternError
     for ambiguity, and for rules that match nothing or decide nothing (naming the model's blocks)."""
     names = list(names)
     weights: dict[str, float] = {}
@@ -91,11 +97,11 @@ def resolve_weights(rules: list[Rule], names: Iterable[str], default: float) -> 
         if not hits:
             weights[name] = default
             continue
-        longest = max(len(rule.segments) for rule in hits)
-        winners = [rule for rule in hits if len(rule.segments) == longest]
+        best = max(rule.specificity for rule in hits)
+        winners = [rule for rule in hits if rule.specificity == best]
         if len({rule.weight for rule in winners}) > 1:
             listed = " and ".join(f"{r.pattern!r} ({r.weight})" for r in winners)
-            raise PatternError(f"patterns {listed} both match {name} with the same length: make one more "
+            raise PatternError(f"patterns {listed} both match {name} and are equally specific: make one more "
                                "specific or give them the same weight")
         weights[name] = winners[0].weight
         deciding.update(winners)
@@ -105,7 +111,7 @@ def resolve_weights(rules: list[Rule], names: Iterable[str], default: float) -> 
                                f"blocks are {', '.join(block_names(names))}")
         if rule not in deciding:
             raise PatternError(f"pattern {rule.pattern!r} (line {rule.line}) has no effect: every parameter it "
-                               "matches is decided by a longer pattern")
+                               "matches is decided by a more specific pattern")
     return weights
 
 
