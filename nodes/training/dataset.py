@@ -1,0 +1,247 @@
+"""LoadImageCaptionDataset: a folder of captioned images as a DATASET to train on.
+
+Two layouts, as people ship them: the Hugging Face ``imagefolder`` one (``metadata.jsonl`` with one
+``{"file_name": ..., "text": ...}`` line per image; ``caption`` is accepted for ``text``) and
+kohya's sidecar captions (``photo.png`` + ``photo.txt``). Every image is opened and every caption
+read at validation, so a broken set is refused before anything trains, naming the file.
+
+Sampling (``ImageCaptionDataset.sample``) resizes each image to cover its bucket, crops (centre or
+random), flips at random when asked, fills ``caption_template`` and drops the caption with
+``caption_dropout`` probability; all randomness comes from the generator passed in, so a step's
+batch is reproducible. Aspect-ratio buckets follow kohya's: sides in steps of 64 (8 below 256 px)
+with about ``resolution``² pixels, each image in the bucket nearest its aspect ratio.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from graph_runtime import Boolean, Combo, Float, Int, Node, Output, String
+from graph_runtime.context import Context, HookContext
+from graph_runtime.folders import safe_join
+from nodes.core.imaging import pil_to_tensor
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+MAX_ASPECT = 4.0
+
+
+@dataclass(frozen=True)
+class Item:
+    path: Path
+    caption: str
+    width: int
+    height: int
+    bucket: tuple[int, int]  # (width, height) it is trained at
+
+
+@dataclass(frozen=True)
+class ImageCaptionDataset:
+    """DATASET: captioned images and how to serve them. ``sample`` gives ``[B, 3, H, W]`` float32
+    pixels in -1..1 (one bucket per batch) and ``B`` captions."""
+
+    items: tuple[Item, ...]
+    resolution: int
+    random_crop: bool
+    flip: bool
+    caption_template: str
+    caption_dropout: float
+    _pixels: dict[Path, torch.Tensor] = field(default_factory=dict, compare=False, repr=False)
+
+    def identity(self) -> Any:
+        return {"items": [(i.path.name, i.path.stat().st_mtime_ns, i.path.stat().st_size, i.caption, i.bucket)
+                          for i in self.items],
+                "options": [self.resolution, self.random_crop, self.flip, self.caption_template, self.caption_dropout]}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def buckets(self) -> dict[tuple[int, int], list[int]]:
+        found: dict[tuple[int, int], list[int]] = {}
+        for index, item in enumerate(self.items):
+            found.setdefault(item.bucket, []).append(index)
+        return found
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
+        buckets = list(self.buckets().values())
+        sizes = torch.tensor([len(b) for b in buckets], dtype=torch.float)
+        members = buckets[int(torch.multinomial(sizes, 1, generator=generator))]
+        picks = torch.randint(0, len(members), (batch_size,), generator=generator).tolist()
+        pixels, captions = [], []
+        for pick in picks:
+            item = self.items[members[pick]]
+            pixels.append(self._crop(item, generator))
+            dropped = float(torch.rand((), generator=generator)) < self.caption_dropout
+            captions.append("" if dropped else self.caption_template.replace("{caption}", item.caption))
+        return torch.stack(pixels), captions
+
+    def _crop(self, item: Item, generator: torch.Generator) -> torch.Tensor:
+        image = self._pixels.get(item.path)
+        if image is None:
+            with Image.open(item.path) as picture:
+                image = pil_to_tensor(picture.convert("RGB")).permute(2, 0, 1)
+            self._pixels[item.path] = image
+        width, height = item.bucket
+        scale = max(width / item.width, height / item.height)
+        size = (max(height, round(item.height * scale)), max(width, round(item.width * scale)))
+        resized = torch.nn.functional.interpolate(image[None], size=size, mode="bicubic", antialias=True,
+                                                  align_corners=False)[0]
+        spare_y, spare_x = size[0] - height, size[1] - width
+        if self.random_crop:
+            top = int(torch.randint(0, spare_y + 1, (), generator=generator))
+            left = int(torch.randint(0, spare_x + 1, (), generator=generator))
+        else:
+            top, left = spare_y // 2, spare_x // 2
+        crop = resized[:, top:top + height, left:left + width]
+        if self.flip and float(torch.rand((), generator=generator)) < 0.5:
+            crop = crop.flip(-1)
+        return (crop.clamp(0, 1) * 2 - 1).float()
+
+
+def bucket_sizes(resolution: int) -> list[tuple[int, int]]:
+    """(width, height) pairs: sides multiples of 64 (8 below 256), area at most resolution²,
+    aspect at most 4:1."""
+    step = 64 if resolution >= 256 else 8
+    area = resolution * resolution
+    sizes = {(resolution // step * step,) * 2}
+    for width in range(step, 4 * resolution + 1, step):
+        height = area // width // step * step
+        if height >= step and max(width, height) / min(width, height) <= MAX_ASPECT:
+            sizes.add((width, height))
+    return sorted(sizes)
+
+
+def nearest_bucket(width: int, height: int, sizes: list[tuple[int, int]]) -> tuple[int, int]:
+    ratio = math.log(width / height)
+    return min(sizes, key=lambda s: (abs(math.log(s[0] / s[1]) - ratio), -s[0] * s[1]))
+
+
+def read_captions(folder: Path) -> tuple[list[tuple[Path, str]], list[str]]:
+    """(image path, caption) pairs of ``folder`` and the problems found, each naming the file."""
+    problems: list[str] = []
+    images = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    metadata = folder / "metadata.jsonl"
+    captions: dict[str, str] = {}
+    if metadata.is_file():
+        for number, line in enumerate(metadata.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                name, text = row["file_name"], row.get("text", row.get("caption"))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                problems.append(f"metadata.jsonl line {number}: not a JSON object with file_name and text")
+                continue
+            if not isinstance(text, str):
+                problems.append(f"metadata.jsonl line {number} ({name}): no text caption")
+                continue
+            if not (folder / str(name)).is_file():
+                problems.append(f"metadata.jsonl line {number}: {name} is not in the folder")
+            captions[str(name)] = text
+    pairs = []
+    for image in images:
+        sidecar = image.with_suffix(".txt")
+        if image.name in captions:
+            pairs.append((image, captions[image.name].strip()))
+        elif sidecar.is_file():
+            pairs.append((image, sidecar.read_text(encoding="utf-8").strip()))
+        else:
+            where = "a line in metadata.jsonl" if metadata.is_file() else f"{sidecar.name}"
+            problems.append(f"{image.name}: no caption (expected {where})")
+    if not images:
+        problems.append(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+    return pairs, problems
+
+
+def dataset_folders(ctx: HookContext) -> list[str]:
+    root = ctx.folders.directory_for("input")
+    if not root.is_dir():
+        return []
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_dir()
+                  and ((p / "metadata.jsonl").is_file() or any(p.glob("*.txt"))))
+
+
+def load_dataset(folder: Path, *, resolution: int, crop: str, flip: bool, aspect_buckets: bool,
+                 caption_template: str, caption_dropout: float) -> ImageCaptionDataset:
+    """Raises ValueError listing every unreadable image and missing caption."""
+    pairs, problems = read_captions(folder)
+    sizes = bucket_sizes(resolution) if aspect_buckets else [(resolution, resolution)]
+    items = []
+    for path, caption in pairs:
+        try:
+            with Image.open(path) as picture:
+                picture.verify()
+            with Image.open(path) as picture:
+                width, height = picture.size
+        except Exception as exc:  # noqa: BLE001 - any decoder error means the same to the user
+            problems.append(f"{path.name}: unreadable image ({type(exc).__name__}: {exc})")
+            continue
+        items.append(Item(path, caption, width, height, nearest_bucket(width, height, sizes)))
+    if problems:
+        raise ValueError(f"dataset {folder.name}: " + "; ".join(problems))
+    return ImageCaptionDataset(tuple(items), resolution, crop == "random", flip, caption_template, caption_dropout)
+
+
+class LoadImageCaptionDataset(Node):
+    category = "training"
+    description = ("Captioned images from a folder under input/ (Hugging Face imagefolder metadata.jsonl, or kohya "
+                   "sidecar .txt captions) as a DATASET, with resolution, crop, flip, aspect-ratio buckets, a "
+                   "caption template and caption dropout. A broken image or a missing caption is a validation "
+                   "error naming the file.")
+    inputs = [
+        Combo("folder", dataset_folders, tooltip="a folder in input/ with images and their captions"),
+        Int("resolution", 512, min=64, max=4096, step=8, tooltip="side of the square training size in pixels "
+            "(the area of each bucket)"),
+        Combo("crop", ["center", "random"], default="center"),
+        Boolean("flip", False, tooltip="flip images horizontally at random (half of the time)"),
+        Boolean("aspect_buckets", False, tooltip="train each image near its own aspect ratio (kohya buckets) "
+                "instead of a square crop"),
+        String("caption_template", "{caption}", tooltip="the caption trained on; {caption} is the file's "
+               "caption, e.g. 'thumbnail style, {caption}'"),
+        Float("caption_dropout", 0.0, min=0.0, max=1.0, step=0.01, tooltip="probability of training a sample "
+              "with an empty caption"),
+    ]
+    outputs = [Output("DATASET")]
+
+    @classmethod
+    def _path(cls, ctx: HookContext, folder: str) -> Path:
+        return safe_join(ctx.folders.directory_for("input"), folder)
+
+    @classmethod
+    def fingerprint(cls, ctx: HookContext, *, folder: str | None = None, **_: Any) -> Any:
+        try:
+            path = cls._path(ctx, folder or "")
+            return [(p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(path.iterdir())]
+        except (OSError, ValueError):
+            return None
+
+    @classmethod
+    def validate_inputs(cls, ctx: HookContext, **widgets: Any) -> str | None:
+        template = widgets.get("caption_template")
+        if template is not None and "{caption}" not in template:
+            return f"caption_template must contain {{caption}} (the file's caption), got {template!r}"
+        folder = widgets.get("folder")
+        if folder is None:
+            return None
+        try:
+            load_dataset(cls._path(ctx, folder), resolution=int(widgets.get("resolution") or 512), crop="center",
+                         flip=False, aspect_buckets=bool(widgets.get("aspect_buckets")), caption_template="{caption}",
+                         caption_dropout=0.0)
+        except (OSError, ValueError) as exc:
+            return str(exc)
+        return None
+
+    def run(self, ctx: Context, *, folder: str, resolution: int, crop: str, flip: bool, aspect_buckets: bool,
+            caption_template: str, caption_dropout: float) -> tuple[ImageCaptionDataset]:
+        return (load_dataset(self._path(ctx, folder), resolution=resolution, crop=crop, flip=flip,
+                             aspect_buckets=aspect_buckets, caption_template=caption_template,
+                             caption_dropout=caption_dropout),)
+
+
+NODES: list[type[Node]] = [LoadImageCaptionDataset]

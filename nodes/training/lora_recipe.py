@@ -1,0 +1,179 @@
+"""The LoRA recipe TrainLoRA runs on the shared loop: peft LoRA on the UNet (and optionally the text
+encoders), the denoising loss of diffusers' ``train_text_to_image_lora`` script.
+
+Per step: VAE-encode the batch (the latent distribution's mean, as VAEEncode), add noise at uniform
+random timesteps (``noise_offset`` adds per-channel offset noise, Guttenberg 2023), predict with
+the shared Denoiser (SDXL size conditioning and pooled text come from there), and take the MSE
+against the noise (epsilon models) or the velocity (v-prediction), weighted by min-SNR-γ (Hang et
+al. 2023, ``diffusers.training_utils.compute_snr``) when ``min_snr_gamma`` > 0.
+
+The trainable UNet and text encoders are the model manager's trainable copies (never the shared
+inference modules); the adapter is added under a per-run name and deleted on close.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+
+from nodes.diffusion import vae_ops
+from nodes.diffusion.denoiser import Denoiser
+from nodes.diffusion.guidance import ModelExtras, NoGuidance
+from nodes.diffusion.models import ClipModel, DiffusionModel, VaeModel
+from nodes.diffusion.sampling import SampleSettings, sample
+from nodes.infra.model_manager import ModelManager
+from nodes.training.dataset import ImageCaptionDataset
+from nodes.training.loop import FinalOutputs, autocast_dtype, seeded
+from nodes.training.lora_files import LoraTarget, save_lora
+from nodes.training.run_folder import RunFolder
+
+TEXT_ENCODER_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
+PREVIEW_STEPS = 12
+
+
+@dataclass(frozen=True)
+class LoraOptions:
+    rank: int
+    alpha: float
+    target_modules: tuple[str, ...]
+    train_text_encoder: bool
+    batch_size: int
+    noise_offset: float
+    min_snr_gamma: float
+    gradient_checkpointing: bool
+    sample_prompt: str
+    seed: int
+    precision: str
+
+
+class LoraRecipe:
+    """See the module docstring. ``target``: where save_final writes (models/loras, names)."""
+
+    def __init__(self, manager: ModelManager, model: DiffusionModel, clip: ClipModel, vae: VaeModel,
+                 dataset: ImageCaptionDataset, options: LoraOptions, target: LoraTarget) -> None:
+        from diffusers import DDPMScheduler
+        from peft import LoraConfig, inject_adapter_in_model
+
+        self.manager, self.vae, self.dataset, self.o, self.target = manager, vae, dataset, options, target
+        self.device = manager.device
+        amp = autocast_dtype(options.precision, self.device)
+        # Frozen base weights in the autocast dtype, LoRA weights fp32 (diffusers' cast_training_params).
+        policy = {"trainable": True, "compile": False, "dtype": amp or torch.float32}
+        self.model = replace(model, ref=model.ref.with_policy(**policy))
+        self.clip = replace(clip, refs=tuple(r.with_policy(**policy) for r in clip.refs)) \
+            if options.train_text_encoder else clip
+        self.scheduler = DDPMScheduler.from_config(model.scheduler_config)
+        self.adapter = f"train_{uuid.uuid4().hex[:8]}"
+        self._stack = contextlib.ExitStack()
+        modules = self._stack.enter_context(manager.use(self.model.ref, *self.clip.refs))
+        self.unet, self.encoders = modules[0], modules[1:] if options.train_text_encoder else []
+        self.unet_config = LoraConfig(r=options.rank, lora_alpha=options.alpha, init_lora_weights="gaussian",
+                                      target_modules=list(options.target_modules))
+        self.te_config = LoraConfig(r=options.rank, lora_alpha=options.alpha, init_lora_weights="gaussian",
+                                    target_modules=list(TEXT_ENCODER_TARGETS))
+        with seeded(options.seed):  # the LoRA's start depends on the seed only
+            for module, config in [(self.unet, self.unet_config), *((e, self.te_config) for e in self.encoders)]:
+                module.requires_grad_(False)
+                if module is self.unet:
+                    module.add_adapter(config, adapter_name=self.adapter)
+                else:  # transformers' own add_adapter asks for a newer peft than the pinned one
+                    inject_adapter_in_model(config, module, adapter_name=self.adapter)
+                for param in module.parameters():
+                    if param.requires_grad:
+                        param.data = param.data.float()
+        if options.gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
+        self._texts: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+
+    def close(self) -> None:
+        if self.o.gradient_checkpointing:
+            self.unet.disable_gradient_checkpointing()
+        self.unet.delete_adapters([self.adapter])
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        for encoder in self.encoders:
+            for layer in encoder.modules():
+                if isinstance(layer, BaseTunerLayer) and self.adapter in layer.lora_A:
+                    layer.delete_adapter(self.adapter)
+        self._stack.close()
+
+    # -- the Recipe protocol ---------------------------------------------------------------------
+
+    def trainable(self) -> dict[str, torch.nn.Parameter]:
+        named = {f"unet.{n}": p for n, p in self.unet.named_parameters() if p.requires_grad}
+        for index, encoder in enumerate(self.encoders):
+            named.update({f"text_encoder{index or ''}.{n}": p for n, p in encoder.named_parameters() if p.requires_grad})
+        return named
+
+    def batch(self, step: int, micro: int, generator: torch.Generator) -> dict[str, Any]:
+        pixels, captions = self.dataset.sample(self.o.batch_size, generator)
+        b = pixels.shape[0]
+        latent_shape = (b, self.vae.latent_channels, pixels.shape[-2] // self.vae.downscale,
+                        pixels.shape[-1] // self.vae.downscale)
+        noise = torch.randn(latent_shape, generator=generator)
+        if self.o.noise_offset:
+            noise = noise + self.o.noise_offset * torch.randn((b, latent_shape[1], 1, 1), generator=generator)
+        timesteps = torch.randint(0, self.scheduler.config.num_train_timesteps, (b,), generator=generator)
+        return {"pixels": pixels, "captions": captions, "noise": noise, "timesteps": timesteps}
+
+    def loss(self, batch: dict[str, Any], step: int) -> torch.Tensor:
+        from diffusers.training_utils import compute_snr
+
+        latents = self._latents(batch["pixels"])
+        noise, timesteps = batch["noise"].to(self.device), batch["timesteps"].to(self.device)
+        noisy = self.scheduler.add_noise(latents, noise, timesteps)
+        entries = [self._conditioning(c, latents.shape[-2:]) for c in batch["captions"]]
+        denoiser = Denoiser(self.unet, self.model.spec, positive=entries, negative=entries, guidance=NoGuidance(),
+                            extras=ModelExtras(self.model.spec, dict(self.unet.config), 1.0, tuple(latents.shape[-2:])),
+                            batch=1, steps=1)
+        prediction = denoiser.predict(noisy, timesteps, entries, step).float()
+        v_pred = self.scheduler.config.prediction_type == "v_prediction"
+        target = self.scheduler.get_velocity(latents, noise, timesteps) if v_pred else noise
+        per_sample = torch.nn.functional.mse_loss(prediction, target.float(), reduction="none").mean(dim=(1, 2, 3))
+        if self.o.min_snr_gamma > 0:
+            snr = compute_snr(self.scheduler, timesteps)
+            weights = torch.clamp(snr, max=self.o.min_snr_gamma) / (snr + 1 if v_pred else snr)
+            per_sample = per_sample * weights
+        return per_sample.mean()
+
+    def preview(self, step: int) -> torch.Tensor | None:
+        if not self.o.sample_prompt.strip():
+            return None
+        width, height = self.dataset.items[0].bucket
+        positive, negative = [self._conditioning(self.o.sample_prompt, None, grad=False)], \
+            [self._conditioning("", None, grad=False)]
+        latent = {"samples": torch.zeros(self.model.spec.latent_shape(1, height, width))}
+        settings = SampleSettings(seed=self.o.seed, steps=PREVIEW_STEPS, cfg=5.0, sampler_name="euler", scheduler="normal")
+        out = sample(self.manager, self.model, positive, negative, latent, settings)
+        return vae_ops.decode(self.manager, self.vae, out["samples"])[0]
+
+    def save_final(self, folder: RunFolder) -> FinalOutputs:
+        from peft.utils import get_peft_model_state_dict
+
+        unet = get_peft_model_state_dict(self.unet, adapter_name=self.adapter)
+        encoders = [get_peft_model_state_dict(e, adapter_name=self.adapter) for e in self.encoders]
+        return save_lora(self.target, self.model.family, unet, encoders, self.unet_config, self.te_config)
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _latents(self, pixels: torch.Tensor) -> torch.Tensor:
+        with self.vae.use(self.manager) as vae, torch.no_grad():
+            x = pixels.to(self.device, next(vae.parameters()).dtype)
+            mean = vae.encode(x, return_dict=False)[0].mode().float()
+        return (mean - self.vae.shift_factor) * self.vae.scaling_factor
+
+    def _conditioning(self, caption: str, latent_hw: Any, *, grad: bool = True) -> list[Any]:
+        """ComfyUI's conditioning entry for ``caption`` (cached while the text encoders are frozen)."""
+        trains = bool(self.encoders) and grad
+        if trains or caption not in self._texts:
+            with contextlib.nullcontext() if trains else torch.no_grad():
+                embeds, pooled = self.clip.encode(self.manager, caption)
+            if trains:
+                return [embeds.to(self.device), {"pooled_output": pooled}]
+            self._texts[caption] = (embeds, pooled)
+        embeds, pooled = self._texts[caption]
+        return [embeds.to(self.device), {"pooled_output": pooled}]
