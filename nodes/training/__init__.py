@@ -9,7 +9,7 @@ from __future__ import annotations
 from graph_runtime import Node, hookimpl
 from nodes import collect_nodes
 
-MODULES: tuple[str, ...] = ("dataset", "lora", "merge", "checkpoint_save")
+MODULES: tuple[str, ...] = ("dataset", "lora", "merge", "checkpoint_save", "esrgan")
 
 
 @hookimpl
