@@ -99,6 +99,9 @@ class VGGPerceptualLoss(nn.Module):
             raise ModelFileError(f"{path.name}: not torchvision's VGG19 weights (missing or mis-shaped "
                                  f"features.* keys, e.g. {sorted(own - wanted.keys())[:3]})")
         features.load_state_dict({k[len("features."):]: wanted[k].float() for k in own})
+        for layer in features:
+            if isinstance(layer, nn.ReLU):
+                layer.inplace = False  # an in-place ReLU would overwrite the conv outputs tapped before it
         self.features = features.eval().requires_grad_(False)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
