@@ -82,17 +82,17 @@ class ImageCaptionDataset:
         return torch.stack(pixels), captions
 
     def _crop(self, item: Item, generator: torch.Generator) -> torch.Tensor:
-        image = self._pixels.get(item.path)
-        if image is None:
+        width, height = item.bucket
+        resized = self._pixels.get(item.path)
+        if resized is None:  # decoded and scaled to cover its bucket once; crops and flips vary
             with Image.open(item.path) as picture:
                 image = pil_to_tensor(picture.convert("RGB")).permute(2, 0, 1)
-            self._pixels[item.path] = image
-        width, height = item.bucket
-        scale = max(width / item.width, height / item.height)
-        size = (max(height, round(item.height * scale)), max(width, round(item.width * scale)))
-        resized = torch.nn.functional.interpolate(image[None], size=size, mode="bicubic", antialias=True,
-                                                  align_corners=False)[0]
-        spare_y, spare_x = size[0] - height, size[1] - width
+            scale = max(width / item.width, height / item.height)
+            size = (max(height, round(item.height * scale)), max(width, round(item.width * scale)))
+            resized = torch.nn.functional.interpolate(image[None], size=size, mode="bicubic", antialias=True,
+                                                      align_corners=False)[0].clamp(0, 1)
+            self._pixels[item.path] = resized
+        spare_y, spare_x = resized.shape[1] - height, resized.shape[2] - width
         if self.random_crop:
             top = int(torch.randint(0, spare_y + 1, (), generator=generator))
             left = int(torch.randint(0, spare_x + 1, (), generator=generator))
@@ -101,7 +101,7 @@ class ImageCaptionDataset:
         crop = resized[:, top:top + height, left:left + width]
         if self.flip and float(torch.rand((), generator=generator)) < 0.5:
             crop = crop.flip(-1)
-        return (crop.clamp(0, 1) * 2 - 1).float()
+        return (crop * 2 - 1).float()
 
 
 def bucket_sizes(resolution: int) -> list[tuple[int, int]]:

@@ -104,10 +104,10 @@ class LoraRecipe:
     # -- the Recipe protocol ---------------------------------------------------------------------
 
     def trainable(self) -> dict[str, torch.nn.Parameter]:
-        named = {f"unet.{n}": p for n, p in self.unet.named_parameters() if p.requires_grad}
-        for index, encoder in enumerate(self.encoders):
-            named.update({f"text_encoder{index or ''}.{n}": p for n, p in encoder.named_parameters() if p.requires_grad})
-        return named
+        """LoRA parameters by name, without the per-run adapter name (checkpoints outlive it)."""
+        parts = [("unet", self.unet), *((f"text_encoder{i or ''}", e) for i, e in enumerate(self.encoders))]
+        return {f"{part}.{n.replace(f'.{self.adapter}.', '.')}": p for part, module in parts
+                for n, p in module.named_parameters() if p.requires_grad}
 
     def batch(self, step: int, micro: int, generator: torch.Generator) -> dict[str, Any]:
         pixels, captions = self.dataset.sample(self.o.batch_size, generator)

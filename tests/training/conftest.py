@@ -36,8 +36,9 @@ class CtxFactory:
 
 @pytest.fixture
 def run_folders(tmp_path: Path, zoo_root: Path) -> FolderPaths:
-    """The shared tiny zoo as models, with input/ and output/ of this test's own."""
-    return FolderPaths(base=tmp_path, models_roots=[zoo_root])
+    """The shared tiny zoo as models, with input/, output/ and a first models root (where trained
+    LoRAs go) of this test's own."""
+    return FolderPaths(base=tmp_path, models_roots=[tmp_path / "models", zoo_root])
 
 
 @pytest.fixture

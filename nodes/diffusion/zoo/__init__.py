@@ -42,7 +42,8 @@ from nodes.diffusion.zoo.upscale import save_esrgan
 from nodes.diffusion.zoo.variants import save_variants
 from nodes.infra.tokenizer import TINY_TOKENIZER, write_tokenizer
 
-__all__ = ["TINY_SAM", "build_sam", "main", "tiny_zoo_at", "write_example_inputs", "write_tiny_zoo"]
+__all__ = ["TINY_SAM", "build_sam", "main", "tiny_zoo_at", "write_captioned_dataset", "write_example_inputs",
+           "write_tiny_zoo"]
 
 
 ZOO_MARKER = ".nodeloom-tiny-zoo"
@@ -92,7 +93,8 @@ def write_example_inputs(input_dir: Path, *, seed: int = 0) -> list[Path]:
     ``nodeloom_inpaint.png``, whose transparent square is the area to inpaint (LoadImage's mask),
     ``nodeloom_product.png`` (ecom_product_background: a product on a transparent background) and
     ``nodeloom_face.png`` (face_touchup: scikit-image's astronaut photograph, public domain, NASA) and
-    ``nodeloom_hr/`` (train_esrgan: captioned photograph crops)."""
+    the captioned ``nodeloom_dataset/`` (train_lora) and ``nodeloom_hr/`` (train_esrgan: captioned
+    photograph crops)."""
     import numpy as np
     from PIL import Image
 
@@ -104,7 +106,30 @@ def write_example_inputs(input_dir: Path, *, seed: int = 0) -> list[Path]:
     Image.fromarray(rgb).save(example)
     Image.fromarray(np.dstack([rgb, alpha])).save(inpaint)
     return [example, inpaint, _write_product(input_dir / "nodeloom_product.png"),
-            _write_face(input_dir / "nodeloom_face.png"), *write_hr_dataset(input_dir / "nodeloom_hr")]
+            _write_face(input_dir / "nodeloom_face.png"), *write_captioned_dataset(input_dir / "nodeloom_dataset"),
+            *write_hr_dataset(input_dir / "nodeloom_hr")]
+
+
+def write_captioned_dataset(folder: Path, *, colour: tuple[int, int, int] = (200, 40, 40),
+                            caption: str = "a red square") -> list[Path]:
+    """A tiny dataset in the Hugging Face imagefolder layout (train_lora.json reads it): four 64×64
+    images of one colour with a little noise, and a metadata.jsonl captioning each."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    paths, lines = [], []
+    for index in range(4):
+        pixels = np.clip(np.array(colour) + rng.normal(0, 6, (64, 64, 3)), 0, 255).astype(np.uint8)
+        path = folder / f"{index:02d}.png"
+        Image.fromarray(pixels).save(path)
+        paths.append(path)
+        lines.append(json.dumps({"file_name": path.name, "text": caption}))
+    (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    return [*paths, folder / "metadata.jsonl"]
 
 
 def _write_face(path: Path) -> Path:
