@@ -99,7 +99,7 @@ class ESRGANRecipe:
         if self.disc is not None:
             self.disc.requires_grad_(False)  # the generator's step must not train the discriminator
             loss = loss + self.options.gan_weight * gan_loss(self.disc(sr), real=True)
-            self.pending.append((hr, sr.detach()))
+            self.pending.append((hr, sr.detach().float()))  # fp32: the discriminator's step runs outside autocast
         return loss
 
     def after_step(self, step: int) -> None:
