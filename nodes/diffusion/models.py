@@ -18,6 +18,7 @@ from nodes.diffusion.embeddings import PREFIX as EMBEDDING_PREFIX
 from nodes.diffusion.embeddings import Embeddings, inserted
 from nodes.diffusion.families import FamilySpec, family
 from nodes.diffusion.lora import Patch, patched
+from nodes.diffusion.merge import AnyPatch, applied
 from nodes.infra.model_manager import ModelManager, ModelRef
 from nodes.diffusion.prompt_weights import chunk_tokens
 from nodes.infra.tokenizer import clean_text, load_tokenizer
@@ -27,12 +28,13 @@ Conditioning = list[list[Any]]  # ComfyUI's [[embeddings [1, T, D], {"pooled_out
 
 @dataclass(frozen=True, eq=False)
 class DiffusionModel:
-    """MODEL: a UNet and how to sample it."""
+    """MODEL: a UNet and how to sample it. ``patches`` (LoRAs, merges with other MODELs; see
+    :mod:`nodes.diffusion.merge`) apply in order for the duration of each use."""
 
     ref: ModelRef
     family: str
     scheduler_config: dict[str, Any]
-    patches: tuple[Patch, ...] = ()
+    patches: tuple[AnyPatch, ...] = ()
     # The scheduler config as loaded, once ModelSamplingDiscrete has rewritten scheduler_config: a
     # second one starts from it and replaces the first (as ComfyUI's does) instead of stacking on it.
     loaded_scheduler_config: dict[str, Any] | None = None
@@ -41,12 +43,12 @@ class DiffusionModel:
     def spec(self) -> FamilySpec:
         return family(self.family)
 
-    def with_patch(self, patch: Patch) -> DiffusionModel:
+    def with_patch(self, patch: AnyPatch) -> DiffusionModel:
         return replace(self, patches=(*self.patches, patch))
 
     @contextlib.contextmanager
     def use(self, manager: ModelManager) -> Iterator[torch.nn.Module]:
-        with manager.use(self.ref) as (unet,), patched(unet, self.patches):
+        with manager.use(self.ref) as (unet,), applied(unet, manager, self.patches, key=self.ref.key):
             yield unet
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from graph_runtime import Node, hookimpl
 from nodes import collect_nodes
 
-MODULES: tuple[str, ...] = ("dataset", "lora", "slam", "distill")
+MODULES: tuple[str, ...] = ("dataset", "lora", "slam", "distill", "merge", "checkpoint_save", "esrgan")
 
 
 @hookimpl

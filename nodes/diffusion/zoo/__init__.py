@@ -33,6 +33,7 @@ from nodes.diffusion.zoo.annotators import save_annotators
 from nodes.diffusion.zoo.control_variants import save_control_variants
 from nodes.diffusion.zoo.controlnet import save_controlnet
 from nodes.diffusion.zoo.embeddings import save_embeddings
+from nodes.diffusion.zoo.hr_images import write_hr_dataset
 from nodes.diffusion.zoo.lcm import save_lcm_models
 from nodes.diffusion.zoo.lora import save_loras
 from nodes.diffusion.zoo.sam import TINY_SAM, build_sam, save_sam
@@ -92,7 +93,8 @@ def write_example_inputs(input_dir: Path, *, seed: int = 0) -> list[Path]:
     ``nodeloom_inpaint.png``, whose transparent square is the area to inpaint (LoadImage's mask),
     ``nodeloom_product.png`` (ecom_product_background: a product on a transparent background) and
     ``nodeloom_face.png`` (face_touchup: scikit-image's astronaut photograph, public domain, NASA) and
-    the captioned ``nodeloom_dataset/`` (train_lora)."""
+    the captioned ``nodeloom_dataset/`` (train_lora) and ``nodeloom_hr/`` (train_esrgan: captioned
+    photograph crops)."""
     import numpy as np
     from PIL import Image
 
@@ -104,7 +106,8 @@ def write_example_inputs(input_dir: Path, *, seed: int = 0) -> list[Path]:
     Image.fromarray(rgb).save(example)
     Image.fromarray(np.dstack([rgb, alpha])).save(inpaint)
     return [example, inpaint, _write_product(input_dir / "nodeloom_product.png"),
-            _write_face(input_dir / "nodeloom_face.png"), *write_captioned_dataset(input_dir / "nodeloom_dataset")]
+            _write_face(input_dir / "nodeloom_face.png"), *write_captioned_dataset(input_dir / "nodeloom_dataset"),
+            *write_hr_dataset(input_dir / "nodeloom_hr")]
 
 
 def write_captioned_dataset(folder: Path, *, colour: tuple[int, int, int] = (200, 40, 40),
