@@ -57,7 +57,7 @@ class BatchExecutor(Protocol):
         """Run every job, calling ``report`` (on this thread) with one manifest record
         ``{item, status, outputs, error, seconds}`` per job as it ends; status is success, error,
         invalid or interrupted. Returns when every job is reported, or once ``interrupt`` is set
-        and the running ones have stopped."""
+        and the running ones have stopped. Raises ``ValueError`` when it cannot run at all."""
 
 
 def output_location(text: str) -> Path | str:
@@ -171,7 +171,10 @@ def _cmd_batch_elsewhere(args: argparse.Namespace) -> int:
 
         for record in unreadable:
             report(record)
-        executor.run(jobs, interrupt, report)
+        try:
+            executor.run(jobs, interrupt, report)
+        except ValueError as exc:  # it cannot run at all (a cluster out of reach, workers that cannot start)
+            print(f"error: {exc}", file=sys.stderr)
     failures = sum(r["status"] != "success" for r in records)
     finished = len(records) + len(done)
     print(f"batch: {finished - failures} of {len(items)} item(s) done; {failures} failed; "

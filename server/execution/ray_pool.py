@@ -38,6 +38,9 @@ INSTALL_HINT = "the Ray executor needs Ray: pip install 'nodeloom[ray]'"
 POLL_SECONDS = 1.0
 # Seconds between two looks at the cluster's resources.
 FOLLOW_SECONDS = 5.0
+# Times in a row an actor may fail in its constructor, while no actor is ready, before the pool
+# reports that its workers cannot start (a bad --out, a node pack that fails to import).
+START_ATTEMPTS = 3
 
 
 class RayUnavailable(ValueError):
@@ -98,6 +101,8 @@ class ActorLink:
         self.ray, self.actor, self.name = ray, actor, name
         self.pid: int | None = None
         self.host: str | None = None
+        # Whether the actor died in its constructor (it never became a worker).
+        self.init_failed = False
         self._outgoing: queue.Queue[ToWorker | None] = queue.Queue()
         self._incoming: collections.deque[FromWorker] = collections.deque()
         self._closed = threading.Event()
@@ -127,6 +132,10 @@ class ActorLink:
                 self._incoming.extend(self.ray.get(self.actor.poll.remote(POLL_SECONDS)))
             except Exception as exc:  # noqa: BLE001 - RayActorError and kin: the actor is gone
                 self.close()
+                if getattr(exc, "actor_init_failed", False):
+                    # Ray's message is the constructor's whole traceback: its last line says why.
+                    self.init_failed = True
+                    return Failed(f"Ray actor {self.name} could not start: {_last_line(exc)}")
                 return Failed(f"Ray actor {self.name}{f' on {self.host}' if self.host else ''} died: "
                               f"{_first_line(exc)}")
         return self._incoming.popleft()
@@ -149,6 +158,11 @@ class ActorLink:
 def _first_line(exc: BaseException) -> str:
     lines = [line for line in str(exc).splitlines() if line.strip()]
     return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+
+
+def _last_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
 
 
 @dataclass(eq=False)
@@ -184,6 +198,9 @@ class RayWorkerPool(LocalWorkerPool):
         self._actor_class: Any = None
         self._started_ray = False
         self._follower: asyncio.Task[None] | None = None
+        # Why no actor can start, once they have failed START_ATTEMPTS times in a row; None
+        # while they can (the batch driver stops on it instead of waiting forever).
+        self.start_failure: str | None = None
 
     async def start(self, listener: PoolListener) -> None:
         loop = asyncio.get_running_loop()
@@ -224,6 +241,13 @@ class RayWorkerPool(LocalWorkerPool):
         worker.started_at = time.monotonic()
         threading.Thread(target=self._read, args=(worker, link, link), daemon=True,
                          name=f"actor-reader-{worker.index}").start()
+
+    def _on_exit(self, worker: WorkerHandle, process: Any, exitcode: int | None, failure: str) -> None:
+        current = worker.process is process and worker.state != "stopped"
+        super()._on_exit(worker, process, exitcode, failure)
+        if (current and isinstance(process, ActorLink) and process.init_failed
+                and worker.failures_in_a_row >= START_ATTEMPTS and not any(w.state == "ready" for w in self.workers)):
+            self.start_failure = f"no Ray actor could start ({worker.failures_in_a_row} attempts): {failure}"
 
     def _respawn(self, worker: WorkerHandle, process: Any) -> None:
         if worker.process is process and not self._closing and self._live() >= self.target:

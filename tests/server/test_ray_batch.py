@@ -43,7 +43,7 @@ def actor_batch(base: Path, *, retries: int = 2) -> tuple[PoolBatch, Any]:
     pool = RayWorkerPool(lambda device: replace(config, device=device), shape=ActorShape(workers=2),
                          publish_to=target)
     locate = lambda item: join(target, item["subfolder"], item["filename"])  # noqa: E731
-    return PoolBatch(pool, retries=retries, locate=locate), pool
+    return PoolBatch(pool, retries=retries, locate=locate, start_failure=lambda: pool.start_failure), pool
 
 
 def colour_job(number: int, slow: bool = False) -> BatchJob:
@@ -113,6 +113,22 @@ def test_with_retries_spent_the_item_is_an_error_naming_the_dead_actor(ray_clust
     assert failed["status"] == "error" and failed["outputs"] == []
     assert "Ray actor nodeloom-worker-" in failed["error"] and "died" in failed["error"]
     assert failed["error"].endswith("(after 1 attempt(s))")
+
+
+def test_actors_that_cannot_start_end_the_batch_naming_why(ray_cluster: None, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from graph_runtime.cli import main
+
+    (tmp_path / "wf.json").write_text(json.dumps(color_prompt(red=1, green=2, blue=3, size=4)))
+    (tmp_path / "taken").write_text("a file where the output folder should be")
+    code = main(["batch", str(tmp_path / "wf.json"), "--base", str(tmp_path), "--plugins-dir", str(PLUGINS),
+                 "--executor", "ray", "--workers", "1", "--out", str(tmp_path / "taken"), "--no-progress",
+                 "--manifest", str(tmp_path / "m.jsonl")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "error: no Ray actor could start (3 attempts): " in err
+    assert "could not start: FileExistsError" in err and str(tmp_path / "taken") in err
+    assert "Traceback" not in err
 
 
 @pytest.mark.slow
