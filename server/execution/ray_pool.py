@@ -19,6 +19,8 @@ import collections
 import logging
 import os
 import queue
+import re
+import socket
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -38,6 +40,10 @@ INSTALL_HINT = "the Ray executor needs Ray: pip install 'nodeloom[ray]'"
 POLL_SECONDS = 1.0
 # Seconds between two looks at the cluster's resources.
 FOLLOW_SECONDS = 5.0
+# Seconds a cluster's HOST:PORT has to accept a connection: ray.init retries an address nothing
+# listens on for many minutes before it gives up.
+REACH_SECONDS = 5.0
+_HOST_PORT = re.compile(r"^(?:ray://)?(?P<host>\[[^]]+\]|[^:/]+):(?P<port>\d+)$")
 # Times in a row an actor may fail in its constructor, while no actor is ready, before the pool
 # reports that its workers cannot start (a bad --out, a node pack that fails to import).
 START_ATTEMPTS = 3
@@ -64,6 +70,8 @@ def connect(address: str | None) -> bool:
     ray = import_ray()
     if ray.is_initialized():
         return False
+    if address is not None:
+        _check_reachable(address)
     try:
         if address is None:
             ray.init(include_dashboard=False, log_to_driver=False)
@@ -73,6 +81,18 @@ def connect(address: str | None) -> bool:
         raise RayUnavailable(f"cannot reach the Ray cluster at {address!r}: {exc}") from exc
     log.info("ray %s: %s", "started" if address is None else "joined", ray.cluster_resources())
     return True
+
+
+def _check_reachable(address: str) -> None:
+    """Raise ``RayUnavailable`` at once when nothing answers at a ``HOST:PORT`` address (``auto``
+    and other forms are Ray's to resolve)."""
+    match = _HOST_PORT.match(address.strip())
+    if match is None:
+        return
+    try:
+        socket.create_connection((match["host"].strip("[]"), int(match["port"])), timeout=REACH_SECONDS).close()
+    except OSError as exc:
+        raise RayUnavailable(f"cannot reach the Ray cluster at {address!r}: {exc}") from exc
 
 
 @dataclass(frozen=True)

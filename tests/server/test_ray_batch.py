@@ -131,6 +131,27 @@ def test_actors_that_cannot_start_end_the_batch_naming_why(ray_cluster: None, tm
     assert "Traceback" not in err
 
 
+def test_an_address_nothing_answers_at_fails_at_once_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+    import time
+
+    from graph_runtime.cli import main
+
+    with socket.socket() as probe:  # a port nobody listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # as a fresh driver, whatever ran before
+    (tmp_path / "wf.json").write_text(json.dumps(color_prompt(red=1, green=2, blue=3, size=4)))
+    began = time.monotonic()
+    code = main(["batch", str(tmp_path / "wf.json"), "--base", str(tmp_path), "--plugins-dir", str(PLUGINS),
+                 "--executor", "ray", "--address", f"127.0.0.1:{port}", "--no-progress"])
+    out, err = capsys.readouterr()
+    assert code == 1 and time.monotonic() - began < 30, "ray.init alone would retry for minutes"
+    assert f"error: cannot reach the Ray cluster at '127.0.0.1:{port}': " in err and "Traceback" not in err
+    assert "0 of 1 item(s) done; 0 failed; 1 not run" in out
+
+
 @pytest.mark.slow
 def test_tiny_model_batch_through_the_cli_equals_the_local_executor(ray_cluster: None, zoo_root: Path,
                                                                      tmp_path: Path) -> None:
