@@ -70,25 +70,29 @@ def connect(address: str | None) -> bool:
     ray = import_ray()
     if ray.is_initialized():
         return False
-    if address is not None:
-        _check_reachable(address)
+    check_address(address)
     try:
         if address is None:
             ray.init(include_dashboard=False, log_to_driver=False)
         else:
             ray.init(address=address, log_to_driver=False)
-    except ConnectionError as exc:
+    except (ConnectionError, ValueError) as exc:
         raise RayUnavailable(f"cannot reach the Ray cluster at {address!r}: {exc}") from exc
     log.info("ray %s: %s", "started" if address is None else "joined", ray.cluster_resources())
     return True
 
 
-def _check_reachable(address: str) -> None:
-    """Raise ``RayUnavailable`` at once when nothing answers at a ``HOST:PORT`` address (``auto``
-    and other forms are Ray's to resolve)."""
+def check_address(address: str | None) -> None:
+    """Raise ``RayUnavailable`` at once for an ``--address`` Ray cannot take, or when nothing
+    answers at its ``HOST:PORT``; ``auto``, ``local`` and other ``SCHEME://`` forms are Ray's to
+    resolve (``ray://HOST`` takes Ray Client's port). The server checks before it starts, so the mistake is one line, not a failed start-up."""
+    if address is None or address in ("auto", "local"):
+        return
     match = _HOST_PORT.match(address.strip())
     if match is None:
-        return
+        if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", address):
+            return
+        raise RayUnavailable(f"--address {address!r}: expected auto, HOST:PORT or ray://HOST:PORT")
     try:
         socket.create_connection((match["host"].strip("[]"), int(match["port"])), timeout=REACH_SECONDS).close()
     except OSError as exc:
