@@ -192,3 +192,71 @@ def test_without_ray_the_flag_says_how_to_install_it(monkeypatch: pytest.MonkeyP
     monkeypatch.setitem(sys.modules, "ray", None)  # importing it raises ModuleNotFoundError
     with pytest.raises(RayUnavailable, match=r"pip install 'nodeloom\[ray\]'"):
         import_ray()
+
+
+class _ClusterView:
+    """Ray as the pool sees it, with the cluster's resources set by the test (nodes joining and
+    leaving without starting any)."""
+
+    def __init__(self, real: Any, resources: dict[str, float]) -> None:
+        self.real, self.resources = real, resources
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def cluster_resources(self) -> dict[str, float]:
+        return dict(self.resources)
+
+
+def test_the_pool_follows_nodes_joining_and_leaving(ray_cluster: None, tmp_path: Path) -> None:
+    import asyncio
+
+    from server.execution.ray_pool import ActorShape, RayWorkerPool
+
+    config = WorkerConfig(device="cpu", folders=FolderPaths(base=tmp_path), plugin_dirs=(PLUGINS,),
+                          builtin_plugins=(), threads=1)
+    pool = RayWorkerPool(lambda device: replace(config, device=device), shape=ActorShape(cpus=1),
+                         follow_seconds=0.1)
+    ready: list[int] = []
+
+    class Listener:
+        def on_ready(self, worker: Any, schemas: Any) -> None:
+            ready.append(worker.index)
+
+        def __getattr__(self, name: str) -> Any:
+            return lambda *args: None
+
+    async def until(predicate: Any) -> None:
+        for _ in range(600):
+            if predicate():
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"pool never got there: {pool.stats()}")
+
+    def states() -> list[str]:
+        return [w.state for w in pool.workers]
+
+    async def scenario() -> None:
+        await pool.start(Listener())
+        try:
+            await until(lambda: sorted(ready) == [0, 1])  # one actor per CPU of the 2-CPU cluster
+            first = [w.pid for w in pool.workers]
+            view = _ClusterView(pool._ray, {"CPU": 3.0})
+            pool._ray = view
+            await until(lambda: states() == ["ready", "ready", "starting"])  # a node joined
+            view.resources = {"CPU": 2.0}
+            await until(lambda: states() == ["ready", "ready", "retired"])  # it left before its actor ran
+            assert [w["index"] for w in pool.stats()] == [0, 1] and [w.pid for w in pool.workers[:2]] == first
+            view.resources = {"CPU": 3.0}
+            await until(lambda: states() == ["ready", "ready", "starting"])  # back: the retired slot is reused
+            assert len(pool.workers) == 3 and pool.workers[2].generation == 2
+            view.resources = {"CPU": 1.0}
+            await until(lambda: states() == ["ready", "ready", "retired"])
+            ray.kill(pool.workers[1].conn.actor)  # an actor of the node that left dies: not replaced
+            await until(lambda: states() == ["ready", "retired", "retired"])
+            await asyncio.sleep(0.5)
+            assert states() == ["ready", "retired", "retired"] and [w["index"] for w in pool.stats()] == [0]
+        finally:
+            await pool.stop()
+
+    asyncio.run(scenario())
