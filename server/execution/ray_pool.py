@@ -20,6 +20,7 @@ import logging
 import os
 import queue
 import re
+import signal
 import socket
 import threading
 import time
@@ -229,6 +230,7 @@ class RayWorkerPool(LocalWorkerPool):
     async def start(self, listener: PoolListener) -> None:
         loop = asyncio.get_running_loop()
         self._started_ray = await loop.run_in_executor(None, connect, self.address)
+        _reclaim_sigterm()
         self._ray = import_ray()
         from server.execution.ray_actor import WorkerActor
 
@@ -312,6 +314,15 @@ class RayWorkerPool(LocalWorkerPool):
 
     def stats(self) -> list[dict[str, Any]]:
         return [w.describe() for w in self.workers if w.state != "retired"]
+
+
+def _reclaim_sigterm() -> None:
+    """Hand SIGTERM back to the handler Python had (uvicorn's graceful shutdown): Ray's core worker,
+    once connected, puts its own fatal-signal handler there at the C level, which kills the
+    server with a stack dump, its queue and actors never stopped. Only the main thread may."""
+    handler = signal.getsignal(signal.SIGTERM)  # None: not set from Python, nothing to give back
+    if handler is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
 
 
 def _env(config: WorkerConfig, *, local: bool) -> dict[str, str]:
