@@ -135,7 +135,9 @@ def _cmd_batch_elsewhere(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
     manifest = _manifest_path(args, env)
-    done = _done_items(manifest)
+    # Only this batch's items: a manifest shared by several batches holds others, which would
+    # count as done here (and skew the summary and the exit code).
+    done = _done_items(manifest) & {item.name for item in items}
     manifest.parent.mkdir(parents=True, exist_ok=True)
     folders_of = model_inputs(env.registry)
     jobs: list[BatchJob] = []
@@ -258,7 +260,8 @@ def _done_items(manifest: Path) -> set[str]:
     if not manifest.exists():
         return set()
     done = set()
-    for line in manifest.read_text(encoding="utf-8").splitlines():
+    # Bytes that are not UTF-8 (a line torn by a crash, a stray binary write) spoil their line only.
+    for line in manifest.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             record = json.loads(line)
         except json.JSONDecodeError:

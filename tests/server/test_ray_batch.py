@@ -152,6 +152,25 @@ def test_an_address_nothing_answers_at_fails_at_once_naming_it(tmp_path: Path, m
     assert "0 of 1 item(s) done; 0 failed; 1 not run" in out
 
 
+def test_a_shared_manifest_skips_only_this_batchs_items(ray_cluster: None, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from graph_runtime.cli import main
+
+    (tmp_path / "wf.json").write_text(json.dumps(color_prompt(red=1, green=2, blue=3, size=4)))
+    (tmp_path / "p.jsonl").write_text('{"1.red": 10, "_id": "ten"}\n{"1.red": 11, "_id": "eleven"}\n')
+    manifest = tmp_path / "runs.jsonl"
+    manifest.write_bytes(b'{"item": "ten", "status": "success", "outputs": [], "error": null, "seconds": 1}\n'
+                         b'{"item": "of another batch", "status": "success", "outputs": [], "error": null}\n'
+                         b'\xff\xfe{"item": "torn", "sta\n')
+    code = main(["batch", str(tmp_path / "wf.json"), "--params", str(tmp_path / "p.jsonl"), "--base", str(tmp_path),
+                 "--plugins-dir", str(PLUGINS), "--executor", "ray", "--workers", "1", "--no-progress",
+                 "--manifest", str(manifest)])
+    out = capsys.readouterr().out
+    assert "ten: already done, skipped" in out and "[2/2] eleven: success" in out
+    assert "batch: 2 of 2 item(s) done; 0 failed; 0 not run" in out and code == 0
+    assert [json.loads(line)["item"] for line in manifest.read_bytes().splitlines()[3:]] == ["eleven"]
+
+
 @pytest.mark.slow
 def test_tiny_model_batch_through_the_cli_equals_the_local_executor(ray_cluster: None, zoo_root: Path,
                                                                      tmp_path: Path) -> None:
