@@ -216,6 +216,9 @@ def ray_batch(args: argparse.Namespace, env: Env) -> PoolBatch:
             fsspec.get_filesystem_class(protocol)
         except (ImportError, ValueError) as exc:
             raise ValueError(f"--out {target}: no fsspec filesystem for {protocol!r}: {exc}") from exc
+        if protocol == "memory":  # each actor would write into its own process, lost when it stops
+            raise ValueError(f"--out {target}: memory:// lives inside one process; give a folder or a URL "
+                             "every node of the cluster can reach")
     else:
         target = str(Path(target).resolve())
     config = worker_config_of(args, env, threads=1)

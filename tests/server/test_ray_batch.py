@@ -171,6 +171,16 @@ def test_a_shared_manifest_skips_only_this_batchs_items(ray_cluster: None, tmp_p
     assert [json.loads(line)["item"] for line in manifest.read_bytes().splitlines()[3:]] == ["eleven"]
 
 
+def test_an_out_url_no_other_process_can_read_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from graph_runtime.cli import main
+
+    (tmp_path / "wf.json").write_text(json.dumps(color_prompt(red=1, green=2, blue=3, size=4)))
+    code = main(["batch", str(tmp_path / "wf.json"), "--base", str(tmp_path), "--plugins-dir", str(PLUGINS),
+                 "--executor", "ray", "--out", "memory://renders", "--no-progress"])
+    assert code == 2
+    assert "error: --out memory://renders: memory:// lives inside one process" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_tiny_model_batch_through_the_cli_equals_the_local_executor(ray_cluster: None, zoo_root: Path,
                                                                      tmp_path: Path) -> None:
