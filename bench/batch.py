@@ -1,7 +1,7 @@
 """A batch of tiny txt2img workflows through one local worker process vs Ray actors.
 
     python bench/batch.py                  # tiny zoo in a temp dir, N=20, 4 steps, CPU ok
-    python bench/batch.py --n 100 --steps 8 --root models
+    python bench/batch.py --n 100 --steps 8 --root models --trivial-n 200
 
 Each pool runs the same worker code (server.execution.worker): ``LocalWorkerPool`` with one
 process, then ``RayWorkerPool`` with 1 and with 2 actors on a local Ray (every worker with one
@@ -10,6 +10,11 @@ started and warmed with one item (models loaded) before the clock starts. Prints
 items/s for each, the speed-up of 2 actors over the local worker, and the per-item Ray overhead
 (1 actor vs 1 local worker, in ms). On two cores expect little gain from the second actor; the
 point is the overhead figure.
+
+The txt2img items take tens of ms of torch each, so on a busy machine their noise can exceed the
+overhead (even make it negative). Each pool therefore also runs ``--trivial-n`` model-free items
+(a small EmptyImage saved as PNG, a colour per item so none is cached): their per-item difference
+is Ray's own cost (the job and its events crossing to the actor and back).
 """
 
 from __future__ import annotations
@@ -82,8 +87,9 @@ class _Runner:
         return time.perf_counter() - began
 
 
-async def measure(pool: Any, workers: int, prompts: list[dict[str, Any]], warm: dict[str, Any]) -> tuple[float, float]:
-    """(start-up seconds, seconds for ``prompts``) on ``pool``."""
+async def measure(pool: Any, workers: int, prompts: list[dict[str, Any]], warm: dict[str, Any],
+                  trivial: list[dict[str, Any]]) -> tuple[float, float, float]:
+    """(start-up seconds, seconds for ``prompts``, seconds for the ``trivial`` ones) on ``pool``."""
     runner = _Runner(pool)
     began = time.perf_counter()
     await pool.start(runner)
@@ -94,7 +100,8 @@ async def measure(pool: Any, workers: int, prompts: list[dict[str, Any]], warm: 
     runner.dispatch()
     await runner.until(lambda: not runner.waiting and not runner.running)
     try:
-        return startup, await runner.run(prompts)
+        seconds = await runner.run(prompts)
+        return startup, seconds, await runner.run(trivial)
     finally:
         await pool.stop()
 
@@ -104,6 +111,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--n", type=int, default=20)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--root", type=Path, default=None, help="models root holding the tiny zoo")
+    parser.add_argument("--trivial-n", type=int, default=100, help="model-free items that isolate Ray's own cost")
     args = parser.parse_args(argv)
 
     import ray
@@ -127,20 +135,32 @@ def main(argv: list[str]) -> int:
         return copy
 
     prompts, warm = [prompt(seed) for seed in range(args.n)], prompt(10_000)
+    trivial = [trivial_prompt(number) for number in range(args.trivial_n)]
     make = lambda device: replace(config, device=device)  # noqa: E731
-    local = asyncio.run(measure(LocalWorkerPool(["cpu"], make), 1, prompts, warm))
+    local = asyncio.run(measure(LocalWorkerPool(["cpu"], make), 1, prompts, warm, trivial))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        one = asyncio.run(measure(RayWorkerPool(make, shape=ActorShape(workers=1)), 1, prompts, warm))
-        two = asyncio.run(measure(RayWorkerPool(make, shape=ActorShape(workers=2)), 2, prompts, warm))
+        one = asyncio.run(measure(RayWorkerPool(make, shape=ActorShape(workers=1)), 1, prompts, warm, trivial))
+        two = asyncio.run(measure(RayWorkerPool(make, shape=ActorShape(workers=2)), 2, prompts, warm, trivial))
     finally:
         ray.shutdown()
-    print(f"{args.n} txt2img items, {args.steps} steps, tiny zoo, {os.cpu_count()} cores")
-    for name, (startup, seconds) in (("local worker process", local), ("ray, 1 actor", one), ("ray, 2 actors", two)):
-        print(f"  {name:<22} start-up {startup:6.1f} s   {args.n / seconds:6.2f} items/s   ({seconds:.2f} s)")
-    print(f"ray 2 actors / local worker: {local[1] / two[1]:.2f}x items/s")
-    print(f"ray overhead per item (1 actor vs 1 local worker): {(one[1] - local[1]) / args.n * 1000:+.1f} ms")
+    print(f"{args.n} txt2img items, {args.steps} steps, tiny zoo; {args.trivial_n} model-free items; "
+          f"{os.cpu_count()} cores")
+    for name, (startup, seconds, plain) in (("local worker process", local), ("ray, 1 actor", one),
+                                            ("ray, 2 actors", two)):
+        print(f"  {name:<22} start-up {startup:6.1f} s   txt2img {args.n / seconds:6.2f} items/s ({seconds:.2f} s)"
+              f"   model-free {args.trivial_n / plain:7.1f} items/s ({plain:.2f} s)")
+    print(f"ray 2 actors / local worker: {local[1] / two[1]:.2f}x txt2img items/s")
+    print(f"ray overhead per item (1 actor vs 1 local worker): txt2img {(one[1] - local[1]) / args.n * 1000:+.1f} ms, "
+          f"model-free {(one[2] - local[2]) / args.trivial_n * 1000:+.1f} ms (Ray's own cost)")
     return 0
+
+
+def trivial_prompt(number: int) -> dict[str, Any]:
+    """A model-free item: a small image of its own colour (so no item is cached), saved as PNG."""
+    return {"1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1,
+                                                         "color": number * 9973 % 0xFFFFFF}},
+            "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "bench/trivial"}}}
 
 
 if __name__ == "__main__":

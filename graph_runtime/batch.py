@@ -57,7 +57,7 @@ class BatchExecutor(Protocol):
         """Run every job, calling ``report`` (on this thread) with one manifest record
         ``{item, status, outputs, error, seconds}`` per job as it ends; status is success, error,
         invalid or interrupted. Returns when every job is reported, or once ``interrupt`` is set
-        and the running ones have stopped."""
+        and the running ones have stopped. Raises ``ValueError`` when it cannot run at all."""
 
 
 def output_location(text: str) -> Path | str:
@@ -135,7 +135,9 @@ def _cmd_batch_elsewhere(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
     manifest = _manifest_path(args, env)
-    done = _done_items(manifest)
+    # Only this batch's items: a manifest shared by several batches holds others, which would
+    # count as done here (and skew the summary and the exit code).
+    done = _done_items(manifest) & {item.name for item in items}
     manifest.parent.mkdir(parents=True, exist_ok=True)
     folders_of = model_inputs(env.registry)
     jobs: list[BatchJob] = []
@@ -171,7 +173,10 @@ def _cmd_batch_elsewhere(args: argparse.Namespace) -> int:
 
         for record in unreadable:
             report(record)
-        executor.run(jobs, interrupt, report)
+        try:
+            executor.run(jobs, interrupt, report)
+        except ValueError as exc:  # it cannot run at all (a cluster out of reach, workers that cannot start)
+            print(f"error: {exc}", file=sys.stderr)
     failures = sum(r["status"] != "success" for r in records)
     finished = len(records) + len(done)
     print(f"batch: {finished - failures} of {len(items)} item(s) done; {failures} failed; "
@@ -255,7 +260,8 @@ def _done_items(manifest: Path) -> set[str]:
     if not manifest.exists():
         return set()
     done = set()
-    for line in manifest.read_text(encoding="utf-8").splitlines():
+    # Bytes that are not UTF-8 (a line torn by a crash, a stray binary write) spoil their line only.
+    for line in manifest.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             record = json.loads(line)
         except json.JSONDecodeError:

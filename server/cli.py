@@ -121,9 +121,10 @@ def serve(args: argparse.Namespace) -> int:
     try:
         settings = settings_from(args, args.registry.settings(vars(args)))
         if settings.executor == "ray":
-            from server.execution.ray_pool import import_ray
+            from server.execution.ray_pool import check_address, import_ray
 
-            import_ray()  # a missing Ray is one line now, not a failed start-up later
+            import_ray()  # a missing Ray or a wrong --address is one line now, not a failed start-up later
+            check_address(settings.ray_address)
         from server.app import create_app
 
         app = create_app(settings)

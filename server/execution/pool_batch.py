@@ -30,6 +30,12 @@ INTERRUPT_POLL_SECONDS = 0.2
 
 Locate = Callable[[dict[str, Any]], str | None]
 Report = Callable[[dict[str, Any]], None]
+# Why the pool's workers cannot start at all (None while they can).
+StartFailure = Callable[[], str | None]
+
+
+class WorkersCannotStart(ValueError):
+    """No worker of the pool could start: the batch cannot run."""
 
 
 @dataclass
@@ -43,11 +49,15 @@ class _Attempt:
 class PoolBatch:
     """A ``graph_runtime.batch.BatchExecutor`` over ``pool``. ``retries``: how many more times a
     job whose worker died is run (then it is recorded as an error naming the worker);
-    ``locate(ui_entry)``: the path or URL a reported output file ends up at (None: not listed)."""
+    ``locate(ui_entry)``: the path or URL a reported output file ends up at (None: not listed);
+    ``start_failure()``: why the pool's workers cannot start, checked as the batch waits (a pool
+    restarts a worker that fails to start, so without it such a batch would wait forever)."""
 
-    def __init__(self, pool: ExecutionPool, *, retries: int, locate: Locate) -> None:
+    def __init__(self, pool: ExecutionPool, *, retries: int, locate: Locate,
+                 start_failure: StartFailure = lambda: None) -> None:
         assert retries >= 0, "retries must be >= 0"
         self.pool, self.retries, self.locate = pool, retries, locate
+        self.start_failure = start_failure
         self.retried = 0
         self._queue: deque[_Attempt] = deque()
         self._running: dict[str, _Attempt] = {}
@@ -71,6 +81,8 @@ class PoolBatch:
                     pass
                 if interrupt.is_set() and not self._stopping:
                     self._interrupt()
+                if (reason := self.start_failure()) is not None:
+                    raise WorkersCannotStart(reason)
         finally:
             await self.pool.stop()
 
@@ -204,6 +216,9 @@ def ray_batch(args: argparse.Namespace, env: Env) -> PoolBatch:
             fsspec.get_filesystem_class(protocol)
         except (ImportError, ValueError) as exc:
             raise ValueError(f"--out {target}: no fsspec filesystem for {protocol!r}: {exc}") from exc
+        if protocol == "memory":  # each actor would write into its own process, lost when it stops
+            raise ValueError(f"--out {target}: memory:// lives inside one process; give a folder or a URL "
+                             "every node of the cluster can reach")
     else:
         target = str(Path(target).resolve())
     config = worker_config_of(args, env, threads=1)
@@ -215,4 +230,4 @@ def ray_batch(args: argparse.Namespace, env: Env) -> PoolBatch:
             return None  # previews stay in the actor's staging folder
         return join(target, str(item.get("subfolder", "")), str(item["filename"]))
 
-    return PoolBatch(pool, retries=args.retries, locate=locate)
+    return PoolBatch(pool, retries=args.retries, locate=locate, start_failure=lambda: pool.start_failure)

@@ -19,6 +19,9 @@ import collections
 import logging
 import os
 import queue
+import re
+import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -38,6 +41,13 @@ INSTALL_HINT = "the Ray executor needs Ray: pip install 'nodeloom[ray]'"
 POLL_SECONDS = 1.0
 # Seconds between two looks at the cluster's resources.
 FOLLOW_SECONDS = 5.0
+# Seconds a cluster's HOST:PORT has to accept a connection: ray.init retries an address nothing
+# listens on for many minutes before it gives up.
+REACH_SECONDS = 5.0
+_HOST_PORT = re.compile(r"^(?:ray://)?(?P<host>\[[^]]+\]|[^:/]+):(?P<port>\d+)$")
+# Times in a row an actor may fail in its constructor, while no actor is ready, before the pool
+# reports that its workers cannot start (a bad --out, a node pack that fails to import).
+START_ATTEMPTS = 3
 
 
 class RayUnavailable(ValueError):
@@ -61,15 +71,33 @@ def connect(address: str | None) -> bool:
     ray = import_ray()
     if ray.is_initialized():
         return False
+    check_address(address)
     try:
         if address is None:
             ray.init(include_dashboard=False, log_to_driver=False)
         else:
             ray.init(address=address, log_to_driver=False)
-    except ConnectionError as exc:
+    except (ConnectionError, ValueError) as exc:
         raise RayUnavailable(f"cannot reach the Ray cluster at {address!r}: {exc}") from exc
     log.info("ray %s: %s", "started" if address is None else "joined", ray.cluster_resources())
     return True
+
+
+def check_address(address: str | None) -> None:
+    """Raise ``RayUnavailable`` at once for an ``--address`` Ray cannot take, or when nothing
+    answers at its ``HOST:PORT``; ``auto``, ``local`` and other ``SCHEME://`` forms are Ray's to
+    resolve (``ray://HOST`` takes Ray Client's port). The server checks before it starts, so the mistake is one line, not a failed start-up."""
+    if address is None or address in ("auto", "local"):
+        return
+    match = _HOST_PORT.match(address.strip())
+    if match is None:
+        if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", address):
+            return
+        raise RayUnavailable(f"--address {address!r}: expected auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((match["host"].strip("[]"), int(match["port"])), timeout=REACH_SECONDS).close()
+    except OSError as exc:
+        raise RayUnavailable(f"cannot reach the Ray cluster at {address!r}: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -98,6 +126,8 @@ class ActorLink:
         self.ray, self.actor, self.name = ray, actor, name
         self.pid: int | None = None
         self.host: str | None = None
+        # Whether the actor died in its constructor (it never became a worker).
+        self.init_failed = False
         self._outgoing: queue.Queue[ToWorker | None] = queue.Queue()
         self._incoming: collections.deque[FromWorker] = collections.deque()
         self._closed = threading.Event()
@@ -127,6 +157,10 @@ class ActorLink:
                 self._incoming.extend(self.ray.get(self.actor.poll.remote(POLL_SECONDS)))
             except Exception as exc:  # noqa: BLE001 - RayActorError and kin: the actor is gone
                 self.close()
+                if getattr(exc, "actor_init_failed", False):
+                    # Ray's message is the constructor's whole traceback: its last line says why.
+                    self.init_failed = True
+                    return Failed(f"Ray actor {self.name} could not start: {_last_line(exc)}")
                 return Failed(f"Ray actor {self.name}{f' on {self.host}' if self.host else ''} died: "
                               f"{_first_line(exc)}")
         return self._incoming.popleft()
@@ -149,6 +183,11 @@ class ActorLink:
 def _first_line(exc: BaseException) -> str:
     lines = [line for line in str(exc).splitlines() if line.strip()]
     return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+
+
+def _last_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
 
 
 @dataclass(eq=False)
@@ -184,10 +223,14 @@ class RayWorkerPool(LocalWorkerPool):
         self._actor_class: Any = None
         self._started_ray = False
         self._follower: asyncio.Task[None] | None = None
+        # Why no actor can start, once they have failed START_ATTEMPTS times in a row; None
+        # while they can (the batch driver stops on it instead of waiting forever).
+        self.start_failure: str | None = None
 
     async def start(self, listener: PoolListener) -> None:
         loop = asyncio.get_running_loop()
         self._started_ray = await loop.run_in_executor(None, connect, self.address)
+        _reclaim_sigterm()
         self._ray = import_ray()
         from server.execution.ray_actor import WorkerActor
 
@@ -224,6 +267,13 @@ class RayWorkerPool(LocalWorkerPool):
         worker.started_at = time.monotonic()
         threading.Thread(target=self._read, args=(worker, link, link), daemon=True,
                          name=f"actor-reader-{worker.index}").start()
+
+    def _on_exit(self, worker: WorkerHandle, process: Any, exitcode: int | None, failure: str) -> None:
+        current = worker.process is process and worker.state != "stopped"
+        super()._on_exit(worker, process, exitcode, failure)
+        if (current and isinstance(process, ActorLink) and process.init_failed
+                and worker.failures_in_a_row >= START_ATTEMPTS and not any(w.state == "ready" for w in self.workers)):
+            self.start_failure = f"no Ray actor could start ({worker.failures_in_a_row} attempts): {failure}"
 
     def _respawn(self, worker: WorkerHandle, process: Any) -> None:
         if worker.process is process and not self._closing and self._live() >= self.target:
@@ -264,6 +314,15 @@ class RayWorkerPool(LocalWorkerPool):
 
     def stats(self) -> list[dict[str, Any]]:
         return [w.describe() for w in self.workers if w.state != "retired"]
+
+
+def _reclaim_sigterm() -> None:
+    """Hand SIGTERM back to the handler Python had (uvicorn's graceful shutdown): Ray's core worker,
+    once connected, puts its own fatal-signal handler there at the C level, which kills the
+    server with a stack dump, its queue and actors never stopped. Only the main thread may."""
+    handler = signal.getsignal(signal.SIGTERM)  # None: not set from Python, nothing to give back
+    if handler is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
 
 
 def _env(config: WorkerConfig, *, local: bool) -> dict[str, str]:

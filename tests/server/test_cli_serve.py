@@ -57,3 +57,24 @@ def test_relative_folders_are_resolved_where_the_command_was_given(
     assert settings.db_path == tmp_path / "q.sqlite3"
     # The default plugin folder is BASE/plugins, as for run and batch.
     assert settings.plugin_dirs == [tmp_path / "site" / "plugins"]
+
+
+@pytest.mark.parametrize("address, said", [
+    ("garbage", "--address 'garbage': expected auto, HOST:PORT or ray://HOST:PORT"),
+    ("127.0.0.1:{port}", "cannot reach the Ray cluster at '127.0.0.1:{port}': "),
+    ("ray://127.0.0.1:{port}", "cannot reach the Ray cluster at 'ray://127.0.0.1:{port}': "),
+])
+def test_a_wrong_ray_address_is_one_line_before_the_server_starts(
+        address: str, said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    from graph_runtime.cli import main
+
+    pytest.importorskip("ray")
+    with socket.socket() as probe:  # a port nobody listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code = main(["serve", "--executor", "ray", "--address", address.format(port=port), "--base", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"nodeloom serve: {said.format(port=port)}" in err
+    assert "Traceback" not in err

@@ -92,3 +92,20 @@ def test_a_killed_actor_fails_its_prompt_and_is_replaced(ray_server: RunningServ
         assert "died" in error["exception_message"] and error["exception_type"] == "WorkerDied"
         wait_until(lambda: all(w["state"] == "ready" for w in http.get("/system_stats")["nodeloom"]["workers"]))
         assert http.submit(color_prompt(blue=9), wait=True)["status"] == "success"
+
+
+def test_sigterm_stops_the_server_gracefully(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Ray's fatal-signal handler must not take SIGTERM from the server (a stack dump, the queue
+    and the actors never stopped)."""
+    import signal
+
+    base = tmp_path_factory.mktemp("ray-sigterm")
+    server = start_server(base, "--executor", "ray", "--workers", "1")
+    with Client(server.url) as http:
+        assert http.get("/system_stats")["nodeloom"]["workers"][0]["executor"] == "ray"
+    server.stop(signal.SIGTERM)
+    log = next(base.glob("server-*.log")).read_text()
+    # uvicorn stops gracefully and then raises the signal again (exit -15); Ray's handler would
+    # have dumped a stack and killed the process at once.
+    assert "SIGTERM received" not in log, log[-2000:]
+    assert server.process.returncode == -signal.SIGTERM
