@@ -110,8 +110,10 @@ class ActorShape:
 
     def target(self, resources: dict[str, float]) -> tuple[int, bool]:
         """(actors wanted, on GPUs) for the cluster's total ``resources``."""
-        gpus = int(resources.get("GPU", 0))
-        count = gpus if gpus else int(resources.get("CPU", 0) // max(self.cpus, 0.001))
+        gpus, cpus = int(resources.get("GPU", 0)), resources.get("CPU", 0)
+        # At most one actor per CPU: each is a process holding its own models, and a fractional
+        # --actor-cpus would otherwise start hundreds of them.
+        count = gpus if gpus else int(min(cpus // max(self.cpus, 0.001), cpus))
         if self.workers is not None:
             count = self.workers
         return max(count, 1), bool(gpus)

@@ -289,3 +289,14 @@ def test_the_pool_follows_nodes_joining_and_leaving(ray_cluster: None, tmp_path:
             await pool.stop()
 
     asyncio.run(scenario())
+
+
+def test_actor_count_follows_gpus_then_cpus_at_most_one_actor_per_cpu() -> None:
+    from server.execution.ray_pool import ActorShape
+
+    assert ActorShape().target({"CPU": 8.0, "GPU": 2.0}) == (2, True)
+    assert ActorShape(cpus=2).target({"CPU": 8.0}) == (4, False)
+    # A fractional request must not turn two CPUs into two hundred processes.
+    assert ActorShape(cpus=0.01).target({"CPU": 2.0}) == (2, False)
+    assert ActorShape(workers=3).target({"CPU": 2.0}) == (3, False)
+    assert ActorShape().target({}) == (1, False)
