@@ -62,7 +62,7 @@ from graph_runtime.context import Context, HookContext, Interrupted
 from graph_runtime.events import Preview
 from graph_runtime.folders import safe_join
 from nodes.training import progress as show
-from nodes.training.run_folder import RunFolder, folder_fingerprint, training_root
+from nodes.training.run_folder import RunFolder, file_stamp, folder_fingerprint, training_root
 
 log = logging.getLogger(__name__)
 
@@ -310,7 +310,8 @@ class _Loop:
         if not self.preview_files or self.preview_files[-1] != f"step-{self.step:06d}.png":
             self._preview()
         final = self.recipe.save_final(self.folder)
-        state = self._write_state("finished", outputs=final.values, files=[str(p) for p in final.files])
+        state = self._write_state("finished", outputs=final.values, files=[str(p) for p in final.files],
+                                  file_stamps=[file_stamp(p) for p in final.files])
         return TrainResult(final.values, list(self.meter.history), self.folder, self.resumed_from,
                            self.step - start, _ui(self.folder, state))
 
