@@ -170,6 +170,14 @@ def resume_problem(ctx: HookContext, resume_from: str | None) -> str | None:
     return None
 
 
+def warmup_problem(lr_scheduler: str | None, lr_warmup_steps: int | None) -> str | None:
+    """diffusers' ``constant`` schedule ignores its warmup steps; say so instead of dropping them."""
+    if lr_scheduler == "constant" and (lr_warmup_steps or 0) > 0:
+        return (f"lr_warmup_steps {lr_warmup_steps} has no effect with lr_scheduler constant: "
+                f"use constant_with_warmup, or set lr_warmup_steps to 0")
+    return None
+
+
 def training_fingerprint(ctx: HookContext, widgets: Mapping[str, Any]) -> Any:
     """A training node's cache fingerprint: the state of the run folders it may use."""
     return folder_fingerprint(ctx.folders.directory_for("output"), widgets.get("run_name"),
@@ -204,6 +212,8 @@ def _check_settings(s: TrainSettings) -> None:
         problems.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {s.optimizer!r}")
     if s.lr_scheduler not in LR_SCHEDULERS:
         problems.append(f"lr_scheduler must be one of {', '.join(LR_SCHEDULERS)}, got {s.lr_scheduler!r}")
+    if (warmup := warmup_problem(s.lr_scheduler, s.lr_warmup_steps)) is not None:
+        problems.append(warmup)
     if s.precision not in PRECISIONS:
         problems.append(f"precision must be one of {', '.join(PRECISIONS)}, got {s.precision!r}")
     if problems:

@@ -201,3 +201,14 @@ def test_fingerprint_follows_the_run_folder_and_resume_from_is_checked(make_ctx:
     assert resume_problem(hook, result.folder.path.name) is None
     assert "not a training run folder" in resume_problem(hook, "nope")
     assert "refusing" in resume_problem(hook, "../etc")
+
+
+def test_warmup_steps_the_constant_schedule_would_ignore_are_refused(make_ctx: Any) -> None:
+    from nodes.training.lora import TrainLoRA
+
+    settings = TrainSettings(**{**SETTINGS.__dict__, "lr_scheduler": "constant", "lr_warmup_steps": 2})
+    with pytest.raises(TrainingError, match="lr_warmup_steps 2 has no effect with lr_scheduler constant"):
+        _train(make_ctx, LinearRecipe(), settings)
+    hook = HookContext(folders=make_ctx.folders)
+    assert "use constant_with_warmup" in TrainLoRA.validate_inputs(hook, lr_scheduler="constant", lr_warmup_steps=5)
+    assert TrainLoRA.validate_inputs(hook, lr_scheduler="constant_with_warmup", lr_warmup_steps=5) is None
