@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from graph_runtime import Boolean, Combo, Float, Int, Node, Output, String
 from graph_runtime.context import Context, HookContext
@@ -30,6 +30,9 @@ from nodes.core.imaging import pil_to_tensor
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 MAX_ASPECT = 4.0
+SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L")
+EXIF_ORIENTATION = 0x0112
+TRANSPOSED_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 
 @dataclass(frozen=True)
@@ -85,8 +88,7 @@ class ImageCaptionDataset:
         width, height = item.bucket
         resized = self._pixels.get(item.path)
         if resized is None:  # decoded and scaled to cover its bucket once; crops and flips vary
-            with Image.open(item.path) as picture:
-                image = pil_to_tensor(picture.convert("RGB")).permute(2, 0, 1)
+            image = read_pixels(item.path)
             scale = max(width / item.width, height / item.height)
             size = (max(height, round(item.height * scale)), max(width, round(item.width * scale)))
             resized = torch.nn.functional.interpolate(image[None], size=size, mode="bicubic", antialias=True,
@@ -102,6 +104,34 @@ class ImageCaptionDataset:
         if self.flip and float(torch.rand((), generator=generator)) < 0.5:
             crop = crop.flip(-1)
         return (crop * 2 - 1).float()
+
+
+def read_pixels(path: Path) -> torch.Tensor:
+    """``[3, H, W]`` in 0..1, upright (EXIF orientation applied, as LoadImage): phone photographs
+    are stored sideways. 16-bit greyscale keeps its range (``convert("RGB")`` clips it to white)."""
+    with Image.open(path) as picture:
+        upright = ImageOps.exif_transpose(picture) or picture
+        if upright.mode in SIXTEEN_BIT_MODES:
+            return pil_to_tensor(upright).expand(-1, -1, 3).permute(2, 0, 1).contiguous()
+        return pil_to_tensor(upright.convert("RGB")).permute(2, 0, 1)
+
+
+def upright_size(picture: Image.Image) -> tuple[int, int]:
+    """(width, height) as the image is shown, for its bucket, without decoding the pixels."""
+    width, height = picture.size
+    if picture.getexif().get(EXIF_ORIENTATION) in TRANSPOSED_ORIENTATIONS:
+        return height, width
+    return width, height
+
+
+def read_text(path: Path) -> str:
+    """A caption file's text; UTF-8 (a byte-order mark, as Windows editors write, is dropped).
+    ValueError naming the file for anything else, so the caption is not silently garbled."""
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path.name}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                         f"save it as UTF-8") from exc
 
 
 def bucket_sizes(resolution: int) -> list[tuple[int, int]]:
@@ -128,32 +158,46 @@ def read_captions(folder: Path) -> tuple[list[tuple[Path, str]], list[str]]:
     images = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     metadata = folder / "metadata.jsonl"
     captions: dict[str, str] = {}
+    lines: list[str] = []
     if metadata.is_file():
-        for number, line in enumerate(metadata.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                name, text = row["file_name"], row.get("text", row.get("caption"))
-            except (ValueError, KeyError, TypeError, AttributeError):
-                problems.append(f"metadata.jsonl line {number}: not a JSON object with file_name and text")
-                continue
-            if not isinstance(text, str):
-                problems.append(f"metadata.jsonl line {number} ({name}): no text caption")
-                continue
-            if not (folder / str(name)).is_file():
-                problems.append(f"metadata.jsonl line {number}: {name} is not in the folder")
-            captions[str(name)] = text
+        try:
+            lines = read_text(metadata).splitlines()
+        except ValueError as exc:
+            problems.append(str(exc))
+    names = {image.name for image in images}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            name, text = row["file_name"], row.get("text", row.get("caption"))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            problems.append(f"metadata.jsonl line {number}: not a JSON object with file_name and text")
+            continue
+        if not isinstance(text, str):
+            problems.append(f"metadata.jsonl line {number} ({name}): no text caption")
+            continue
+        if str(name) not in names:  # a missing file, or one in a subfolder, or not an image
+            problems.append(f"metadata.jsonl line {number}: {name} is not an image in the folder "
+                            f"({', '.join(IMAGE_SUFFIXES)}, no subfolders)")
+        captions[str(name)] = text
     pairs = []
     for image in images:
         sidecar = image.with_suffix(".txt")
         if image.name in captions:
             pairs.append((image, captions[image.name].strip()))
         elif sidecar.is_file():
-            pairs.append((image, sidecar.read_text(encoding="utf-8").strip()))
+            try:
+                pairs.append((image, read_text(sidecar).strip()))
+            except ValueError as exc:
+                problems.append(str(exc))
         else:
             where = "a line in metadata.jsonl" if metadata.is_file() else f"{sidecar.name}"
             problems.append(f"{image.name}: no caption (expected {where})")
+    stems = {image.stem for image in images}
+    for caption in [] if metadata.is_file() else sorted(folder.glob("*.txt")):
+        if caption.stem not in stems:  # kohya layout: its image is missing or in a format not read
+            problems.append(f"{caption.name}: a caption without an image ({', '.join(IMAGE_SUFFIXES)})")
     if not images:
         problems.append(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
     return pairs, problems
@@ -178,7 +222,7 @@ def load_dataset(folder: Path, *, resolution: int, crop: str, flip: bool, aspect
             with Image.open(path) as picture:
                 picture.verify()
             with Image.open(path) as picture:
-                width, height = picture.size
+                width, height = upright_size(picture)
         except Exception as exc:  # noqa: BLE001 - any decoder error means the same to the user
             problems.append(f"{path.name}: unreadable image ({type(exc).__name__}: {exc})")
             continue

@@ -62,7 +62,7 @@ from graph_runtime.context import Context, HookContext, Interrupted
 from graph_runtime.events import Preview
 from graph_runtime.folders import safe_join
 from nodes.training import progress as show
-from nodes.training.run_folder import RunFolder, folder_fingerprint, training_root
+from nodes.training.run_folder import RunFolder, file_stamp, folder_fingerprint, training_root
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +170,14 @@ def resume_problem(ctx: HookContext, resume_from: str | None) -> str | None:
     return None
 
 
+def warmup_problem(lr_scheduler: str | None, lr_warmup_steps: int | None) -> str | None:
+    """diffusers' ``constant`` schedule ignores its warmup steps; say so instead of dropping them."""
+    if lr_scheduler == "constant" and (lr_warmup_steps or 0) > 0:
+        return (f"lr_warmup_steps {lr_warmup_steps} has no effect with lr_scheduler constant: "
+                f"use constant_with_warmup, or set lr_warmup_steps to 0")
+    return None
+
+
 def training_fingerprint(ctx: HookContext, widgets: Mapping[str, Any]) -> Any:
     """A training node's cache fingerprint: the state of the run folders it may use."""
     return folder_fingerprint(ctx.folders.directory_for("output"), widgets.get("run_name"),
@@ -204,6 +212,8 @@ def _check_settings(s: TrainSettings) -> None:
         problems.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {s.optimizer!r}")
     if s.lr_scheduler not in LR_SCHEDULERS:
         problems.append(f"lr_scheduler must be one of {', '.join(LR_SCHEDULERS)}, got {s.lr_scheduler!r}")
+    if (warmup := warmup_problem(s.lr_scheduler, s.lr_warmup_steps)) is not None:
+        problems.append(warmup)
     if s.precision not in PRECISIONS:
         problems.append(f"precision must be one of {', '.join(PRECISIONS)}, got {s.precision!r}")
     if problems:
@@ -310,7 +320,8 @@ class _Loop:
         if not self.preview_files or self.preview_files[-1] != f"step-{self.step:06d}.png":
             self._preview()
         final = self.recipe.save_final(self.folder)
-        state = self._write_state("finished", outputs=final.values, files=[str(p) for p in final.files])
+        state = self._write_state("finished", outputs=final.values, files=[str(p) for p in final.files],
+                                  file_stamps=[file_stamp(p) for p in final.files])
         return TrainResult(final.values, list(self.meter.history), self.folder, self.resumed_from,
                            self.step - start, _ui(self.folder, state))
 

@@ -15,6 +15,7 @@ from graph_runtime.context import Context, HookContext
 from nodes.infra.model_manager import manager_from
 from nodes.training.loop import (
     LR_SCHEDULERS, OPTIMIZERS, PRECISIONS, TrainSettings, resume_problem, run_folder_for, train, training_fingerprint,
+    warmup_problem,
 )
 from nodes.training.lora_files import LoraTarget
 from nodes.training.run_folder import safe_run_name
@@ -74,6 +75,8 @@ class TrainLoRA(Node):
             return "target_modules names no module (e.g. 'to_q, to_k, to_v, to_out.0')"
         if widgets.get("run_name") is not None and not str(widgets["run_name"]).strip():
             return "run_name must not be empty"
+        if (problem := warmup_problem(widgets.get("lr_scheduler"), widgets.get("lr_warmup_steps"))) is not None:
+            return problem
         return resume_problem(ctx, widgets.get("resume_from"))
 
     def run(self, ctx: Context, **inputs: Any) -> Result:

@@ -79,7 +79,7 @@ class LoraRecipe:
             for module, config in [(self.unet, self.unet_config), *((e, self.te_config) for e in self.encoders)]:
                 module.requires_grad_(False)
                 if module is self.unet:
-                    module.add_adapter(config, adapter_name=self.adapter)
+                    self._add_unet_adapter(config)
                 else:  # transformers' own add_adapter asks for a newer peft than the pinned one
                     inject_adapter_in_model(config, module, adapter_name=self.adapter)
                 for param in module.parameters():
@@ -88,6 +88,18 @@ class LoraRecipe:
         if options.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
         self._texts: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+
+    def _add_unet_adapter(self, config: Any) -> None:
+        """ValueError naming ``target_modules`` when it matches no UNet module; the models are
+        released first, since the loop never closes a recipe that failed to build."""
+        from peft.utils.error import NoMatchingPeftModuleError
+
+        try:
+            self.unet.add_adapter(config, adapter_name=self.adapter)
+        except NoMatchingPeftModuleError as exc:
+            self._stack.close()
+            raise ValueError(f"target_modules {', '.join(self.o.target_modules)!r} matches no module of this UNet "
+                             f"(e.g. to_q, to_k, to_v, to_out.0, proj_in, proj_out, ff.net.0.proj, ff.net.2)") from exc
 
     def close(self) -> None:
         if self.o.gradient_checkpointing:

@@ -90,6 +90,17 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def file_stamp(path: str | Path) -> list[int] | None:
+    """Size and modification time of ``path``, None when it is gone. A finished run records the
+    stamps of the files it wrote: another run with the same run_name (other inputs) writes the
+    same file names, and its files must not pass for this run's."""
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return None
+    return [stat.st_size, stat.st_mtime_ns]
+
+
 def read_json(path: Path) -> dict[str, Any] | None:
     try:
         value = json.loads(Path(path).read_text())
@@ -146,12 +157,16 @@ class RunFolder:
         _write_atomic(self.path / "state.json", json.dumps(state, indent=1).encode())
 
     def finished_outputs(self) -> dict[str, Any] | None:
-        """The outputs a finished run recorded, when every file it names still exists."""
+        """The outputs a finished run recorded, when every file it names still exists as this run
+        wrote it (not removed, not overwritten by another run)."""
         state = self.state()
         if not state or state.get("status") != "finished":
             return None
         outputs = state.get("outputs") or {}
-        if not all(Path(p).exists() for p in state.get("files", [])):
+        stamps = [file_stamp(p) for p in state.get("files", [])]
+        if None in stamps:
+            return None
+        if "file_stamps" in state and stamps != state["file_stamps"]:
             return None
         return outputs
 
@@ -218,6 +233,6 @@ def folder_fingerprint(output_dir: Path, run_name: str | None, resume_from: str 
     summary = []
     for folder in folders:
         state = read_json(folder / "state.json") or {}
-        files = [(p, Path(p).stat().st_size if Path(p).exists() else None) for p in state.get("files", [])]
+        files = [(p, file_stamp(p)) for p in state.get("files", [])]
         summary.append((folder.name, state.get("status"), state.get("step"), files))
     return summary

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -73,3 +74,47 @@ def test_buckets_crop_flip_and_dropout(make_ctx: Any) -> None:
     assert flips == {-1.0, 1.0}  # centre crop of a half-white image: the white side moves with the flip
     dropped = _load(make_ctx, "wide", caption_dropout=0.5).sample(200, torch.Generator().manual_seed(0))[1]
     assert 60 < dropped.count("") < 140 and set(dropped) == {"", "wide"}
+
+
+def test_undecodable_captions_and_captions_without_images_name_the_file(make_ctx: Any) -> None:
+    root = make_ctx.folders.directory_for("input")
+    _image(root / "kohya" / "latin1.png")
+    (root / "kohya" / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    _image(root / "kohya" / "bom.png")
+    (root / "kohya" / "bom.txt").write_bytes("\ufeffnotepad".encode("utf-8"))
+    (root / "kohya" / "orphan.txt").write_text("its image is a .gif")
+    problem = _check(make_ctx, "kohya")
+    assert "latin1.txt: not UTF-8 text (byte 0xe9 at offset 3)" in problem
+    assert "orphan.txt: a caption without an image" in problem and "bom" not in problem
+    _image(root / "hf" / "a.png")
+    _image(root / "hf" / "sub" / "b.png")
+    (root / "hf" / "metadata.jsonl").write_text(json.dumps({"file_name": "a.png", "text": "red"}) + "\n"
+                                                + json.dumps({"file_name": "sub/b.png", "text": "dropped"}) + "\n")
+    assert "line 2: sub/b.png is not an image in the folder" in _check(make_ctx, "hf")
+    (root / "hf" / "metadata.jsonl").write_bytes(b'{"file_name": "a.png", "text": "caf\xe9"}\n')
+    assert "metadata.jsonl: not UTF-8 text" in _check(make_ctx, "hf")
+    (root / "kohya" / "latin1.txt").write_text("café")
+    (root / "kohya" / "orphan.txt").unlink()
+    assert _check(make_ctx, "kohya") is None
+    assert {item.caption for item in _load(make_ctx, "kohya").items} == {"café", "notepad"}
+
+
+def test_sixteen_bit_and_exif_rotated_images_are_read_as_shown(make_ctx: Any) -> None:
+    root = make_ctx.folders.directory_for("input") / "odd"
+    root.mkdir(parents=True)
+    Image.fromarray(np.full((64, 64), 32768, dtype=np.uint16)).save(root / "grey16.png")  # mid grey
+    (root / "grey16.txt").write_text("grey")
+    grey = _load(make_ctx, "odd").sample(1, torch.Generator().manual_seed(0))[0]
+    assert grey.abs().max() < 0.01  # 0.5 in 0..1 is 0 in -1..1, not white
+    (root / "grey16.png").unlink()
+    (root / "grey16.txt").rename(root / "phone.txt")
+    sideways = Image.new("RGB", (128, 64), (0, 0, 0))
+    sideways.paste((255, 255, 255), (0, 0, 64, 64))  # left half white; shown rotated 90° clockwise
+    exif = sideways.getexif()
+    exif[0x0112] = 6
+    sideways.save(root / "phone.jpg", exif=exif, quality=100)
+    phone = _load(make_ctx, "odd", aspect_buckets=True)
+    width, height = phone.items[0].bucket
+    assert height > width  # portrait, as the photograph is shown
+    pixels = phone.sample(1, torch.Generator().manual_seed(0))[0]
+    assert pixels[0, 0, :10].mean() > 0.9 and pixels[0, 0, -10:].mean() < -0.9  # white on top once upright

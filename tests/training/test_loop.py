@@ -124,6 +124,27 @@ def test_finished_run_returns_its_outputs_without_building_the_recipe(make_ctx: 
     assert third.trained_steps == 0 and third.resumed_from == 12 and Path(third.values["weight_file"]).is_file()
 
 
+def test_a_result_file_another_run_overwrote_is_saved_again(make_ctx: Any, tmp_path: Path) -> None:
+    # Runs with one run_name and other inputs write the same file (models/loras/<run_name>...).
+    shared = tmp_path / "shared.pt"
+
+    class SharedFile(LinearRecipe):
+        def save_final(self, folder: RunFolder) -> FinalOutputs:
+            torch.save(self.weight.detach().clone(), shared)
+            return FinalOutputs({"weight_file": str(shared)}, [shared])
+
+    _train(make_ctx, SharedFile())
+    mine = torch.load(shared)
+    hook = HookContext(folders=make_ctx.folders)
+    fingerprint = training_fingerprint(hook, {"run_name": "toy", "resume_from": ""})
+    _train(make_ctx, SharedFile(), TrainSettings(**{**SETTINGS.__dict__, "seed": 4}), name="toy-other")
+    assert not torch.equal(torch.load(shared), mine)
+    assert training_fingerprint(hook, {"run_name": "toy", "resume_from": ""}) != fingerprint
+    again = _train(make_ctx, SharedFile())
+    assert again.trained_steps == 0 and again.resumed_from == 12  # re-saved from its last checkpoint
+    assert torch.equal(torch.load(shared), mine)
+
+
 def test_gradient_accumulation_equals_the_whole_batch(make_ctx: Any) -> None:
     class Halves(LinearRecipe):
         def batch(self, step: int, micro: int, generator: torch.Generator) -> torch.Tensor:
@@ -180,3 +201,14 @@ def test_fingerprint_follows_the_run_folder_and_resume_from_is_checked(make_ctx:
     assert resume_problem(hook, result.folder.path.name) is None
     assert "not a training run folder" in resume_problem(hook, "nope")
     assert "refusing" in resume_problem(hook, "../etc")
+
+
+def test_warmup_steps_the_constant_schedule_would_ignore_are_refused(make_ctx: Any) -> None:
+    from nodes.training.lora import TrainLoRA
+
+    settings = TrainSettings(**{**SETTINGS.__dict__, "lr_scheduler": "constant", "lr_warmup_steps": 2})
+    with pytest.raises(TrainingError, match="lr_warmup_steps 2 has no effect with lr_scheduler constant"):
+        _train(make_ctx, LinearRecipe(), settings)
+    hook = HookContext(folders=make_ctx.folders)
+    assert "use constant_with_warmup" in TrainLoRA.validate_inputs(hook, lr_scheduler="constant", lr_warmup_steps=5)
+    assert TrainLoRA.validate_inputs(hook, lr_scheduler="constant_with_warmup", lr_warmup_steps=5) is None

@@ -121,6 +121,15 @@ def test_interrupt_stops_after_the_step_with_a_checkpoint_then_resumes(make_ctx:
     assert [e.value for e in make_ctx.events] == [4, 5, 6]  # continued, not restarted
 
 
+def test_target_modules_matching_nothing_is_named_and_releases_the_models(make_ctx: CtxFactory) -> None:
+    from nodes.infra.model_manager import manager_from
+
+    ctx = make_ctx()
+    with pytest.raises(ValueError, match="target_modules 'to_qq' matches no module of this UNet"):
+        train_lora(ctx, steps=2, target_modules="to_qq", train_text_encoder=False)
+    assert not any(entry["in_use"] for entry in manager_from(ctx.services).loaded())
+
+
 KILLED_RUN = """
 import sys
 sys.path[:0] = [{repo!r} + "/tests/training", {repo!r}]
