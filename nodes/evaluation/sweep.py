@@ -31,7 +31,7 @@ def parse_values(text: str, value_type: str) -> list[Any]:
         try:
             values.append(parse(item))
         except ValueError:
-            raise ValueError(f"values: {item!r} is not a {value_type} value") from None
+            raise ValueError(f"values: {item!r} is not a valid {value_type} value") from None
     return values
 
 
