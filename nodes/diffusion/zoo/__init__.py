@@ -112,7 +112,7 @@ def write_example_inputs(input_dir: Path, *, seed: int = 0) -> list[Path]:
     return [*written, _write_prompt_set(input_dir / "nodeloom_eval_prompts.jsonl")]
 
 
-EVAL_PROMPTS = {"nodeloom_example.png": "a colourful abstract painting", "nodeloom_inpaint.png": "a framed picture",
+EVAL_PROMPTS: dict[str, str] = {"nodeloom_example.png": "a colourful abstract painting", "nodeloom_inpaint.png": "a framed picture",
                 "nodeloom_product.png": "a striped ball on a white background",
                 "nodeloom_face.png": "a portrait of an astronaut in a white spacesuit"}
 
