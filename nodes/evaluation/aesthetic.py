@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from graph_runtime import Combo, Context, HookContext, Link, Node, Output
+from graph_runtime import Context, HookContext, Link, ModelFile, Node, Output
 from graph_runtime.folders import MissingModelFile, UnsafePath
 from nodes.infra import clip_scorer
 from nodes.infra.clip_scorer import ClipScorer
@@ -89,8 +89,7 @@ class AestheticScore(Node):
                    f"models/{FOLDER}/ under its published name ({PREDICTOR_FILE}); the CLIP comes from "
                    "CLIPScoreModelLoader. Adds aesthetic_score to the row.")
     inputs = [Link("scorer", "CLIP_SCORER"), Link("images", "IMAGE"),
-              Combo("predictor", lambda ctx: ctx.folders.list_models(FOLDER), default=PREDICTOR_FILE,
-                    tooltip=f"the MLP's .pth in models/{FOLDER}"),
+              ModelFile("predictor", FOLDER, tooltip=f"the MLP's .pth in models/{FOLDER} ({PREDICTOR_FILE})"),
               Link("row", ROW_TYPE, optional=True)]
     outputs = [Output("FLOAT", "score"), Output(ROW_TYPE, "row")]
 

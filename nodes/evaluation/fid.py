@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from graph_runtime import Combo, Context, HookContext, Link, Node, Output
+from graph_runtime import Combo, Context, HookContext, Link, ModelFile, Node, Output
 from graph_runtime.folders import MissingModelFile, UnsafePath
 from nodes.infra.clip_scorer import to_uint8_images
 from nodes.infra.files import ModelFileError, read_state_dict
@@ -119,8 +119,7 @@ class FID(Node):
                    "biased upwards, compare only FIDs of equal set sizes.")
     input_is_list = True
     inputs = [Link("images", "IMAGE"), Link("reference", "IMAGE"),
-              Combo("inception", lambda ctx: ctx.folders.list_models(FOLDER), default=INCEPTION_FILE,
-                    tooltip=f"Inception v3 weights in models/{FOLDER}"),
+              ModelFile("inception", FOLDER, tooltip=f"Inception v3 weights in models/{FOLDER} ({INCEPTION_FILE})"),
               Combo("resize", RESIZE, default="antialiased"),
               Link("rows", ROW_TYPE, optional=True, tooltip="the rows that made the images, one per batch")]
     outputs = [Output("FLOAT", "fid"), Output(ROW_TYPE, "rows", is_list=True)]

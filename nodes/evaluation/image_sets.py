@@ -13,7 +13,7 @@ from PIL import Image, ImageOps
 from graph_runtime import Combo, Context, HookContext, Int, Link, Node, Output, Result, String
 from graph_runtime.folders import UnsafePath, safe_join
 from nodes.core.image_io import PixelBudget, max_image_pixels
-from nodes.core.imaging import pil_to_tensor, save_target, tensor_to_pil
+from nodes.core.imaging import pil_to_tensor, tensor_to_pil
 from nodes.evaluation.rows import ROW_TYPE, EvalRow
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
@@ -108,19 +108,20 @@ class SaveImageSet(Node):
         if rows is not None and len(rows) != len(images):
             raise ValueError(f"rows: {len(rows)} rows for {len(images)} image batches; link the rows that made "
                              f"these images")
-        # save_target checks the folder stays inside output/; its counter is not used here
-        target = save_target(f"{folder[0].rstrip('/')}/x", ctx.folders.directory_for("output"), 0, 0)
+        subfolder = folder[0].strip().strip("/")
+        target = safe_join(ctx.folders.directory_for("output"), subfolder)  # UnsafePath if it leaves output/
+        target.mkdir(parents=True, exist_ok=True)
         saved, manifest, number = [], [], 0
         for batch_index, batch in enumerate(images):
             for image in batch:
                 name = f"{number:05}.png"
-                tensor_to_pil(image).save(target.folder / name, compress_level=4)
-                saved.append({"filename": name, "subfolder": target.subfolder, "type": "output"})
+                tensor_to_pil(image).save(target / name, compress_level=4)
+                saved.append({"filename": name, "subfolder": subfolder, "type": "output"})
                 if rows is not None:
                     manifest.append(json.dumps({"file": name, **rows[batch_index].record()}))
                 number += 1
         if manifest:
-            (target.folder / MANIFEST).write_text("\n".join(manifest) + "\n")
+            (target / MANIFEST).write_text("\n".join(manifest) + "\n")
         return Result(ui={"images": saved})
 
 

@@ -188,12 +188,15 @@ def stocked(tmp_path: Path, every_registry: NodeRegistry) -> HookContext:
     assert folders.input_dir is not None
     folders.input_dir.mkdir(parents=True)
     Image.new("RGBA", (16, 12), (10, 20, 30, 255)).save(folders.input_dir / "example.png")
+    (folders.input_dir / "prompts.txt").write_text("a prompt\n")  # LoadPromptSet
+    (folders.input_dir / "image_set").mkdir()  # LoadImageSet
+    Image.new("RGB", (16, 12)).save(folders.input_dir / "image_set" / "0.png")
     return HookContext(folders=folders)
 
 
 def test_every_pack_is_covered(every_registry):
     packs = {"nodes.core", "nodes.diffusion", "nodes.slam", "nodes.control", "nodes.upscale", "nodes.detail",
-             "nodes.scoring"}
+             "nodes.scoring", "nodes.evaluation"}
     assert packs <= set(BUILTIN_PACKS)
     assert {*packs, "plugins.example_plugin"} <= set(every_registry.origin.values())
 

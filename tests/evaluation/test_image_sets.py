@@ -38,3 +38,12 @@ def test_missing_or_empty_folders_are_named(eval_folders) -> None:
     (eval_folders.input_dir / "empty").mkdir(exist_ok=True)
     assert "holds no image files" in LoadImageSet.validate_inputs(ctx, folder="empty")
     assert "refusing file name" in LoadImageSet.validate_inputs(ctx, folder="../outside")
+
+
+def test_a_folder_leaving_output_is_refused(make_ctx) -> None:
+    import pytest
+
+    from graph_runtime.folders import UnsafePath
+
+    with pytest.raises(UnsafePath, match="refusing file name '../elsewhere'"):
+        SaveImageSet().run(make_ctx(), images=[torch.zeros(1, 4, 4, 3)], folder=["../elsewhere"])
