@@ -22,7 +22,7 @@ from nodes.infra import clip_scorer
 from nodes.infra.clip_scorer import ClipScorer
 from nodes.infra.files import ModelFileError, read_state_dict
 from nodes.infra.model_manager import ModelRef, manager_from
-from nodes.evaluation.rows import ROW_TYPE, EvalRow
+from nodes.evaluation.rows import ROW_TYPE, EvalRow, row_or_new
 
 FOLDER = "aesthetic"
 PREDICTOR_FILE = "sac+logos+ava1-l14-linearMSE.pth"
@@ -106,8 +106,7 @@ class AestheticScore(Node):
     def run(self, ctx: Context, *, scorer: ClipScorer, images: torch.Tensor, predictor: str,
             row: EvalRow | None = None) -> tuple[Any, ...]:
         score = float(aesthetic_scores(ctx, scorer, ctx.folders.model_path(FOLDER, predictor), images).mean())
-        base = row if row is not None else EvalRow(index=0, prompt="")
-        return score, base.with_metric("aesthetic_score", score)
+        return score, row_or_new(row, "").with_metric("aesthetic_score", score)
 
 
 NODES: list[type[Node]] = [AestheticScore]

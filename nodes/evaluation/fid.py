@@ -13,7 +13,9 @@ CVPR 2022), or TensorFlow 1.x's bilinear resize (``tensorflow``) to reproduce pu
 from __future__ import annotations
 
 import io
+import itertools
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,17 +85,22 @@ def inception_ref(path: Path) -> ModelRef:
     return ModelRef(("fid_inception", str(path.resolve()), stat.st_mtime_ns, stat.st_size), PART, loader, path.name)
 
 
-def inception_features(manager: ModelManager, ref: ModelRef, images: list[torch.Tensor], *,
-                       resize: str) -> torch.Tensor:
+def inception_features(manager: ModelManager, ref: ModelRef, images: list[torch.Tensor], *, resize: str,
+                       progress: Callable[[int], None] | None = None) -> torch.Tensor:
     """Pool3 features [N, 2048] float64 of every image of the IMAGE batches ([B, H, W, C] float
-    0..1, any size): each is quantised to uint8 and resized to 299x299 as torchmetrics does."""
-    chunks = []
+    0..1, any size): each is quantised to uint8 and resized to 299x299 as torchmetrics does.
+    ``progress`` is called with the number of images done after each forward pass."""
+    chunks, done = [], 0
     with manager.use(ref) as (model,), torch.inference_mode():
         model.use_antialias = resize == "antialiased"
+        device = next(model.parameters()).device
         for batch in images:
             pixels = torch.from_numpy(np.stack(to_uint8_images(batch))).permute(0, 3, 1, 2)
             for start in range(0, len(pixels), CHUNK):
-                chunks.append(model(pixels[start:start + CHUNK].to(next(model.parameters()).device)).double().cpu())
+                chunks.append(model(pixels[start:start + CHUNK].to(device)).double().cpu())
+                done += len(chunks[-1])
+                if progress is not None:
+                    progress(done)
     return torch.cat(chunks)
 
 
@@ -135,13 +142,17 @@ class FID(Node):
                              f"these images")
         manager = manager_from(ctx.services)
         ref = inception_ref(ctx.folders.model_path(FOLDER, inception[0]))
-        real = inception_features(manager, ref, reference, resize=resize[0])
-        sizes = [len(batch) for batch in images]
-        fake = inception_features(manager, ref, images, resize=resize[0])
+        total = sum(len(batch) for batch in [*reference, *images])
+        real = inception_features(manager, ref, reference, resize=resize[0],
+                                  progress=lambda done: ctx.progress(done, total))
+        offset = len(real)
+        fake = inception_features(manager, ref, images, resize=resize[0],
+                                  progress=lambda done: ctx.progress(offset + done, total))
         overall = frechet_distance(real, fake)
         if rows is None:
             return overall, []
-        starts = torch.tensor([0, *sizes]).cumsum(0).tolist()
+        # the features of batch i are fake[starts[i]:starts[i + 1]]
+        starts = list(itertools.accumulate((len(batch) for batch in images), initial=0))
         groups: dict[Any, list[int]] = defaultdict(list)
         for index, row in enumerate(rows):
             groups[row.value].append(index)

@@ -130,6 +130,8 @@ class MetricsTable(Node):
 
     def run(self, ctx: Context, *, rows: list[EvalRow], filename_prefix: list[str], x_metric: list[str],
             y_metric: list[str]) -> Result:
+        if not rows:
+            raise ValueError("rows: no rows arrived (the list feeding MetricsTable is empty)")
         sweeps = sorted({row.sweep for row in rows})
         if len(sweeps) != 1:
             raise ValueError(f"rows: the rows come from {len(sweeps)} different sweeps ({', '.join(sweeps)}); "

@@ -76,7 +76,7 @@ def test_rows_get_the_fid_of_their_value_group(make_ctx, monkeypatch) -> None:
     # features = the images' pixels: the grouping is checked without running Inception
     monkeypatch.setattr(fid_module, "inception_ref", lambda path: None)
     monkeypatch.setattr(fid_module, "inception_features",
-                        lambda manager, ref, images, resize: torch.cat([i.reshape(len(i), -1) for i in images]).double())
+                        lambda manager, ref, images, resize, progress: torch.cat([i.reshape(len(i), -1) for i in images]).double())
     gen = torch.Generator().manual_seed(0)
     reference = [torch.rand(3, 2, 2, 3, generator=gen)]
     images = [torch.rand(1, 2, 2, 3, generator=gen) for _ in range(4)]
