@@ -21,7 +21,7 @@ SEED_MODES = ("per prompt", "fixed", "per row")
 
 def parse_values(text: str, value_type: str) -> list[Any]:
     """Comma-separated ``text`` as a list of ``value_type`` values. Raises ValueError naming the
-    item that is not one, or when the list is empty."""
+    item that is not one or a value given twice, or when the list is empty."""
     items = [item.strip() for item in text.split(",") if item.strip()]
     if not items:
         raise ValueError("values: give at least one value, comma-separated (e.g. 3.0, 5.0, 7.5)")
@@ -32,11 +32,17 @@ def parse_values(text: str, value_type: str) -> list[Any]:
             values.append(parse(item))
         except ValueError:
             raise ValueError(f"values: {item!r} is not a valid {value_type} value") from None
+    repeated = sorted({str(v) for v in values if values.count(v) > 1})
+    if repeated:  # rows are grouped by value: a repeated value would merge two groups
+        raise ValueError(f"values: {', '.join(repeated)} given more than once")
     return values
 
 
+SEED_LIMIT = 1 << 64  # KSampler's seeds are 0 .. 2^64 - 1: offsets wrap around
+
+
 def seed_of(mode: str, base: int, prompt_index: int, row_index: int) -> int:
-    return base + {"fixed": 0, "per prompt": prompt_index, "per row": row_index}[mode]
+    return (base + {"fixed": 0, "per prompt": prompt_index, "per row": row_index}[mode]) % SEED_LIMIT
 
 
 def sweep_rows(name: str, values: list[Any], prompts: list[str], seed: int, seed_mode: str) -> list[EvalRow]:
@@ -64,7 +70,7 @@ class SweepValues(Node):
     inputs = [String("name", "guidance_scale", tooltip="what is swept: the column name in the table"),
               String("values", "3.0, 5.0, 7.5", tooltip="comma-separated values"),
               Combo("value_type", VALUE_TYPES, default="FLOAT"),
-              Int("seed", 0, min=0, max=0xFFFFFFFFFFFFFFFF),
+              Int("seed", 0, min=0, max=SEED_LIMIT - 1),
               Combo("seed_mode", SEED_MODES, default="per prompt"),
               Link("prompts", "STRING", optional=True, tooltip="the prompts of a prompt set (LoadPromptSet)")]
     outputs = [Output("*", "value", is_list=True), Output("STRING", "prompt", is_list=True),

@@ -37,6 +37,7 @@ def test_bad_values_are_validation_errors_naming_the_item() -> None:
     ctx = HookContext(FolderPaths(base="."))
     assert SweepValues.validate_inputs(ctx, values="3, x", value_type="FLOAT") == "values: 'x' is not a valid FLOAT value"
     assert SweepValues.validate_inputs(ctx, values="4, 7.5", value_type="INT") == "values: '7.5' is not a valid INT value"
+    assert SweepValues.validate_inputs(ctx, values="3, 3.0, 4", value_type="FLOAT") == "values: 3.0 given more than once"
     assert "at least one value" in SweepValues.validate_inputs(ctx, values=" , ", value_type="FLOAT")
     assert "give the swept input a name" in SweepValues.validate_inputs(ctx, name=" ", values="1")
     with pytest.raises(ValueError, match="'x' is not a valid FLOAT"):
