@@ -14,7 +14,7 @@ import yaml
 
 MODEL_EXTENSIONS: tuple[str, ...] = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin", ".onnx")
 
-# ComfyUI's sub-folders plus our own (face_detectors, scorers, clip_tokenizer).
+# ComfyUI's sub-folders plus our own (face_detectors, scorers, clip_tokenizer, inception, aesthetic).
 MODEL_FOLDERS: dict[str, tuple[str, ...]] = {
     "checkpoints": MODEL_EXTENSIONS + (".yaml",),
     "diffusers": (),  # folders holding a model_index.json
@@ -36,6 +36,8 @@ MODEL_FOLDERS: dict[str, tuple[str, ...]] = {
     "photomaker": MODEL_EXTENSIONS,
     "face_detectors": MODEL_EXTENSIONS + (".xml",),
     "scorers": MODEL_EXTENSIONS + (".json",),
+    "inception": MODEL_EXTENSIONS,  # FID's Inception v3 (torch-fidelity's weights file)
+    "aesthetic": MODEL_EXTENSIONS,  # LAION's improved aesthetic predictor MLPs
     "clip_tokenizer": (),  # folders holding vocab.json + merges.txt
 }
 
@@ -46,7 +48,7 @@ DIRECTORY_MARKERS: dict[str, tuple[str, ...]] = {"diffusers": ("model_index.json
 DIRECTORY_FOLDERS = frozenset(DIRECTORY_MARKERS)
 # Folders holding model files and model folders (a diffusers/transformers folder with this marker
 # is one model; the files inside it are not listed on their own).
-MIXED_MARKERS: dict[str, str] = {"controlnet": "config.json"}
+MIXED_MARKERS: dict[str, str] = {"controlnet": "config.json", "clip_vision": "config.json"}
 
 
 class MissingModelFile(FileNotFoundError):

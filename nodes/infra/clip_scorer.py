@@ -138,3 +138,12 @@ def logit_scale(manager: ModelManager, scorer: ClipScorer) -> float:
     """``logit_scale.exp()`` of the model (100 for trained CLIP/PickScore)."""
     with manager.use(scorer.ref) as (model,):
         return float(model.logit_scale.detach().float().exp())
+
+
+def scaled_similarity(manager: ModelManager, scorer: ClipScorer, images: torch.Tensor, prompt: str) -> torch.Tensor:
+    """``logit_scale.exp()`` x cosine similarity of each image ([B, H, W, C] float 0..1) with
+    ``prompt``: [B] float32. This is PickScore's score (Kirstain et al. 2023) for a PickScore model,
+    and 100 x cosine for a trained CLIP."""
+    text = text_embeddings(manager, scorer, [prompt])
+    pictures = image_embeddings(manager, scorer, images)
+    return logit_scale(manager, scorer) * (text @ pictures.T)[0]

@@ -50,9 +50,7 @@ def rank(scores: torch.Tensor) -> Ranking:
 
 def pickscore(manager: ModelManager, scorer: ClipScorer, images: torch.Tensor, prompt: str) -> torch.Tensor:
     """PickScore of each image ([B, H, W, C] float 0..1) for ``prompt``: [B] float32."""
-    text = clip_scorer.text_embeddings(manager, scorer, [prompt])
-    pictures = clip_scorer.image_embeddings(manager, scorer, images)
-    return clip_scorer.logit_scale(manager, scorer) * (text @ pictures.T)[0]
+    return clip_scorer.scaled_similarity(manager, scorer, images, prompt)
 
 
 def _scorer_choices(ctx: HookContext) -> list[str]:

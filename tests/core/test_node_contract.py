@@ -192,12 +192,15 @@ def stocked(tmp_path: Path, every_registry: NodeRegistry) -> HookContext:
     captioned.mkdir()
     Image.new("RGB", (16, 16), (10, 20, 30)).save(captioned / "one.png")
     (captioned / "one.txt").write_text("a caption")
+    (folders.input_dir / "prompts.txt").write_text("a prompt\n")  # LoadPromptSet
+    (folders.input_dir / "image_set").mkdir()  # LoadImageSet
+    Image.new("RGB", (16, 12)).save(folders.input_dir / "image_set" / "0.png")
     return HookContext(folders=folders)
 
 
 def test_every_pack_is_covered(every_registry):
     packs = {"nodes.core", "nodes.diffusion", "nodes.slam", "nodes.control", "nodes.upscale", "nodes.detail",
-             "nodes.scoring"}
+             "nodes.scoring", "nodes.evaluation"}
     assert packs <= set(BUILTIN_PACKS)
     assert {*packs, "plugins.example_plugin"} <= set(every_registry.origin.values())
 

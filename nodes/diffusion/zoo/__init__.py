@@ -15,6 +15,7 @@ deterministically from a seed, everything the node families need into a models r
     controlnet/tiny-controlnet-sd15-original.safetensors (+ fp16 pruned), tiny-controlnet-sdxl/,
     tiny-t2i-adapter-sd15/, annotators/ControlNetHED.pth, table5_pidinet.pth (see control_variants,
     annotators)
+    inception/weights-inception-2015-12-05-6726825d.pth      FID's Inception v3, full size (46 MB fp16)
 
 Single files carry their architecture in the ``nodeloom_config`` metadata entry, so loading needs
 no guessing; each file is at most a few MB and the whole zoo takes seconds. ``full_size`` writes
@@ -25,6 +26,7 @@ published-size random-weight single files (no metadata, like downloaded ones) fo
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,6 +36,7 @@ from nodes.diffusion.zoo.control_variants import save_control_variants
 from nodes.diffusion.zoo.controlnet import save_controlnet
 from nodes.diffusion.zoo.embeddings import save_embeddings
 from nodes.diffusion.zoo.hr_images import write_hr_dataset
+from nodes.diffusion.zoo.inception import save_inception
 from nodes.diffusion.zoo.lcm import save_lcm_models
 from nodes.diffusion.zoo.lora import save_loras
 from nodes.diffusion.zoo.sam import TINY_SAM, build_sam, save_sam
@@ -65,7 +68,8 @@ def write_tiny_zoo(root: Path, *, seed: int = 0) -> list[Path]:
     written += save_loras(root, sd15, seed + 3)
     written += save_lcm_models(root, sd15, sdxl, tokenizer_dir, seed + 4)
     builders: list[Callable[[Path, int], Path | None]] = [
-        lambda r, s: save_controlnet(r, sd15, s), save_esrgan, save_sam, save_clip_scorer, save_clip_vision]
+        lambda r, s: save_controlnet(r, sd15, s), save_esrgan, save_sam, save_clip_scorer, save_clip_vision,
+        save_inception]
     for offset, builder in enumerate(builders):
         path = builder(root, seed + 10 + offset)
         if path is not None:
@@ -92,9 +96,10 @@ def write_example_inputs(input_dir: Path, *, seed: int = 0) -> list[Path]:
     """The images the example workflows load: ``nodeloom_example.png`` (img2img),
     ``nodeloom_inpaint.png``, whose transparent square is the area to inpaint (LoadImage's mask),
     ``nodeloom_product.png`` (ecom_product_background: a product on a transparent background) and
-    ``nodeloom_face.png`` (face_touchup: scikit-image's astronaut photograph, public domain, NASA) and
+    ``nodeloom_face.png`` (face_touchup: scikit-image's astronaut photograph, public domain, NASA),
     the captioned ``nodeloom_dataset/`` (train_lora) and ``nodeloom_hr/`` (train_esrgan: captioned
-    photograph crops)."""
+    photograph crops), and ``nodeloom_eval_prompts.jsonl`` (eval_guidance_sweep: four prompts, each
+    naming one of the images above as its reference)."""
     import numpy as np
     from PIL import Image
 
@@ -107,15 +112,13 @@ def write_example_inputs(input_dir: Path, *, seed: int = 0) -> list[Path]:
     Image.fromarray(np.dstack([rgb, alpha])).save(inpaint)
     return [example, inpaint, _write_product(input_dir / "nodeloom_product.png"),
             _write_face(input_dir / "nodeloom_face.png"), *write_captioned_dataset(input_dir / "nodeloom_dataset"),
-            *write_hr_dataset(input_dir / "nodeloom_hr")]
+            *write_hr_dataset(input_dir / "nodeloom_hr"), _write_prompt_set(input_dir / "nodeloom_eval_prompts.jsonl")]
 
 
 def write_captioned_dataset(folder: Path, *, colour: tuple[int, int, int] = (200, 40, 40),
                             caption: str = "a red square") -> list[Path]:
     """A tiny dataset in the Hugging Face imagefolder layout (train_lora.json reads it): four 64×64
     images of one colour with a little noise, and a metadata.jsonl captioning each."""
-    import json
-
     import numpy as np
     from PIL import Image
 
@@ -130,6 +133,17 @@ def write_captioned_dataset(folder: Path, *, colour: tuple[int, int, int] = (200
         lines.append(json.dumps({"file_name": path.name, "text": caption}))
     (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
     return [*paths, folder / "metadata.jsonl"]
+
+
+EVAL_PROMPTS: dict[str, str] = {"nodeloom_example.png": "a colourful abstract painting", "nodeloom_inpaint.png": "a framed picture",
+                "nodeloom_product.png": "a striped ball on a white background",
+                "nodeloom_face.png": "a portrait of an astronaut in a white spacesuit"}
+
+
+def _write_prompt_set(path: Path) -> Path:
+    lines = [json.dumps({"prompt": prompt, "reference": image}) for image, prompt in EVAL_PROMPTS.items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
 
 
 def _write_face(path: Path) -> Path:

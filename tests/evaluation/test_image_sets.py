@@ -1,0 +1,49 @@
+"""SaveImageSet writes every image of a list with the rows that made them; LoadImageSet reads the
+folder back in name order; a missing or empty folder is a validation error naming it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import torch
+
+from graph_runtime import HookContext
+from nodes.evaluation.image_sets import LoadImageSet, SaveImageSet
+from nodes.evaluation.rows import EvalRow
+
+
+def test_a_saved_set_loads_back_pixel_for_pixel(make_ctx, eval_folders) -> None:
+    batches = [(torch.randint(0, 256, (n, 20, 24, 3), generator=torch.Generator().manual_seed(n)) / 255).float()
+               for n in (1, 2)]
+    rows = [EvalRow(index=i, prompt=f"p{i}", seed=i, sweep="cfg", value=v) for i, v in enumerate((2.0, 5.0))]
+    result = SaveImageSet().run(make_ctx(), images=batches, folder=["sets/run"], rows=rows)
+    saved = eval_folders.output_dir / "sets" / "run"
+    assert [e["filename"] for e in result.ui["images"]] == ["00000.png", "00001.png", "00002.png"]
+    manifest = [json.loads(line) for line in (saved / "rows.jsonl").read_text().splitlines()]
+    assert [(m["file"], m["prompt"], m["cfg"]) for m in manifest] == [
+        ("00000.png", "p0", 2.0), ("00001.png", "p1", 5.0), ("00002.png", "p1", 5.0)]
+
+    shutil.copytree(saved, eval_folders.input_dir / "sets_run", dirs_exist_ok=True)
+    assert "sets_run" in LoadImageSet.inputs[0].current_choices(HookContext(eval_folders))
+    images, names, count = LoadImageSet().run(make_ctx(), folder="sets_run", limit=0)
+    assert count == 3 and names == ["00000.png", "00001.png", "00002.png"]
+    torch.testing.assert_close(torch.cat(images), torch.cat(batches), atol=0, rtol=0)
+    assert LoadImageSet().run(make_ctx(), folder="sets_run", limit=2)[2] == 2
+
+
+def test_missing_or_empty_folders_are_named(eval_folders) -> None:
+    ctx = HookContext(eval_folders)
+    assert "folder 'nowhere' not found in the input folder" in LoadImageSet.validate_inputs(ctx, folder="nowhere")
+    (eval_folders.input_dir / "empty").mkdir(exist_ok=True)
+    assert "holds no image files" in LoadImageSet.validate_inputs(ctx, folder="empty")
+    assert "refusing file name" in LoadImageSet.validate_inputs(ctx, folder="../outside")
+
+
+def test_a_folder_leaving_output_is_refused(make_ctx) -> None:
+    import pytest
+
+    from graph_runtime.folders import UnsafePath
+
+    with pytest.raises(UnsafePath, match="refusing file name '../elsewhere'"):
+        SaveImageSet().run(make_ctx(), images=[torch.zeros(1, 4, 4, 3)], folder=["../elsewhere"])
