@@ -73,3 +73,21 @@ def test_buckets_crop_flip_and_dropout(make_ctx: Any) -> None:
     assert flips == {-1.0, 1.0}  # centre crop of a half-white image: the white side moves with the flip
     dropped = _load(make_ctx, "wide", caption_dropout=0.5).sample(200, torch.Generator().manual_seed(0))[1]
     assert 60 < dropped.count("") < 140 and set(dropped) == {"", "wide"}
+
+
+def test_captions_none_takes_a_plain_image_folder(make_ctx: Any) -> None:
+    root = make_ctx.folders.directory_for("input") / "plain"
+    _image(root / "a.png", colour=(0, 255, 0))
+    _image(root / "b.png", colour=(0, 255, 0))
+    assert "plain" in LoadImageCaptionDataset.inputs[0].current_choices(HookContext(folders=make_ctx.folders))
+    required = _check(make_ctx, "plain")
+    assert "a.png: no caption" in required and "set captions to 'none'" in required
+    assert _check(make_ctx, "plain", captions="none", caption_template="no placeholder needed") is None
+    pixels, captions = _load(make_ctx, "plain", captions="none").sample(4, torch.Generator().manual_seed(0))
+    assert pixels.shape == (4, 3, 64, 64) and captions == [""] * 4
+    assert pixels[:, 1].min() == 1.0 and pixels[:, 0].max() == -1.0
+    (root / "c.png").write_bytes(b"not a png")
+    assert "c.png: unreadable image" in _check(make_ctx, "plain", captions="none")
+    empty = make_ctx.folders.directory_for("input") / "empty"
+    empty.mkdir()
+    assert "no images" in _check(make_ctx, "empty", captions="none")
