@@ -71,18 +71,42 @@ class ImageCaptionDataset:
             found.setdefault(item.bucket, []).append(index)
         return found
 
+    @property
+    def fixed_pixels(self) -> bool:
+        """True when an item always gives the same pixels (no random crop, no flip), so a trainer
+        may encode each item once and reuse it."""
+        return not self.random_crop and not self.flip
+
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
+        _, pixels, captions = self.sample_indexed(batch_size, generator)
+        assert pixels is not None
+        return pixels, captions
+
+    def sample_indexed(self, batch_size: int, generator: torch.Generator, *, pixels: bool = True
+                       ) -> tuple[list[int], torch.Tensor | None, list[str]]:
+        """(item indices, ``[B, 3, H, W]`` pixels or None, captions). ``pixels`` False skips the
+        crops (only allowed when :attr:`fixed_pixels`; the generator advances exactly as with them)."""
+        if not pixels and not self.fixed_pixels:
+            raise ValueError("pixels can be skipped only without random crops and flips")
         buckets = list(self.buckets().values())
         sizes = torch.tensor([len(b) for b in buckets], dtype=torch.float)
         members = buckets[int(torch.multinomial(sizes, 1, generator=generator))]
         picks = torch.randint(0, len(members), (batch_size,), generator=generator).tolist()
-        pixels, captions = [], []
+        indices, crops, captions = [], [], []
         for pick in picks:
+            indices.append(members[pick])
             item = self.items[members[pick]]
-            pixels.append(self._crop(item, generator))
+            if pixels:
+                crops.append(self._crop(item, generator))
             dropped = float(torch.rand((), generator=generator)) < self.caption_dropout
             captions.append("" if dropped else self.caption_template.replace("{caption}", item.caption))
-        return torch.stack(pixels), captions
+        return indices, torch.stack(crops) if pixels else None, captions
+
+    def item_pixels(self, index: int) -> torch.Tensor:
+        """``[3, H, W]`` in -1..1: item ``index`` as a :attr:`fixed_pixels` dataset serves it."""
+        if not self.fixed_pixels:
+            raise ValueError("an item's pixels are fixed only without random crops and flips")
+        return self._crop(self.items[index], torch.Generator())
 
     def _crop(self, item: Item, generator: torch.Generator) -> torch.Tensor:
         width, height = item.bucket

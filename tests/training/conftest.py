@@ -24,10 +24,10 @@ def make_ctx(run_folders: FolderPaths) -> CtxFactory:
     return CtxFactory(run_folders)
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def _one_thread() -> Iterator[None]:
     # The tiny models' calls are too small to share between threads; on busy cores a second
-    # thread slows them several times over.
+    # thread slows them several times over. Module scope: set before module-scoped training fixtures.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
