@@ -39,15 +39,18 @@ from nodes.infra.tokenizer import DEFAULT_TOKENIZER, MissingTokenizer, find_toke
 Tensor = torch.Tensor
 
 
-def checkpoint_state(manager: ModelManager, model: DiffusionModel, clip: ClipModel, vae: VaeModel
-                     ) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """(LDM-layout state dict on the CPU, nodeloom_config spec) of the three parts as they run."""
+def checkpoint_state(manager: ModelManager, model: DiffusionModel, clip: ClipModel, vae: VaeModel,
+                     unet: torch.nn.Module | None = None) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """(LDM-layout state dict on the CPU, nodeloom_config spec) of the three parts as they run.
+    ``unet``, when given, is saved instead of the MODEL's (a trained UNet of the MODEL's family,
+    any size: its own config is recorded); the MODEL still gives the family and scheduler."""
     if clip.family != model.family:
         raise ValueError(f"clip is a {clip.family} text encoder and model a {model.family} UNet: save the parts of "
                          "one family together")
     fam = family(model.family)
     with contextlib.ExitStack() as stack:
-        unet = stack.enter_context(model.use(manager))
+        if unet is None:
+            unet = stack.enter_context(model.use(manager))
         (vae_module,) = stack.enter_context(manager.use(vae.ref))
         encoders = stack.enter_context(manager.use(*clip.refs))
         for encoder, patches in zip(encoders, clip.patches or [() for _ in encoders]):

@@ -3,7 +3,9 @@
 Two layouts, as people ship them: the Hugging Face ``imagefolder`` one (``metadata.jsonl`` with one
 ``{"file_name": ..., "text": ...}`` line per image; ``caption`` is accepted for ``text``) and
 kohya's sidecar captions (``photo.png`` + ``photo.txt``). Every image is opened and every caption
-read at validation, so a broken set is refused before anything trains, naming the file.
+read at validation, so a broken set is refused before anything trains, naming the file. With
+``captions`` "none" the folder is a plain folder of images (what TrainESRGAN needs): captions are
+neither required nor read, and every sample's caption is empty.
 
 Sampling (``ImageCaptionDataset.sample``) resizes each image to cover its bucket, crops (centre or
 random), flips at random when asked, fills ``caption_template`` and drops the caption with
@@ -33,6 +35,7 @@ MAX_ASPECT = 4.0
 SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L")
 EXIF_ORIENTATION = 0x0112
 TRANSPOSED_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+CAPTION_MODES = ("required", "none")
 
 
 @dataclass(frozen=True)
@@ -71,18 +74,42 @@ class ImageCaptionDataset:
             found.setdefault(item.bucket, []).append(index)
         return found
 
+    @property
+    def fixed_pixels(self) -> bool:
+        """True when an item always gives the same pixels (no random crop, no flip), so a trainer
+        may encode each item once and reuse it."""
+        return not self.random_crop and not self.flip
+
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
+        _, pixels, captions = self.sample_indexed(batch_size, generator)
+        assert pixels is not None
+        return pixels, captions
+
+    def sample_indexed(self, batch_size: int, generator: torch.Generator, *, pixels: bool = True
+                       ) -> tuple[list[int], torch.Tensor | None, list[str]]:
+        """(item indices, ``[B, 3, H, W]`` pixels or None, captions). ``pixels`` False skips the
+        crops (only allowed when :attr:`fixed_pixels`; the generator advances exactly as with them)."""
+        if not pixels and not self.fixed_pixels:
+            raise ValueError("pixels can be skipped only without random crops and flips")
         buckets = list(self.buckets().values())
         sizes = torch.tensor([len(b) for b in buckets], dtype=torch.float)
         members = buckets[int(torch.multinomial(sizes, 1, generator=generator))]
         picks = torch.randint(0, len(members), (batch_size,), generator=generator).tolist()
-        pixels, captions = [], []
+        indices, crops, captions = [], [], []
         for pick in picks:
+            indices.append(members[pick])
             item = self.items[members[pick]]
-            pixels.append(self._crop(item, generator))
+            if pixels:
+                crops.append(self._crop(item, generator))
             dropped = float(torch.rand((), generator=generator)) < self.caption_dropout
             captions.append("" if dropped else self.caption_template.replace("{caption}", item.caption))
-        return torch.stack(pixels), captions
+        return indices, torch.stack(crops) if pixels else None, captions
+
+    def item_pixels(self, index: int) -> torch.Tensor:
+        """``[3, H, W]`` in -1..1: item ``index`` as a :attr:`fixed_pixels` dataset serves it."""
+        if not self.fixed_pixels:
+            raise ValueError("an item's pixels are fixed only without random crops and flips")
+        return self._crop(self.items[index], torch.Generator())
 
     def _crop(self, item: Item, generator: torch.Generator) -> torch.Tensor:
         width, height = item.bucket
@@ -152,10 +179,14 @@ def nearest_bucket(width: int, height: int, sizes: list[tuple[int, int]]) -> tup
     return min(sizes, key=lambda s: (abs(math.log(s[0] / s[1]) - ratio), -s[0] * s[1]))
 
 
+def image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def read_captions(folder: Path) -> tuple[list[tuple[Path, str]], list[str]]:
     """(image path, caption) pairs of ``folder`` and the problems found, each naming the file."""
     problems: list[str] = []
-    images = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    images = image_files(folder)
     metadata = folder / "metadata.jsonl"
     captions: dict[str, str] = {}
     lines: list[str] = []
@@ -208,13 +239,24 @@ def dataset_folders(ctx: HookContext) -> list[str]:
     if not root.is_dir():
         return []
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_dir()
-                  and ((p / "metadata.jsonl").is_file() or any(p.glob("*.txt"))))
+                  and ((p / "metadata.jsonl").is_file() or any(p.glob("*.txt")) or image_files(p)))
 
 
 def load_dataset(folder: Path, *, resolution: int, crop: str, flip: bool, aspect_buckets: bool,
-                 caption_template: str, caption_dropout: float) -> ImageCaptionDataset:
-    """Raises ValueError listing every unreadable image and missing caption."""
-    pairs, problems = read_captions(folder)
+                 caption_template: str, caption_dropout: float, captions: str = "required") -> ImageCaptionDataset:
+    """Raises ValueError listing every unreadable image and missing caption (``captions``
+    "required"), or every unreadable image and an empty folder (``captions`` "none": no caption is
+    read, each is empty)."""
+    if captions not in CAPTION_MODES:
+        raise ValueError(f"captions must be one of {list(CAPTION_MODES)}, got {captions!r}")
+    if captions == "none":
+        images = image_files(folder)
+        pairs = [(path, "") for path in images]
+        problems = [] if images else [f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}"]
+    else:
+        pairs, problems = read_captions(folder)
+        if any(": no caption" in p for p in problems):
+            problems.append("for images without captions (e.g. an upscaler's HR images) set captions to 'none'")
     sizes = bucket_sizes(resolution) if aspect_buckets else [(resolution, resolution)]
     items = []
     for path, caption in pairs:
@@ -237,7 +279,7 @@ class LoadImageCaptionDataset(Node):
     description = ("Captioned images from a folder under input/ (Hugging Face imagefolder metadata.jsonl, or kohya "
                    "sidecar .txt captions) as a DATASET, with resolution, crop, flip, aspect-ratio buckets, a "
                    "caption template and caption dropout. A broken image or a missing caption is a validation "
-                   "error naming the file.")
+                   "error naming the file. captions 'none' takes a plain folder of images (upscaler training).")
     inputs = [
         Combo("folder", dataset_folders, tooltip="a folder in input/ with images and their captions"),
         Int("resolution", 512, min=64, max=4096, step=8, tooltip="side of the square training size in pixels "
@@ -250,6 +292,9 @@ class LoadImageCaptionDataset(Node):
                "caption, e.g. 'thumbnail style, {caption}'"),
         Float("caption_dropout", 0.0, min=0.0, max=1.0, step=0.01, tooltip="probability of training a sample "
               "with an empty caption"),
+        Combo("captions", list(CAPTION_MODES), default="required", optional=True,
+              tooltip="required: every image needs a caption; none: a plain folder of images, captions neither "
+              "needed nor read (for TrainESRGAN)"),
     ]
     outputs = [Output("DATASET")]
 
@@ -268,7 +313,8 @@ class LoadImageCaptionDataset(Node):
     @classmethod
     def validate_inputs(cls, ctx: HookContext, **widgets: Any) -> str | None:
         template = widgets.get("caption_template")
-        if template is not None and "{caption}" not in template:
+        captions = widgets.get("captions") or "required"
+        if template is not None and "{caption}" not in template and captions == "required":
             return f"caption_template must contain {{caption}} (the file's caption), got {template!r}"
         folder = widgets.get("folder")
         if folder is None:
@@ -276,16 +322,16 @@ class LoadImageCaptionDataset(Node):
         try:
             load_dataset(cls._path(ctx, folder), resolution=int(widgets.get("resolution") or 512), crop="center",
                          flip=False, aspect_buckets=bool(widgets.get("aspect_buckets")), caption_template="{caption}",
-                         caption_dropout=0.0)
+                         caption_dropout=0.0, captions=captions)
         except (OSError, ValueError) as exc:
             return str(exc)
         return None
 
     def run(self, ctx: Context, *, folder: str, resolution: int, crop: str, flip: bool, aspect_buckets: bool,
-            caption_template: str, caption_dropout: float) -> tuple[ImageCaptionDataset]:
+            caption_template: str, caption_dropout: float, captions: str | None = None) -> tuple[ImageCaptionDataset]:
         return (load_dataset(self._path(ctx, folder), resolution=resolution, crop=crop, flip=flip,
                              aspect_buckets=aspect_buckets, caption_template=caption_template,
-                             caption_dropout=caption_dropout),)
+                             caption_dropout=caption_dropout, captions=captions or "required"),)
 
 
 NODES: list[type[Node]] = [LoadImageCaptionDataset]

@@ -1,9 +1,10 @@
 """The LoRA recipe TrainLoRA runs on the shared loop: peft LoRA on the UNet (and optionally the text
 encoders), the denoising loss of diffusers' ``train_text_to_image_lora`` script.
 
-Per step: VAE-encode the batch (the latent distribution's mean, as VAEEncode), add noise at uniform
-random timesteps (``noise_offset`` adds per-channel offset noise, Guttenberg 2023), predict with
-the shared Denoiser (SDXL size conditioning and pooled text come from there), and take the MSE
+Per step: the batch's VAE latents (the latent distribution's mean, as VAEEncode; encoded once per
+image and kept when the dataset has no random crop or flip, else encoded every step), noise at
+uniform random timesteps (``noise_offset`` adds per-channel offset noise, Guttenberg 2023), one
+direct UNet call (SDXL size conditioning and pooled text as the sampler passes them), and the MSE
 against the noise (epsilon models) or the velocity (v-prediction), weighted by min-SNR-γ (Hang et
 al. 2023, ``diffusers.training_utils.compute_snr``) when ``min_snr_gamma`` > 0.
 
@@ -21,11 +22,10 @@ from typing import Any
 import torch
 
 from nodes.diffusion import vae_ops
-from nodes.diffusion.denoiser import Denoiser
-from nodes.diffusion.guidance import ModelExtras, NoGuidance
 from nodes.diffusion.models import ClipModel, DiffusionModel, VaeModel
 from nodes.diffusion.sampling import SampleSettings, sample
 from nodes.infra.model_manager import ModelManager
+from nodes.training import students
 from nodes.training.dataset import ImageCaptionDataset
 from nodes.training.loop import FinalOutputs, autocast_dtype, seeded
 from nodes.training.lora_files import LoraTarget, save_lora
@@ -55,18 +55,16 @@ class LoraRecipe:
 
     def __init__(self, manager: ModelManager, model: DiffusionModel, clip: ClipModel, vae: VaeModel,
                  dataset: ImageCaptionDataset, options: LoraOptions, target: LoraTarget) -> None:
-        from diffusers import DDPMScheduler
         from peft import LoraConfig, inject_adapter_in_model
 
-        self.manager, self.vae, self.dataset, self.o, self.target = manager, vae, dataset, options, target
-        self.device = manager.device
+        self._init_data(manager, model, vae, dataset, options)
+        self.target = target
         amp = autocast_dtype(options.precision, self.device)
         # Frozen base weights in the autocast dtype, LoRA weights fp32 (diffusers' cast_training_params).
         policy = {"trainable": True, "compile": False, "dtype": amp or torch.float32}
         self.model = replace(model, ref=model.ref.with_policy(**policy))
         self.clip = replace(clip, refs=tuple(r.with_policy(**policy) for r in clip.refs)) \
             if options.train_text_encoder else clip
-        self.scheduler = DDPMScheduler.from_config(model.scheduler_config)
         self.adapter = f"train_{uuid.uuid4().hex[:8]}"
         self._stack = contextlib.ExitStack()
         modules = self._stack.enter_context(manager.use(self.model.ref, *self.clip.refs))
@@ -87,7 +85,18 @@ class LoraRecipe:
                         param.data = param.data.float()
         if options.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
+        self.dtype = next(p for p in self.unet.parameters() if not p.requires_grad).dtype
+
+    def _init_data(self, manager: ModelManager, model: DiffusionModel, vae: VaeModel, dataset: ImageCaptionDataset,
+                   options: LoraOptions) -> None:
+        """What every denoising recipe needs besides its student: data, latents, noise schedule."""
+        from diffusers import DDPMScheduler
+
+        self.manager, self.vae, self.dataset, self.o = manager, vae, dataset, options
+        self.device = manager.device
+        self.scheduler = DDPMScheduler.from_config(model.scheduler_config)
         self._texts: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self._latent_cache: dict[int, torch.Tensor] | None = {} if dataset.fixed_pixels else None
 
     def _add_unet_adapter(self, config: Any) -> None:
         """ValueError naming ``target_modules`` when it matches no UNet module; the models are
@@ -122,35 +131,42 @@ class LoraRecipe:
                 for n, p in module.named_parameters() if p.requires_grad}
 
     def batch(self, step: int, micro: int, generator: torch.Generator) -> dict[str, Any]:
-        pixels, captions = self.dataset.sample(self.o.batch_size, generator)
-        b = pixels.shape[0]
-        latent_shape = (b, self.vae.latent_channels, pixels.shape[-2] // self.vae.downscale,
-                        pixels.shape[-1] // self.vae.downscale)
+        cached = self._latent_cache is not None
+        items, pixels, captions = self.dataset.sample_indexed(self.o.batch_size, generator, pixels=not cached)
+        width, height = self.dataset.items[items[0]].bucket
+        b = len(items)
+        latent_shape = (b, self.vae.latent_channels, height // self.vae.downscale, width // self.vae.downscale)
         noise = torch.randn(latent_shape, generator=generator)
         if self.o.noise_offset:
             noise = noise + self.o.noise_offset * torch.randn((b, latent_shape[1], 1, 1), generator=generator)
         timesteps = torch.randint(0, self.scheduler.config.num_train_timesteps, (b,), generator=generator)
-        return {"pixels": pixels, "captions": captions, "noise": noise, "timesteps": timesteps}
+        return {"items": items, "pixels": pixels, "captions": captions, "noise": noise, "timesteps": timesteps}
 
     def loss(self, batch: dict[str, Any], step: int) -> torch.Tensor:
-        from diffusers.training_utils import compute_snr
+        latents, noisy, target, timesteps = self.noised(batch)
+        prediction = self.predict(noisy, timesteps, batch["captions"])
+        return denoising_loss(self.scheduler, prediction, target, timesteps, self.o.min_snr_gamma).mean()
 
-        latents = self._latents(batch["pixels"])
+    def noised(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(clean latents, noisy latents, denoising target (ε or v), timesteps) of ``batch``."""
+        latents = self._batch_latents(batch)
         noise, timesteps = batch["noise"].to(self.device), batch["timesteps"].to(self.device)
         noisy = self.scheduler.add_noise(latents, noise, timesteps)
-        entries = [self._conditioning(c, latents.shape[-2:]) for c in batch["captions"]]
-        denoiser = Denoiser(self.unet, self.model.spec, positive=entries, negative=entries, guidance=NoGuidance(),
-                            extras=ModelExtras(self.model.spec, dict(self.unet.config), 1.0, tuple(latents.shape[-2:])),
-                            batch=1, steps=1)
-        prediction = denoiser.predict(noisy, timesteps, entries, step).float()
         v_pred = self.scheduler.config.prediction_type == "v_prediction"
         target = self.scheduler.get_velocity(latents, noise, timesteps) if v_pred else noise
-        per_sample = torch.nn.functional.mse_loss(prediction, target.float(), reduction="none").mean(dim=(1, 2, 3))
-        if self.o.min_snr_gamma > 0:
-            snr = compute_snr(self.scheduler, timesteps)
-            weights = torch.clamp(snr, max=self.o.min_snr_gamma) / (snr + 1 if v_pred else snr)
-            per_sample = per_sample * weights
-        return per_sample.mean()
+        return latents, noisy, target.float(), timesteps
+
+    def predict(self, noisy: torch.Tensor, timesteps: torch.Tensor, captions: list[str],
+                unet: torch.nn.Module | None = None) -> torch.Tensor:
+        """The fp32 output of ``unet`` (default: the one trained) for ``noisy`` at ``timesteps``, one
+        caption per row: called directly (the sampler's Denoiser adds guidance, hooks and areas a
+        training step has none of)."""
+        unet = self.unet if unet is None else unet
+        entries = [self._conditioning(c, None) for c in captions]
+        like = noisy.to(next(unet.parameters()).dtype if unet is not self.unet else self.dtype)
+        text = students.text_batch(entries, self.model, dict(unet.config), tuple(noisy.shape[-2:]), like)
+        cond = students.guidance_embedding(unet, torch.ones(noisy.shape[0]), like)
+        return students.call_unet(unet, like, timesteps, text, cond).float()
 
     def preview(self, step: int) -> torch.Tensor | None:
         if not self.o.sample_prompt.strip():
@@ -172,7 +188,18 @@ class LoraRecipe:
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    def _latents(self, pixels: torch.Tensor) -> torch.Tensor:
+    def _batch_latents(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Scaled VAE latents (the distribution's mean) of the batch. With fixed pixels (no random
+        crop or flip) each item is encoded once and kept, as diffusers' SDXL scripts precompute
+        their latents; otherwise every step encodes its crops."""
+        if self._latent_cache is None:
+            return self._encode(batch["pixels"])
+        missing = sorted({i for i in batch["items"] if i not in self._latent_cache})
+        for index in missing:
+            self._latent_cache[index] = self._encode(self.dataset.item_pixels(index)[None])[0]
+        return torch.stack([self._latent_cache[i] for i in batch["items"]])
+
+    def _encode(self, pixels: torch.Tensor) -> torch.Tensor:
         with self.vae.use(self.manager) as vae, torch.no_grad():
             x = pixels.to(self.device, next(vae.parameters()).dtype)
             mean = vae.encode(x, return_dict=False)[0].mode().float()
@@ -189,3 +216,23 @@ class LoraRecipe:
             self._texts[caption] = (embeds, pooled)
         embeds, pooled = self._texts[caption]
         return [embeds.to(self.device), {"pooled_output": pooled}]
+
+
+def denoising_loss(scheduler: Any, prediction: torch.Tensor, target: torch.Tensor, timesteps: torch.Tensor,
+                   min_snr_gamma: float) -> torch.Tensor:
+    """``[B]`` per-sample MSE of ``prediction`` against ``target`` ([B, C, h, w]), weighted by
+    min-SNR-γ (Hang et al. 2023; ``diffusers.training_utils.compute_snr``) when ``min_snr_gamma`` > 0."""
+    per_sample = torch.nn.functional.mse_loss(prediction, target, reduction="none").mean(dim=(1, 2, 3))
+    weights = snr_weights(scheduler, timesteps, min_snr_gamma)
+    return per_sample if weights is None else per_sample * weights
+
+
+def snr_weights(scheduler: Any, timesteps: torch.Tensor, min_snr_gamma: float) -> torch.Tensor | None:
+    """min-SNR-γ weights ``[B]`` (``min(SNR, γ)/SNR``, ``/(SNR+1)`` for v-prediction), or None when off."""
+    from diffusers.training_utils import compute_snr
+
+    if min_snr_gamma <= 0:
+        return None
+    snr = compute_snr(scheduler, timesteps)
+    v_pred = scheduler.config.prediction_type == "v_prediction"
+    return torch.clamp(snr, max=min_snr_gamma) / (snr + 1 if v_pred else snr)

@@ -175,7 +175,7 @@ class SLAMRecipe:
 
     def preview(self, step: int) -> Tensor | None:
         shape = self.model.spec.latent_shape(1, self.s.height, self.s.width)
-        return students.lcm_preview(self.unet, self.model, self.cond, shape)
+        return students.student_preview(self.unet, self.model, self.cond, shape)
 
     def save_final(self, folder: RunFolder) -> FinalOutputs:
         from peft.utils import get_peft_model_state_dict

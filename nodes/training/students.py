@@ -91,24 +91,28 @@ def call_unet(unet: torch.nn.Module, x: Tensor, t: Tensor, text: TextBatch, time
     return unet(x, t.to(x.device), **kwargs, return_dict=False)[0]
 
 
-def lcm_preview(unet: torch.nn.Module, model: DiffusionModel, positive: Conditioning, shape: tuple[int, ...],
-                *, steps: int = 4, seed: int = 0) -> Tensor:
-    """[h, w, 3] float 0..1: the student's ``steps``-step LCM sample (LCMScheduler, cfg 1, as
-    SLAMSampler samples) of the first prompt, shown with the family's latent→RGB factors."""
+def student_preview(unet: torch.nn.Module, model: DiffusionModel, positive: Conditioning, shape: tuple[int, ...],
+                    *, steps: int = 4, seed: int = 0, scheduler: Any = None) -> Tensor:
+    """[h, w, 3] float 0..1: ``unet``'s ``steps``-step sample (cfg 1) of the first prompt, shown
+    with the family's latent→RGB factors. ``scheduler``: a diffusers scheduler; default
+    LCMScheduler (trailing spacing), as SLAMSampler samples."""
     from nodes.diffusion.preview import latent_to_rgb
     from nodes.training.consistency import lcm_scheduler
 
     device = next(unet.parameters()).device
-    dtype = next(p for p in unet.parameters() if not p.requires_grad).dtype
-    scheduler = lcm_scheduler(model.scheduler_config, timestep_spacing="trailing")
+    frozen = [p for p in unet.parameters() if not p.requires_grad]
+    dtype = (frozen or list(unet.parameters()))[0].dtype
+    if scheduler is None:
+        scheduler = lcm_scheduler(model.scheduler_config, timestep_spacing="trailing")
     scheduler.set_timesteps(steps)
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(shape, generator=gen).to(device, dtype)
+    x = (torch.randn(shape, generator=gen) * scheduler.init_noise_sigma).to(device, dtype)
     text = text_batch(positive[:1], model, dict(unet.config), tuple(shape[-2:]), x)
     cond = guidance_embedding(unet, torch.ones(shape[0]), x)
-    for t in scheduler.timesteps:
-        out = call_unet(unet, x, t.reshape(1), text, cond)
-        x = scheduler.step(out, t, x, generator=gen).prev_sample
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            out = call_unet(unet, scheduler.scale_model_input(x, t), t.reshape(1), text, cond)
+            x = scheduler.step(out, t, x, generator=gen).prev_sample
     return latent_to_rgb(x[0], model.family).float() / 255.0
 
 

@@ -1,37 +1,15 @@
-"""Contexts for calling training code directly, with progress recorded, on per-test folders."""
+"""Per-test folders and contexts for the training tests (the contexts: :mod:`training_ctx`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+import torch
 
-from graph_runtime.context import Context, InterruptFlag, Services
 from graph_runtime.folders import FolderPaths
-
-
-@dataclass
-class Reported:
-    value: float
-    max: float
-    preview: Any
-    text: str | None
-
-
-@dataclass
-class CtxFactory:
-    folders: FolderPaths
-    services: Services = field(default_factory=Services)
-    events: list[Reported] = field(default_factory=list)
-    interrupt: InterruptFlag = field(default_factory=InterruptFlag)
-
-    def __call__(self, node_id: str = "1") -> Context:
-        return Context(prompt_id="test", node_id=node_id, class_type="test", folders=self.folders,
-                       services=self.services, interrupt=self.interrupt, extra_data={},
-                       report_progress=lambda node, value, maximum, preview, text: self.events.append(
-                           Reported(value, maximum, preview, text)))
+from tests.training.training_ctx import CtxFactory
 
 
 @pytest.fixture
@@ -44,3 +22,13 @@ def run_folders(tmp_path: Path, zoo_root: Path) -> FolderPaths:
 @pytest.fixture
 def make_ctx(run_folders: FolderPaths) -> CtxFactory:
     return CtxFactory(run_folders)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    # The tiny models' calls are too small to share between threads; on busy cores a second
+    # thread slows them several times over. Module scope: set before module-scoped training fixtures.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -21,7 +21,7 @@ from nodes.infra.model_manager import manager_from
 from nodes.training.checkpoint_save import CheckpointSave
 from nodes.training.merge import FuseModelsLayerwise
 
-from merge_helpers import load, make_ctx, weights  # noqa: F401
+from tests.training.merge_helpers import load, make_ctx, weights  # noqa: F401
 
 PREFIXES = ("model.diffusion_model.", "first_stage_model.", "cond_stage_model.", "conditioner.embedders.")
 

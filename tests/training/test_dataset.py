@@ -118,3 +118,21 @@ def test_sixteen_bit_and_exif_rotated_images_are_read_as_shown(make_ctx: Any) ->
     assert height > width  # portrait, as the photograph is shown
     pixels = phone.sample(1, torch.Generator().manual_seed(0))[0]
     assert pixels[0, 0, :10].mean() > 0.9 and pixels[0, 0, -10:].mean() < -0.9  # white on top once upright
+
+
+def test_captions_none_takes_a_plain_image_folder(make_ctx: Any) -> None:
+    root = make_ctx.folders.directory_for("input") / "plain"
+    _image(root / "a.png", colour=(0, 255, 0))
+    _image(root / "b.png", colour=(0, 255, 0))
+    assert "plain" in LoadImageCaptionDataset.inputs[0].current_choices(HookContext(folders=make_ctx.folders))
+    required = _check(make_ctx, "plain")
+    assert "a.png: no caption" in required and "set captions to 'none'" in required
+    assert _check(make_ctx, "plain", captions="none", caption_template="no placeholder needed") is None
+    pixels, captions = _load(make_ctx, "plain", captions="none").sample(4, torch.Generator().manual_seed(0))
+    assert pixels.shape == (4, 3, 64, 64) and captions == [""] * 4
+    assert pixels[:, 1].min() == 1.0 and pixels[:, 0].max() == -1.0
+    (root / "c.png").write_bytes(b"not a png")
+    assert "c.png: unreadable image" in _check(make_ctx, "plain", captions="none")
+    empty = make_ctx.folders.directory_for("input") / "empty"
+    empty.mkdir()
+    assert "no images" in _check(make_ctx, "empty", captions="none")

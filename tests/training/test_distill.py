@@ -26,14 +26,6 @@ def ctx_factory(make_ctx: Any, tmp_path: Path, zoo_root: Path) -> Any:
     return type(make_ctx)(FolderPaths(base=tmp_path, models_roots=[tmp_path / "models", zoo_root]))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def dataset(tmp_path: Path) -> Any:
     folder = tmp_path / "data"

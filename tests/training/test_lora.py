@@ -22,9 +22,9 @@ from nodes.diffusion.nodes_latent import EmptyLatentImage, VAEDecode, VAEEncode
 from nodes.diffusion.nodes_conditioning import CLIPTextEncode
 from nodes.diffusion.nodes_loaders import LoraLoader
 from nodes.diffusion.nodes_sampling import KSampler
-from conftest import CtxFactory
-from diffusion.diffusion_helpers import load, pipeline, to_image
-from lora_helpers import CAPTION, RED, SHORT, train_lora
+from tests.training.training_ctx import CtxFactory
+from tests.diffusion.diffusion_helpers import load, pipeline, to_image
+from tests.training.lora_helpers import CAPTION, RED, SHORT, train_lora
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -134,7 +134,7 @@ KILLED_RUN = """
 import sys
 sys.path[:0] = [{repo!r} + "/tests/training", {repo!r}]
 from graph_runtime.folders import FolderPaths
-from conftest import CtxFactory
+from training_ctx import CtxFactory
 from lora_helpers import train_lora
 from pathlib import Path
 make = CtxFactory(FolderPaths(base=Path({base!r}), models_roots=[Path({base!r}) / "models", Path({zoo!r})]))

@@ -9,7 +9,7 @@ import torch
 from nodes.diffusion.nodes_loaders import LoraLoader
 from nodes.training.merge import FuseModelsLayerwise, ModelMergeBlocks, ModelMergeSimple
 
-from merge_helpers import load, make_ctx, weights  # noqa: F401
+from tests.training.merge_helpers import load, make_ctx, weights  # noqa: F401
 
 # Two SD2 files of one architecture with different random weights.
 FIRST, SECOND = "tiny-sd2-eps.safetensors", "tiny-sd2-v.safetensors"

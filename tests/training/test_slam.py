@@ -29,15 +29,6 @@ def ctx_factory(make_ctx: Any, tmp_path: Path, zoo_root: Path) -> Any:
     return type(make_ctx)(FolderPaths(base=tmp_path, models_roots=[tmp_path / "models", zoo_root]))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    # The tiny UNet's calls are too small to share between threads; oversubscribed cores slow them 10x.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _train(factory: Any, **changes: Any) -> Any:
     ctx = factory()
     model, clip, _ = CheckpointLoaderSimple().run(ctx, ckpt_name="tiny-sd15.safetensors")
