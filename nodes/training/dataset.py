@@ -115,9 +115,9 @@ class ImageCaptionDataset:
         width, height = item.bucket
         resized = self._pixels.get(item.path)
         if resized is None:  # decoded and scaled to cover its bucket once; crops and flips vary
-            image = read_pixels(item.path)
-            scale = max(width / item.width, height / item.height)
-            size = (max(height, round(item.height * scale)), max(width, round(item.width * scale)))
+            image = trim_to_aspect(read_pixels(item.path), width / height)
+            scale = max(width / image.shape[2], height / image.shape[1])
+            size = (max(height, round(image.shape[1] * scale)), max(width, round(image.shape[2] * scale)))
             resized = torch.nn.functional.interpolate(image[None], size=size, mode="bicubic", antialias=True,
                                                       align_corners=False)[0].clamp(0, 1)
             self._pixels[item.path] = resized
@@ -159,6 +159,20 @@ def read_text(path: Path) -> str:
     except UnicodeDecodeError as exc:
         raise ValueError(f"{path.name}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
                          f"save it as UTF-8") from exc
+
+
+def trim_to_aspect(image: torch.Tensor, aspect: float, slack: float = 2.0) -> torch.Tensor:
+    """``image`` ``[3, H, W]`` centre-cut to at most ``slack`` times the target ``aspect`` (width /
+    height) in either direction. Scaling a 2×4000 strip to cover a square would make it 128000 px
+    long; everything outside the cut is cropped away anyway, and ``slack`` leaves random crops room."""
+    height, width = image.shape[1:]
+    if width / height > aspect * slack:
+        keep = max(1, round(height * aspect * slack))
+        return image[:, :, (width - keep) // 2:(width - keep) // 2 + keep]
+    if height / width > slack / aspect:
+        keep = max(1, round(width * slack / aspect))
+        return image[:, (height - keep) // 2:(height - keep) // 2 + keep, :]
+    return image
 
 
 def bucket_sizes(resolution: int) -> list[tuple[int, int]]:

@@ -340,9 +340,14 @@ class _Loop:
         step, path = latest
         weights, state = self.folder.load_checkpoint(path)
         missing = self.named.keys() - weights.keys()
-        if missing or state.get("total") != self.s.steps:
-            raise TrainingError(f"checkpoint {path} does not fit this run (missing {sorted(missing)[:3]}, "
-                                f"total {state.get('total')} vs {self.s.steps}); give another run_name")
+        if missing:
+            raise TrainingError(f"checkpoint {path} holds other weights than this run trains (missing "
+                                f"{sorted(missing)[:3]}): clear resume_from or give another run_name")
+        if state.get("total") != self.s.steps:
+            # The learning-rate schedule was laid out for the checkpoint's step count.
+            raise TrainingError(f"checkpoint {path} belongs to a run of {state.get('total')} steps, not "
+                                f"{self.s.steps}: resuming continues that run with its own steps; for a "
+                                f"longer run start a new one (another run_name, resume_from empty)")
         with torch.no_grad():
             for name, param in self.named.items():
                 param.copy_(weights[name].to(param.device, param.dtype))

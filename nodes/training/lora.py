@@ -42,7 +42,8 @@ class TrainLoRA(Node):
         Combo("optimizer", list(OPTIMIZERS), default="AdamW"),
         Combo("lr_scheduler", list(LR_SCHEDULERS), default="constant"),
         Int("lr_warmup_steps", 0, min=0, max=1_000_000),
-        Int("rank", 16, min=1, max=1024), Float("alpha", 16.0, min=0.0, max=4096.0, step=0.5),
+        Int("rank", 16, min=1, max=1024), Float("alpha", 16.0, min=0.0, max=4096.0, step=0.5,
+                                                        tooltip="LoRA scale is alpha/rank; 0 = rank, as kohya reads it"),
         String("target_modules", DEFAULT_TARGETS, tooltip="UNet module names (peft target_modules), comma-separated"),
         Boolean("train_text_encoder", False, tooltip="also a LoRA on the text encoder(s) (q/k/v/out projections): "
                 "adapts the text encoder to the dataset's own entities"),

@@ -30,6 +30,11 @@ class LoraTarget:
     directory: Path  # models/loras
     name: str  # file stem
 
+    def __post_init__(self) -> None:
+        # People type the file name they will pick in LoraLoader; never write foo.safetensors.safetensors.
+        stem = self.name.strip().removesuffix(".safetensors")
+        object.__setattr__(self, "name", stem)
+
     @property
     def kohya(self) -> Path:
         return self.directory / f"{self.name}.safetensors"

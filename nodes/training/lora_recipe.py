@@ -49,6 +49,11 @@ class LoraOptions:
     seed: int
     precision: str
 
+    @property
+    def effective_alpha(self) -> float:
+        """Alpha 0 means alpha = rank, as kohya reads it (a LoRA scaled by 0 would train nothing)."""
+        return self.alpha or float(self.rank)
+
 
 class LoraRecipe:
     """See the module docstring. ``target``: where save_final writes (models/loras, names)."""
@@ -69,9 +74,9 @@ class LoraRecipe:
         self._stack = contextlib.ExitStack()
         modules = self._stack.enter_context(manager.use(self.model.ref, *self.clip.refs))
         self.unet, self.encoders = modules[0], modules[1:] if options.train_text_encoder else []
-        self.unet_config = LoraConfig(r=options.rank, lora_alpha=options.alpha, init_lora_weights="gaussian",
+        self.unet_config = LoraConfig(r=options.rank, lora_alpha=options.effective_alpha, init_lora_weights="gaussian",
                                       target_modules=list(options.target_modules))
-        self.te_config = LoraConfig(r=options.rank, lora_alpha=options.alpha, init_lora_weights="gaussian",
+        self.te_config = LoraConfig(r=options.rank, lora_alpha=options.effective_alpha, init_lora_weights="gaussian",
                                     target_modules=list(TEXT_ENCODER_TARGETS))
         with seeded(options.seed):  # the LoRA's start depends on the seed only
             for module, config in [(self.unet, self.unet_config), *((e, self.te_config) for e in self.encoders)]:

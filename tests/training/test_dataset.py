@@ -136,3 +136,14 @@ def test_captions_none_takes_a_plain_image_folder(make_ctx: Any) -> None:
     empty = make_ctx.folders.directory_for("input") / "empty"
     empty.mkdir()
     assert "no images" in _check(make_ctx, "empty", captions="none")
+
+
+def test_a_thin_strip_is_cut_before_it_is_scaled_to_cover_the_square() -> None:
+    from nodes.training.dataset import trim_to_aspect
+
+    strip = torch.zeros(3, 4000, 2)
+    strip[:, 1999:2001] = 1.0  # the middle, which the centre crop keeps
+    cut = trim_to_aspect(strip, aspect=1.0)
+    assert cut.shape == (3, 4, 2) and cut.max() == 1.0  # 128000 px tall at 64 px wide otherwise
+    assert trim_to_aspect(torch.zeros(3, 64, 100), aspect=1.0).shape == (3, 64, 100)  # within slack
+    assert trim_to_aspect(torch.zeros(3, 10, 100), aspect=16 / 9).shape == (3, 10, 36)

@@ -212,3 +212,17 @@ def test_warmup_steps_the_constant_schedule_would_ignore_are_refused(make_ctx: A
     hook = HookContext(folders=make_ctx.folders)
     assert "use constant_with_warmup" in TrainLoRA.validate_inputs(hook, lr_scheduler="constant", lr_warmup_steps=5)
     assert TrainLoRA.validate_inputs(hook, lr_scheduler="constant_with_warmup", lr_warmup_steps=5) is None
+
+
+def test_resuming_with_another_step_count_says_what_to_do(make_ctx: Any) -> None:
+    def interrupt_at_3(step: int) -> None:
+        if step == 3:
+            make_ctx.interrupt.set()
+
+    with pytest.raises(Interrupted):
+        _train(make_ctx, LinearRecipe(on_loss=interrupt_at_3), name="longer")
+    make_ctx.interrupt.clear()
+    from dataclasses import replace
+
+    with pytest.raises(TrainingError, match="run of 12 steps, not 40.*another run_name, resume_from empty"):
+        _train(make_ctx, LinearRecipe(), replace(SETTINGS, steps=40), name="longer")
