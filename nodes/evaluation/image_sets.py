@@ -18,15 +18,19 @@ from nodes.evaluation.rows import ROW_TYPE, EvalRow
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
 MANIFEST = "rows.jsonl"  # SaveImageSet's record of which row made which file
+SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L")  # convert("RGB") clips these to white
 
 
 def read_image(path: Path, max_pixels: int) -> torch.Tensor:
     """An image file's first frame, upright, as RGB IMAGE [1, H, W, 3] float 0..1. Raises
-    ValueError when the file is larger than ``max_pixels`` or not an image Pillow reads."""
+    ValueError when the file is larger than ``max_pixels`` or not an image Pillow reads. 16-bit
+    greyscale keeps its range, as LoadImage reads it."""
     try:
         with Image.open(path) as picture:
             PixelBudget(path, max_pixels).charge(picture)
             upright = ImageOps.exif_transpose(picture) or picture
+            if upright.mode in SIXTEEN_BIT_MODES:
+                return pil_to_tensor(upright).expand(-1, -1, 3).unsqueeze(0).contiguous()
             return pil_to_tensor(upright.convert("RGB")).unsqueeze(0)
     except (OSError, Image.DecompressionBombError) as exc:
         raise ValueError(f"cannot read image {path.name!r}: {exc}") from exc

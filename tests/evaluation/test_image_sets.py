@@ -47,3 +47,16 @@ def test_a_folder_leaving_output_is_refused(make_ctx) -> None:
 
     with pytest.raises(UnsafePath, match="refusing file name '../elsewhere'"):
         SaveImageSet().run(make_ctx(), images=[torch.zeros(1, 4, 4, 3)], folder=["../elsewhere"])
+
+
+def test_a_16_bit_greyscale_image_keeps_its_range(tmp_path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from nodes.evaluation.image_sets import read_image
+
+    ramp = np.linspace(0, 65535, 32 * 32).reshape(32, 32).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "depth.png")  # mode I;16: convert("RGB") clipped it to white
+    image = read_image(tmp_path / "depth.png", 1 << 20)
+    assert image.shape == (1, 32, 32, 3)
+    torch.testing.assert_close(image[0, ..., 1], torch.from_numpy(ramp / 65535).float())
