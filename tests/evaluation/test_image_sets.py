@@ -60,3 +60,16 @@ def test_a_16_bit_greyscale_image_keeps_its_range(tmp_path) -> None:
     image = read_image(tmp_path / "depth.png", 1 << 20)
     assert image.shape == (1, 32, 32, 3)
     torch.testing.assert_close(image[0, ..., 1], torch.from_numpy(ramp / 65535).float())
+
+
+def test_a_smaller_run_into_the_same_folder_leaves_only_its_own_set(make_ctx, eval_folders) -> None:
+    # the earlier run's 00002.png stayed behind, unnamed in rows.jsonl, and LoadImageSet read it back
+    saved = eval_folders.output_dir / "sets" / "rerun"
+    rows = [EvalRow(index=i, prompt=f"p{i}", seed=i, sweep="cfg", value=float(i)) for i in range(3)]
+    SaveImageSet().run(make_ctx(), images=[torch.zeros(1, 4, 4, 3)] * 3, folder=["sets/rerun"], rows=rows)
+    (saved / "notes.txt").write_text("mine")
+    SaveImageSet().run(make_ctx(), images=[torch.ones(1, 4, 4, 3)] * 2, folder=["sets/rerun"], rows=rows[:2])
+    assert sorted(p.name for p in saved.iterdir()) == ["00000.png", "00001.png", "notes.txt", "rows.jsonl"]
+    assert len((saved / "rows.jsonl").read_text().splitlines()) == 2
+    SaveImageSet().run(make_ctx(), images=[torch.ones(1, 4, 4, 3)], folder=["sets/rerun"])
+    assert sorted(p.name for p in saved.iterdir()) == ["00000.png", "notes.txt"]  # no manifest naming old rows
