@@ -102,7 +102,8 @@ class SaveImageSet(Node):
     display_name = "Save Image Set"
     description = ("Save a list of images into one folder under output/ as NNNNN.png (every image of every batch, "
                    "numbered in order), and, when rows are given, rows.jsonl naming the prompt, swept value and "
-                   "seed of each file; the set an earlier run left in the folder is replaced. LoadImageSet reads such a folder back (copy it under input/).")
+                   "seed of each file; the set an earlier run left in the folder is replaced. LoadImageSet reads "
+                   "such a folder back (copy it under input/).")
     output_node = True
     input_is_list = True
     inputs = [Link("images", "IMAGE"), String("folder", "eval/images", path_in="output"),
