@@ -114,6 +114,15 @@ def _missing_weights(ctx: HookContext, name: str | None) -> str | None:
                 f"nothing is downloaded")
 
 
+def _require_two_images(input_name: str, batches: list[torch.Tensor]) -> None:
+    # checked before Inception runs: an empty list (a prompt set whose prompts name no reference
+    # image) would otherwise fail deep inside as an empty torch.cat
+    count = sum(len(batch) for batch in batches)
+    if count < 2:
+        raise ValueError(f"{input_name}: {count} image{'' if count == 1 else 's'} arrived; FID needs at least 2 in "
+                         f"each set (LoadPromptSet's references holds only the prompts that name a reference)")
+
+
 class FID(Node):
     category = "evaluation/metrics"
     display_name = "FID (Fréchet Inception Distance)"
@@ -140,6 +149,8 @@ class FID(Node):
         if rows is not None and len(rows) != len(images):
             raise ValueError(f"rows: {len(rows)} rows for {len(images)} image batches; link the rows that made "
                              f"these images")
+        for input_name, batches in (("images", images), ("reference", reference)):
+            _require_two_images(input_name, batches)
         manager = manager_from(ctx.services)
         ref = inception_ref(ctx.folders.model_path(FOLDER, inception[0]))
         total = sum(len(batch) for batch in [*reference, *images])

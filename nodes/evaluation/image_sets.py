@@ -4,6 +4,7 @@ reading of one image file that LoadPromptSet's reference images share."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +19,20 @@ from nodes.evaluation.rows import ROW_TYPE, EvalRow
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
 MANIFEST = "rows.jsonl"  # SaveImageSet's record of which row made which file
+SET_FILE_NAME = re.compile(r"\d{5,}\.png")  # SaveImageSet's file names
+SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L")  # convert("RGB") clips these to white
 
 
 def read_image(path: Path, max_pixels: int) -> torch.Tensor:
     """An image file's first frame, upright, as RGB IMAGE [1, H, W, 3] float 0..1. Raises
-    ValueError when the file is larger than ``max_pixels`` or not an image Pillow reads."""
+    ValueError when the file is larger than ``max_pixels`` or not an image Pillow reads. 16-bit
+    greyscale keeps its range, as LoadImage reads it."""
     try:
         with Image.open(path) as picture:
             PixelBudget(path, max_pixels).charge(picture)
             upright = ImageOps.exif_transpose(picture) or picture
+            if upright.mode in SIXTEEN_BIT_MODES:
+                return pil_to_tensor(upright).expand(-1, -1, 3).unsqueeze(0).contiguous()
             return pil_to_tensor(upright.convert("RGB")).unsqueeze(0)
     except (OSError, Image.DecompressionBombError) as exc:
         raise ValueError(f"cannot read image {path.name!r}: {exc}") from exc
@@ -96,7 +102,8 @@ class SaveImageSet(Node):
     display_name = "Save Image Set"
     description = ("Save a list of images into one folder under output/ as NNNNN.png (every image of every batch, "
                    "numbered in order), and, when rows are given, rows.jsonl naming the prompt, swept value and "
-                   "seed of each file. LoadImageSet reads such a folder back (copy it under input/).")
+                   "seed of each file; the set an earlier run left in the folder is replaced. LoadImageSet reads "
+                   "such a folder back (copy it under input/).")
     output_node = True
     input_is_list = True
     inputs = [Link("images", "IMAGE"), String("folder", "eval/images", path_in="output"),
@@ -122,7 +129,20 @@ class SaveImageSet(Node):
                 number += 1
         if manifest:
             (target / MANIFEST).write_text("\n".join(manifest) + "\n")
+        _remove_stale(target, number, keep_manifest=bool(manifest))
         return Result(ui={"images": saved})
+
+
+def _remove_stale(target: Path, count: int, *, keep_manifest: bool) -> None:
+    """Remove what an earlier, larger run left in ``target``: its files past ``count`` and a
+    manifest this run did not write. The folder is one set: LoadImageSet would read them back into
+    it (an FID set mixing two runs) and rows.jsonl would name the wrong images. Only this node's
+    own names (NNNNN.png, rows.jsonl) are touched."""
+    for path in target.iterdir():
+        if path.is_file() and SET_FILE_NAME.fullmatch(path.name) and int(path.stem) >= count:
+            path.unlink()
+    if not keep_manifest:
+        (target / MANIFEST).unlink(missing_ok=True)
 
 
 NODES: list[type[Node]] = [LoadImageSet, SaveImageSet]

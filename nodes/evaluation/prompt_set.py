@@ -1,11 +1,12 @@
 """LoadPromptSet: the prompts of an evaluation, from a text, JSONL or CSV file under input/.
 
-Formats (UTF-8):
+Formats (UTF-8; a byte-order mark, as Excel writes, is dropped):
 
 - ``.txt``: one prompt per line; blank lines and lines starting with ``#`` are skipped.
 - ``.jsonl``: one JSON object per line with ``"prompt"`` and optionally ``"reference"`` (an image
   file under input/, e.g. the real photo the prompt describes: the reference set of an FID).
-- ``.csv``: a header row with a ``prompt`` column and optionally a ``reference`` column.
+- ``.csv``: a header row with a ``prompt`` column and optionally a ``reference`` column; a line
+  with more fields than the header (an unquoted comma) or an unclosed quote is an error.
 """
 
 from __future__ import annotations
@@ -68,16 +69,26 @@ def _json_item(name: str, number: int, line: str) -> PromptItem:
 
 
 def _csv_items(name: str, text: str) -> list[PromptItem]:
-    reader = csv.DictReader(io.StringIO(text))
-    if "prompt" not in (reader.fieldnames or []):
-        raise PromptSetError(f"{name}: the header row has no 'prompt' column (columns: {reader.fieldnames or []})")
-    items = []
-    for row in reader:
-        prompt = (row.get("prompt") or "").strip()
-        if not prompt:
-            raise PromptSetError(f"{name}, line {reader.line_num}: empty prompt")
-        items.append(PromptItem(prompt, (row.get("reference") or "").strip() or None))
-    return items
+    # strict: an unclosed quote is an error, not the rest of the file read as one prompt
+    reader = csv.DictReader(io.StringIO(text), strict=True)
+    try:
+        if "prompt" not in (reader.fieldnames or []):
+            raise PromptSetError(f"{name}: the header row has no 'prompt' column (columns: {reader.fieldnames or []})")
+        return [_csv_item(name, reader.line_num, row) for row in reader]
+    except csv.Error as exc:  # also a field over csv's size limit
+        # line_num is the last line of the last record read: the bad record starts on the next
+        raise PromptSetError(f"{name}, line {reader.line_num + 1}: not valid CSV ({exc})") from None
+
+
+def _csv_item(name: str, line: int, row: dict[str | None, Any]) -> PromptItem:
+    extra = row.get(None)  # DictReader's key for the fields beyond the header's columns
+    if extra is not None:  # an unquoted comma: the rest of the prompt would be dropped silently
+        raise PromptSetError(f"{name}, line {line}: {len(row) - 1 + len(extra)} fields but the header has "
+                             f"{len(row) - 1} columns; put a prompt that holds a comma in double quotes")
+    prompt = (row.get("prompt") or "").strip()
+    if not prompt:
+        raise PromptSetError(f"{name}, line {line}: empty prompt")
+    return PromptItem(prompt, (row.get("reference") or "").strip() or None)
 
 
 def _prompt_files(ctx: HookContext) -> list[str]:
@@ -96,7 +107,9 @@ def read_prompt_set(ctx: HookContext, file: str) -> list[PromptItem]:
     if not path.is_file():
         raise FileNotFoundError(f"prompt set {file!r} not found in the input folder {root}")
     try:
-        items = parse_prompt_set(file, path.read_text(encoding="utf-8"))
+        # utf-8-sig: drops the byte-order mark Excel and Windows editors write, which would rename
+        # the CSV's first column and break the first JSON line
+        items = parse_prompt_set(file, path.read_bytes().decode("utf-8-sig"))
     except UnicodeDecodeError:
         raise PromptSetError(f"{file}: not UTF-8 text") from None
     for number, item in enumerate(items, 1):

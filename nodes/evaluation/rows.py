@@ -11,6 +11,9 @@ from typing import Any
 
 ROW_TYPE = "EVAL_ROW"
 DEFAULT_SWEEP = "value"
+# the columns every record has, the summary's row count, SaveImageSet's file column and the metric
+# nodes' columns: a swept input named like one would overwrite it (or be overwritten) in the table
+RESERVED_NAMES = ("row", "prompt", "seed", "rows", "file", "clip_score", "pick_score", "aesthetic_score", "fid")
 
 
 @dataclass(frozen=True)

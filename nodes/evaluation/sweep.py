@@ -9,10 +9,11 @@ and the metric nodes stay aligned item by item, and every row names its prompt, 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from graph_runtime import Combo, Context, HookContext, Int, Link, Node, Output, String
-from nodes.evaluation.rows import ROW_TYPE, EvalRow
+from nodes.evaluation.rows import RESERVED_NAMES, ROW_TYPE, EvalRow
 
 VALUE_TYPES = ("FLOAT", "INT", "STRING")
 # Same seed for a prompt at every value: the images differ by the swept value only (paired comparison).
@@ -29,13 +30,26 @@ def parse_values(text: str, value_type: str) -> list[Any]:
     values = []
     for item in items:
         try:
-            values.append(parse(item))
+            value = parse(item)
         except ValueError:
             raise ValueError(f"values: {item!r} is not a valid {value_type} value") from None
+        if isinstance(value, float) and not math.isfinite(value):  # float() takes nan, inf and 1e999
+            raise ValueError(f"values: {item!r} is not a finite {value_type} value")
+        values.append(value)
     repeated = sorted({str(v) for v in values if values.count(v) > 1})
     if repeated:  # rows are grouped by value: a repeated value would merge two groups
         raise ValueError(f"values: {', '.join(repeated)} given more than once")
     return values
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot head the swept column, or None."""
+    if not name.strip():
+        return "name: give the swept input a name (it heads the table's column)"
+    if name.strip() in RESERVED_NAMES:
+        return (f"name: {name.strip()!r} is a column every row already has ({', '.join(RESERVED_NAMES)}); call the "
+                f"swept input something else, e.g. 'swept_{name.strip()}'")
+    return None
 
 
 SEED_LIMIT = 1 << 64  # KSampler's seeds are 0 .. 2^64 - 1: offsets wrap around
@@ -80,8 +94,8 @@ class SweepValues(Node):
     def validate_inputs(cls, ctx: HookContext, **widgets: Any) -> str | None:
         # **widgets, not named parameters: a named COMBO would no longer be checked against its list
         name, values = widgets.get("name"), widgets.get("values")
-        if name is not None and not name.strip():
-            return "name: give the swept input a name (it heads the table's column)"
+        if name is not None and (problem := name_problem(name)):
+            return problem
         if values is None:
             return None
         try:
@@ -94,6 +108,8 @@ class SweepValues(Node):
             seed_mode: list[str], prompts: list[str] | None = None) -> tuple[Any, ...]:
         if len(name) > 1 or len(values) > 1 or len(seed) > 1:
             raise ValueError("name, values and seed take one value each; the list to sweep goes into 'values'")
+        if problem := name_problem(name[0]):  # a linked name is known only now
+            raise ValueError(problem)
         rows = sweep_rows(name[0].strip(), parse_values(values[0], value_type[0]), prompts or [], seed[0],
                           seed_mode[0])
         return [row.value for row in rows], [row.prompt for row in rows], [row.seed for row in rows], rows, len(rows)

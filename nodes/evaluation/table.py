@@ -57,11 +57,20 @@ def plot_points(summary: list[dict[str, Any]], sweep: str, x_metric: str, y_metr
                 known = sorted(k for k in entry if k not in ("rows", sweep))
                 raise ValueError(f"metric {metric!r} is not in the rows at {sweep} = {entry[sweep]} (they have: "
                                  f"{', '.join(known) or 'no metrics'}); link a node that measures it")
-            coords.append(float(entry[metric]))
+            coords.append(_number(entry[metric], metric, sweep))
         if not all(math.isfinite(c) for c in coords):
             raise ValueError(f"{x_metric or sweep} or {y_metric} is undefined at {sweep} = {entry[sweep]}")
         points.append(Point(f"{sweep}={entry[sweep]}", coords[0], coords[1]))
     return points
+
+
+def _number(value: Any, metric: str, sweep: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):  # a STRING sweep (checkpoints, samplers) has no numeric axis
+        raise ValueError(f"x_metric: {metric} = {value!r} is not a number to plot; name a metric for the x axis "
+                         f"(clip_score, pick_score, aesthetic_score, fid) when the {sweep} values are not "
+                         f"numbers") from None
 
 
 def draw(points: list[Point], x_label: str, y_label: str, title: str) -> Any:

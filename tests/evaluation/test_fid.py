@@ -94,6 +94,18 @@ def test_rows_get_the_fid_of_their_value_group(make_ctx, monkeypatch) -> None:
                   resize=["antialiased"], rows=rows[:3])
 
 
+@pytest.mark.parametrize(("reference", "images", "message"), [
+    ([], [torch.zeros(2, 8, 8, 3)], "reference: 0 images arrived; FID needs at least 2"),
+    ([torch.zeros(2, 8, 8, 3)], [torch.zeros(1, 8, 8, 3)], "images: 1 image arrived; FID needs at least 2"),
+])
+def test_a_set_of_fewer_than_two_images_is_named_before_inception_runs(make_ctx, monkeypatch, reference, images,
+                                                                       message) -> None:
+    # a prompt set without reference images gave FID an empty list: a bare "torch.cat(): expected a non-empty list"
+    monkeypatch.setattr(fid_module, "inception_ref", lambda path: pytest.fail("Inception loaded"))
+    with pytest.raises(ValueError, match=message):
+        FID().run(make_ctx(), images=images, reference=reference, inception=[INCEPTION_FILE], resize=["antialiased"])
+
+
 @pytest.mark.slow
 def test_fid_end_to_end_on_a_random_inception_in_the_published_layout(make_ctx, tmp_path: Path) -> None:
     from nodes.diffusion.zoo.inception import FILE, random_inception, save_inception

@@ -47,3 +47,29 @@ def test_a_folder_leaving_output_is_refused(make_ctx) -> None:
 
     with pytest.raises(UnsafePath, match="refusing file name '../elsewhere'"):
         SaveImageSet().run(make_ctx(), images=[torch.zeros(1, 4, 4, 3)], folder=["../elsewhere"])
+
+
+def test_a_16_bit_greyscale_image_keeps_its_range(tmp_path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from nodes.evaluation.image_sets import read_image
+
+    ramp = np.linspace(0, 65535, 32 * 32).reshape(32, 32).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "depth.png")  # mode I;16: convert("RGB") clipped it to white
+    image = read_image(tmp_path / "depth.png", 1 << 20)
+    assert image.shape == (1, 32, 32, 3)
+    torch.testing.assert_close(image[0, ..., 1], torch.from_numpy(ramp / 65535).float())
+
+
+def test_a_smaller_run_into_the_same_folder_leaves_only_its_own_set(make_ctx, eval_folders) -> None:
+    # the earlier run's 00002.png stayed behind, unnamed in rows.jsonl, and LoadImageSet read it back
+    saved = eval_folders.output_dir / "sets" / "rerun"
+    rows = [EvalRow(index=i, prompt=f"p{i}", seed=i, sweep="cfg", value=float(i)) for i in range(3)]
+    SaveImageSet().run(make_ctx(), images=[torch.zeros(1, 4, 4, 3)] * 3, folder=["sets/rerun"], rows=rows)
+    (saved / "notes.txt").write_text("mine")
+    SaveImageSet().run(make_ctx(), images=[torch.ones(1, 4, 4, 3)] * 2, folder=["sets/rerun"], rows=rows[:2])
+    assert sorted(p.name for p in saved.iterdir()) == ["00000.png", "00001.png", "notes.txt", "rows.jsonl"]
+    assert len((saved / "rows.jsonl").read_text().splitlines()) == 2
+    SaveImageSet().run(make_ctx(), images=[torch.ones(1, 4, 4, 3)], folder=["sets/rerun"])
+    assert sorted(p.name for p in saved.iterdir()) == ["00000.png", "notes.txt"]  # no manifest naming old rows

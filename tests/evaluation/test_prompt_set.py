@@ -9,7 +9,7 @@ import torch
 
 from graph_runtime import HookContext
 from graph_runtime.folders import FolderPaths
-from nodes.evaluation.prompt_set import LoadPromptSet, PromptItem, PromptSetError, parse_prompt_set
+from nodes.evaluation.prompt_set import LoadPromptSet, PromptItem, PromptSetError, parse_prompt_set, read_prompt_set
 
 
 def test_the_three_formats_give_the_same_items() -> None:
@@ -28,6 +28,10 @@ def test_the_three_formats_give_the_same_items() -> None:
     ("p.csv", "prompt\nfine\n\"\"\n", "p.csv, line 3: empty prompt"),
     ("p.txt", "# only a comment\n", "p.txt: holds no prompt"),
     ("p.yaml", "prompt: x", "unknown prompt set format '.yaml'"),
+    ("p.csv", "prompt,reference\nfine,\na cat, on a mat,\n", "p.csv, line 3: 3 fields but the header has 2 columns"),
+    ("p.csv", "prompt\nfine\n\"a cat\nb dog\n", "p.csv, line 3: not valid CSV \\(unexpected end of data\\)"),
+    pytest.param("p.csv", "prompt\n\"" + "x" * 200_000 + "\"\n", "p.csv, line 2: not valid CSV \\(field larger than",
+                 id="csv-field-over-the-limit"),
 ])
 def test_bad_files_are_named_with_their_line(name: str, text: str, message: str) -> None:
     with pytest.raises(PromptSetError, match=message):
@@ -50,3 +54,16 @@ def test_the_example_prompt_set_loads_its_four_references(make_ctx) -> None:
     assert all(r.ndim == 4 and r.shape[0] == 1 and r.shape[-1] == 3 and r.dtype == torch.float32 for r in references)
     assert references[3].shape[1:3] == (512, 512)  # the astronaut photograph, read at its size
     assert LoadPromptSet().run(ctx, file="nodeloom_eval_prompts.jsonl", limit=2)[2] == 2
+
+
+@pytest.mark.parametrize(("name", "text"), [
+    ("bom.csv", "prompt,reference\na red mug,\n"),
+    ("bom.jsonl", '{"prompt": "a red mug"}\n'),
+    ("bom.txt", "a red mug\n"),
+])
+def test_a_byte_order_mark_is_not_part_of_the_first_column_or_prompt(tmp_path, name: str, text: str) -> None:
+    folders = FolderPaths(base=tmp_path)
+    folders.input_dir.mkdir()
+    (folders.input_dir / name).write_bytes(b"\xef\xbb\xbf" + text.encode())  # as Excel saves "CSV UTF-8"
+    assert LoadPromptSet.validate_inputs(HookContext(folders), file=name) is None
+    assert read_prompt_set(HookContext(folders), name) == [PromptItem("a red mug")]

@@ -42,3 +42,19 @@ def test_bad_values_are_validation_errors_naming_the_item() -> None:
     assert "give the swept input a name" in SweepValues.validate_inputs(ctx, name=" ", values="1")
     with pytest.raises(ValueError, match="'x' is not a valid FLOAT"):
         parse_values("1,x", "FLOAT")
+
+
+@pytest.mark.parametrize("text", ["1.5, nan", "inf, 2", "1e999"])
+def test_values_that_are_not_finite_numbers_are_validation_errors(text: str) -> None:
+    error = SweepValues.validate_inputs(HookContext(FolderPaths(base=".")), values=text, value_type="FLOAT")
+    assert error is not None and "is not a finite FLOAT value" in error
+
+
+@pytest.mark.parametrize("name", ["seed", "prompt", "row", "rows", "file", "fid", "clip_score"])
+def test_a_name_that_is_already_a_column_is_refused(make_ctx, name: str) -> None:
+    # sweeping seeds as 'seed' wrote the row's own seed over the swept one in the table
+    error = SweepValues.validate_inputs(HookContext(FolderPaths(base=".")), name=name, values="5, 6")
+    assert error is not None and f"name: {name!r} is a column every row already has" in error
+    with pytest.raises(ValueError, match=f"name: {name!r} is a column"):
+        SweepValues().run(make_ctx(), name=[name], values=["5, 6"], value_type=["INT"], seed=[0],
+                          seed_mode=["fixed"])

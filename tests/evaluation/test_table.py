@@ -61,3 +61,12 @@ def test_a_metric_no_row_has_is_named(make_ctx) -> None:
                                          r"\(they have: clip_score, fid\)"):
         MetricsTable().run(make_ctx(), rows=_rows(), filename_prefix=["t"], x_metric=["clip_score"],
                            y_metric=["pick_score"])
+
+
+def test_a_swept_value_that_is_not_a_number_on_x_is_named() -> None:
+    rows = [EvalRow(index=i, prompt="a", sweep="ckpt", value=name).with_metric("fid", 1.0 + i)
+            for i, name in enumerate(["a.safetensors", "b.safetensors"])]
+    with pytest.raises(ValueError, match="x_metric: ckpt = 'a.safetensors' is not a number to plot; name a metric"):
+        plot_points(summarise(rows), "ckpt", "", "fid")
+    assert [p.label for p in plot_points(summarise(rows), "ckpt", "fid", "fid")] == ["ckpt=a.safetensors",
+                                                                                    "ckpt=b.safetensors"]
