@@ -40,7 +40,7 @@ class CLIPScoreModelLoader(Node):
                    "models/clip_vision/<name>/ (config.json, weights, preprocessor and tokenizer files, as "
                    "CLIPModel.save_pretrained and CLIPProcessor.save_pretrained write them, e.g. "
                    "openai/clip-vit-large-patch14). PickScoreLoader's folders in models/scorers work too.")
-    inputs = [dataclasses.replace(Combo("model_name", lambda ctx: ctx.folders.list_models(FOLDER),
+    inputs = [dataclasses.replace(Combo("model_name", lambda ctx: _model_folders(ctx),
                                         tooltip="folder in models/clip_vision"), model_folder=FOLDER)]
     outputs = [Output("CLIP_SCORER")]
 
@@ -54,6 +54,12 @@ class CLIPScoreModelLoader(Node):
     def run(self, ctx: Context, *, model_name: str) -> tuple[Any, ...]:
         folder = ctx.folders.model_path(FOLDER, model_name)
         return (load_clip_scorer(manager_from(ctx.services), folder, label=model_name),)
+
+
+def _model_folders(ctx: HookContext) -> list[str]:
+    """The transformers folders of models/clip_vision: its single files are CLIP vision towers
+    (CLIPVisionLoader's), which have no text side to score against."""
+    return [name for name in ctx.folders.list_models(FOLDER) if ctx.folders.model_path(FOLDER, name).is_dir()]
 
 
 class _TextImageMetric(Node):

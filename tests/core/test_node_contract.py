@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from graph_runtime import FolderPaths, HookContext, Node, NodeRegistry, Output, load_registry, validate
-from graph_runtime.folders import DIRECTORY_MARKERS
+from graph_runtime.folders import DIRECTORY_MARKERS, MIXED_MARKERS
 from graph_runtime.schema import node_schema
 
 PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
@@ -179,6 +179,9 @@ def stocked(tmp_path: Path, every_registry: NodeRegistry) -> HookContext:
                 (folder / "contract.safetensors").write_bytes(b"")
                 if spec.model_folder == "face_detectors":  # YOLO files are .pt
                     (folder / "contract.pt").write_bytes(b"")
+                if spec.model_folder in MIXED_MARKERS:  # and a model folder beside the files
+                    (folder / "contract_folder").mkdir(exist_ok=True)
+                    (folder / "contract_folder" / MIXED_MARKERS[spec.model_folder]).write_text("{}")
     # Nodes whose weights have fixed names (annotators).
     for cls in every_registry.nodes.values():
         if getattr(cls, "file_name", ""):

@@ -84,6 +84,9 @@ def test_a_clip_folder_in_clip_vision_is_one_choice_and_loads(make_ctx, eval_fol
         shutil.copytree(zoo_root / "scorers" / "tiny-clip-scorer", target)
     choices = CLIPScoreModelLoader.inputs[0].current_choices(HookContext(eval_folders))
     assert "tiny-clip" in choices and not any(c.startswith("tiny-clip/") for c in choices)
+    # The zoo's single-file vision tower (CLIPVisionLoader's) has no text side: not offered.
+    assert (zoo_root / "clip_vision" / "tiny-clip-vision.safetensors").is_file()
+    assert not any(c.endswith(".safetensors") for c in choices)
     scorer = CLIPScoreModelLoader().run(make_ctx(), model_name="tiny-clip")[0]
     direct = PickScoreLoader().run(make_ctx(), model_name="tiny-clip-scorer")[0]
     images = _images(2)
