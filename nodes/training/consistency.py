@@ -78,20 +78,6 @@ class SolverGrid:
         shape = (-1,) + (1,) * (like.ndim - 1)
         return abar.sqrt().reshape(shape), (1 - abar).sqrt().reshape(shape)
 
-    def on_path(self, x: Tensor, alpha: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
-        """(``x / √(α² + σ²)``, τ ``[B]`` float): a point ``x = α·x0 + σ·ε`` off the variance-preserving
-        path (SLAM's sub-path points have σ_γ < σ_t) as the UNet was trained to see it: rescaled onto
-        the path, at the fractional timestep τ of its own noise level, ᾱ(τ) = α²/(α² + σ²) (ᾱ
-        interpolated linearly between integer timesteps). A point on the path gives ``x`` and its
-        own timestep back."""
-        scale = (alpha ** 2 + sigma ** 2).sqrt()
-        wanted = (alpha ** 2 / scale ** 2).flatten().double()
-        rising = self.alphas_cumprod.double().flip(0).to(wanted.device)  # ᾱ by timestep, top first
-        upper = torch.searchsorted(rising, wanted).clamp(1, len(rising) - 1)
-        low, high = rising[upper - 1], rising[upper]
-        index = (upper - 1) + ((wanted - low) / (high - low)).clamp(0, 1)
-        return x / scale, (len(rising) - 1 - index).to(x.dtype)
-
     def boundary_scalings(self, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
         """(c_skip, c_out) of the consistency parameterisation at ``t``, as LCMScheduler computes
         them for sampling (``sigma_data`` 0.5, ``timestep_scaling`` 10): c_skip → 1, c_out → 0 at

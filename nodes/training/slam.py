@@ -129,9 +129,7 @@ class SLAMRecipe:
         gamma = batch["gamma"].to(x0).reshape(-1, 1, 1, 1)
         x_g = cd.sub_path_point(x_t, x_prev, gamma, alpha, alpha_p)
         sigma_g = cd.sub_path_sigma(alpha, alpha_p, sigma_p, gamma)
-        # A LoRA student has no γ input: it reads x_γ at the timestep of x_γ's own noise level.
-        x_in, t_in = self.grid.on_path(x_g, alpha, sigma_g)
-        out = students.call_unet(self.unet, x_in.to(self.dtype), t_in, cond, guidance).float()
+        out = students.call_unet(self.unet, x_g.to(self.dtype), t, cond, guidance).float()
         prediction = self._consistency(out, x_g, t, alpha, sigma_g)
         return cd.consistency_loss(prediction, target, self.s.loss, self.s.huber_c)
 
