@@ -147,26 +147,3 @@ def test_losses() -> None:
     with pytest.raises(ValueError, match="prediction type 'flow'"):
         cd.predicted_x0(p, t, torch.ones(1), torch.ones(1), "flow")
 
-
-@pytest.mark.parametrize("gamma", [0.0, 0.5, 1.0])
-def test_on_path_reads_a_sub_path_point_at_its_own_noise_level(grid: cd.SolverGrid, gamma: float) -> None:
-    """γ = 1 is x_t at t itself; γ = 0 is the teacher's point x_{t-k} at t-k; in between, the point
-    rescaled onto the variance-preserving path has the ᾱ of its fractional timestep."""
-    gen = torch.Generator().manual_seed(7)
-    x = torch.randn(3, 4, 8, 8, generator=gen)
-    start = torch.tensor([999, 499, 39])
-    a_t, s_t = grid.alpha_sigma(start, x)
-    a_p, s_p = grid.alpha_sigma(start - grid.skip, x)
-    sigma = cd.sub_path_sigma(a_t, a_p, s_p, torch.full((3, 1, 1, 1), gamma))
-    rescaled, tau = grid.on_path(x, a_t, sigma)
-    scale = (a_t ** 2 + sigma ** 2).sqrt()
-    torch.testing.assert_close(rescaled, x / scale)
-    assert bool(((tau >= start - grid.skip - 1e-3) & (tau <= start + 1e-3)).all())
-    low = grid.alphas_cumprod[tau.floor().long()]
-    high = grid.alphas_cumprod[tau.ceil().long()]
-    abar = low + (high - low) * (tau - tau.floor())
-    torch.testing.assert_close(abar, (a_t / scale).flatten() ** 2, atol=1e-6, rtol=1e-4)
-    if gamma == 1.0:
-        torch.testing.assert_close(tau, start.float(), atol=1e-3, rtol=0)
-    if gamma == 0.0:
-        torch.testing.assert_close(tau, (start - grid.skip).float(), atol=1e-3, rtol=0)
