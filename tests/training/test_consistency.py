@@ -146,4 +146,3 @@ def test_losses() -> None:
         cd.consistency_loss(p, t, "l1")
     with pytest.raises(ValueError, match="prediction type 'flow'"):
         cd.predicted_x0(p, t, torch.ones(1), torch.ones(1), "flow")
-
