@@ -13,6 +13,7 @@ from graph_runtime.context import Context, Interrupted
 from graph_runtime.folders import FolderPaths
 from nodes.diffusion.nodes_conditioning import CLIPTextEncode
 from nodes.diffusion.nodes_loaders import CheckpointLoaderSimple, LoraLoaderModelOnly
+from nodes.diffusion.nodes_sampling import KSampler
 from nodes.slam.sampler import SLAMSampler
 from nodes.training.slam import TrainSLAM
 
@@ -101,3 +102,24 @@ def test_train_slam_workflow_runs_and_its_lora_samples(tmp_path: Path, zoo_root:
     assert result.status == "success", result.error
     assert (tmp_path / "models" / "loras" / "train_slam_example.safetensors").is_file()
     assert result.outputs["9"]["images"][0]["filename"].startswith("nodeloom_train_slam")
+
+
+def test_distillation_moves_the_one_step_prediction_toward_the_teachers_ode_end(ctx_factory: Any) -> None:
+    """Consistency distillation trains f(z_T, T) (SLAMSampler with 1 step: the student's clean-latent
+    estimate from pure noise) towards the end of the teacher's probability-flow ODE from z_T, which
+    the teacher's 50-step DDIM sample approximates."""
+    result, model, clip = _train(ctx_factory, steps=30, learning_rate=1e-3, guidance_min=1.0, guidance_max=1.0,
+                                 lora_name="slam_ode")
+    ctx = ctx_factory()
+    student = LoraLoaderModelOnly().run(ctx, model=model, lora_name=result.outputs[0], strength_model=1.0).outputs[0]
+    positive = CLIPTextEncode().run(ctx, clip=clip, text="a red cube")[0]
+    latent = {"samples": torch.zeros(2, 4, 8, 8)}
+    end = KSampler().run(ctx, model=model, seed=5, steps=50, cfg=1.0, sampler_name="ddim", scheduler="sgm_uniform",
+                         positive=positive, negative=positive, latent_image=latent, denoise=1.0)[0]["samples"]
+    one_step = {name: SLAMSampler().run(ctx, model=m, positive=positive, negative=positive, latent_image=latent, seed=5,
+                                        steps=1, cfg=1.0, denoise=1.0)[0]["samples"]
+                for name, m in (("teacher", model), ("student", student))}
+    error = {name: float((x - end).pow(2).mean()) for name, x in one_step.items()}
+    # Measured: teacher 5.01, student 4.62 (30 steps on the random-weight zoo UNet: a small move,
+    # but the direction is what this checks).
+    assert error["student"] < 0.99 * error["teacher"], error

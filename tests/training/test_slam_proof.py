@@ -1,15 +1,29 @@
 """The SLAM proof on a real (tiny) denoiser: a teacher UNet trained from scratch with our own
-training node on a mixture of four colours, then distilled with TrainSLAM. The student's 4-step
-samples (SLAMSampler, i.e. LCM sampling) are closer to the teacher's 50-step DDIM samples, from
-the same noise, than the teacher's own 4-step samples with DDIM or with the LCM sampler.
+training node, then distilled with TrainSLAM, compared from the same initial noise with the
+teacher's 50-step DDIM samples (MSE on latents).
 
-The tiny zoo's random-weight UNet cannot serve as the teacher: it is no denoiser (its samples are
-scaled noise, which 4-step DDIM already reproduces almost exactly). A multimodal data set is what
-makes few-step DDIM visibly wrong: its first steps predict the mean of the modes.
+The data: eight fixed random 4×4-block RGB patterns (16-pixel cells) under one caption, encoded by
+the tiny zoo's VAE with its scaling factor set to 1/std of their latents (the LDM paper's rule for
+SD's 0.18215). Eight well-separated modes with spatial structure make the probability-flow ODE
+curve, so the teacher's own 4-step DDIM is visibly off its 50-step result. (With the zoo VAE's
+own factor every image encodes to nearly the same latent, std 0.04: the data are then one point,
+the ODE is straight, and there is nothing to distil.)
+
+Like is compared with like:
+
+- **deterministic**: the student's 1-step output f(z_T) (SLAMSampler, 1 step: no re-noising) and
+  its 4-step sampling with deterministic re-noising (KSampler ``tcd``, whose ``eta`` (TCD's γ) is
+  0 here: each step re-noises the student's own x0 estimate with its own noise estimate, a DDIM
+  step on the LCM grid 999, 759, 499, 259, so the sample stays on the initial noise's trajectory).
+  These are the issue's "student 4-step samples" and what the proof asserts about.
+- **SLAMSampler as users run it** (LCM multistep sampling): fresh noise at each re-noising leaves the
+  initial noise's trajectory, so its end point is another sample of the distribution, not the
+  DDIM-50 end of z_T; it is measured and printed, and cannot be expected to win in MSE.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -18,51 +32,59 @@ import pytest
 import torch
 from PIL import Image
 
+from nodes.diffusion import vae_ops
 from nodes.diffusion.nodes_conditioning import CLIPTextEncode
 from nodes.diffusion.nodes_loaders import CheckpointLoaderSimple, LoraLoaderModelOnly
 from nodes.diffusion.nodes_sampling import KSampler
+from nodes.infra.model_manager import manager_from
 from nodes.slam.sampler import SLAMSampler
 from nodes.training.dataset import load_dataset
 from nodes.training.distill import DistillFineTune
 from nodes.training.slam import TrainSLAM
 
-COLOURS = ((220, 30, 30), (30, 200, 40), (40, 60, 230), (240, 220, 40))
-CAPTION = "a colour"
-SEEDS = 4
+CAPTION = "a pattern"
+SEEDS = 8
+
+
+def _patterns(folder: Path) -> torch.Tensor:
+    """[8, 64, 64, 3] IMAGE of fixed random 4×4 black/colour blocks, also written with captions."""
+    blocks = torch.rand(8, 4, 4, 3, generator=torch.Generator().manual_seed(0)).round()
+    images = blocks.repeat_interleave(16, 1).repeat_interleave(16, 2)
+    folder.mkdir()
+    for i, image in enumerate(images):
+        Image.fromarray((image * 255).byte().numpy()).save(folder / f"{i}.png")
+        (folder / f"{i}.txt").write_text(CAPTION)
+    return images
 
 
 def _teacher(ctx: Any, tmp_path: Path) -> str:
-    folder = tmp_path / "colours"
-    folder.mkdir()
-    for i, colour in enumerate(COLOURS):
-        Image.new("RGB", (64, 64), colour).save(folder / f"{i}.png")
-        (folder / f"{i}.txt").write_text(CAPTION)
-    dataset = load_dataset(folder, resolution=64, crop="center", flip=False, aspect_buckets=False,
-                           caption_template="{caption}", caption_dropout=0.0)
+    images = _patterns(tmp_path / "patterns")
     model, clip, vae = CheckpointLoaderSimple().run(ctx, ckpt_name="tiny-sd15.safetensors")
+    latents = vae_ops.encode(manager_from(ctx.services), vae, images)
+    vae = dataclasses.replace(vae, scaling_factor=vae.scaling_factor / float(latents.std()))
+    dataset = load_dataset(tmp_path / "patterns", resolution=64, crop="center", flip=False, aspect_buckets=False,
+                           caption_template="{caption}", caption_dropout=0.0)
     widgets = {i.name: i.default for i in DistillFineTune.inputs if i.is_widget}
     result = DistillFineTune().run(ctx, **{
         **widgets, "model": model, "clip": clip, "vae": vae, "dataset": dataset, "weights": "from_scratch",
         "unet_config": json.dumps({"block_out_channels": [32, 64], "norm_num_groups": 16}), "run_name": "teacher",
-        "steps": 400, "batch_size": 4, "learning_rate": 2e-3, "lr_scheduler": "cosine", "schedule": "constant",
+        "steps": 400, "batch_size": 8, "learning_rate": 2e-3, "lr_scheduler": "cosine", "schedule": "constant",
         "distill_weight_start": 0.0, "distill_weight_end": 0.0, "checkpoint_every": 0, "preview_every": 0})
     return result.outputs[2]
 
 
 def _mse(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).pow(2).mean())
+    return round(float((a - b).pow(2).mean()), 4)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="not met yet: with this teacher (400 steps from scratch on four colours) "
-                   "4-step DDIM is already close to 50 steps (MSE 0.024) and 300 SLAM steps leave the student's LCM "
-                   "samples where the teacher's are (0.85 vs 0.83); the teacher's data must make few-step DDIM "
-                   "wrong, and the distillation must run longer")
+@pytest.mark.xfail(strict=True, reason="not met: with this teacher, 300 TrainSLAM steps (sub_path on) leave the student "
+                   "worse than the teacher: f(z_T) 24.99 vs 2.85, tcd 4 0.97 vs teacher DDIM 4 0.098 / tcd 4 0.090; "
+                   "SLAMSampler 4 1.41 vs 1.13 (docs/training.md, 'The 4-step proof')")
 def test_student_4_steps_are_closer_to_the_teacher_50_steps_than_the_teacher_4_steps(make_ctx: Any,
                                                                                       tmp_path: Path) -> None:
     ctx = make_ctx()
-    ckpt = _teacher(ctx, tmp_path)
-    teacher, clip, _ = CheckpointLoaderSimple().run(ctx, ckpt_name=ckpt)
+    teacher, clip, _ = CheckpointLoaderSimple().run(ctx, ckpt_name=_teacher(ctx, tmp_path))
     lora = TrainSLAM().run(ctx, model=teacher, clip=clip, prompts=CAPTION, width=64, height=64,
                            samples_per_prompt=16, teacher_steps=50, steps=300, learning_rate=1e-3, batch_size=4,
                            gradient_accumulation=1, lora_rank=16, lora_alpha=16.0, guidance_min=1.0, guidance_max=1.0,
@@ -73,18 +95,22 @@ def test_student_4_steps_are_closer_to_the_teacher_50_steps_than_the_teacher_4_s
     positive = CLIPTextEncode().run(ctx, clip=clip, text=CAPTION)[0]
     latent = {"samples": torch.zeros(SEEDS, 4, 8, 8)}
 
-    def ksample(steps: int, sampler: str) -> torch.Tensor:
-        return KSampler().run(ctx, model=teacher, seed=11, steps=steps, cfg=1.0, sampler_name=sampler,
+    def ksample(model: Any, steps: int, sampler: str) -> torch.Tensor:
+        return KSampler().run(ctx, model=model, seed=11, steps=steps, cfg=1.0, sampler_name=sampler,
                               scheduler="sgm_uniform", positive=positive, negative=positive, latent_image=latent,
                               denoise=1.0)[0]["samples"]
 
-    def slam(model: Any) -> torch.Tensor:
+    def slam(model: Any, steps: int) -> torch.Tensor:
         return SLAMSampler().run(ctx, model=model, positive=positive, negative=positive, latent_image=latent, seed=11,
-                                 steps=4, cfg=1.0, denoise=1.0)[0]["samples"]
+                                 steps=steps, cfg=1.0, denoise=1.0)[0]["samples"]
 
-    reference = ksample(50, "ddim")
-    figures = {"teacher ddim 4": _mse(ksample(4, "ddim"), reference), "teacher lcm 4": _mse(slam(teacher), reference),
-               "student lcm 4": _mse(slam(student), reference)}
-    print("MSE to the teacher's 50-step DDIM samples:", {k: round(v, 4) for k, v in figures.items()})
-    assert figures["student lcm 4"] < figures["teacher ddim 4"], figures
-    assert figures["student lcm 4"] < figures["teacher lcm 4"], figures
+    reference = ksample(teacher, 50, "ddim")
+    figures = {"teacher ddim 4": _mse(ksample(teacher, 4, "ddim"), reference)}
+    for name, model in (("teacher", teacher), ("student", student)):
+        figures[f"{name} 1-step f(z_T)"] = _mse(slam(model, 1), reference)
+        figures[f"{name} tcd 4 (deterministic)"] = _mse(ksample(model, 4, "tcd"), reference)
+        figures[f"{name} SLAMSampler 4 (fresh noise)"] = _mse(slam(model, 4), reference)
+    print("MSE to the teacher's 50-step DDIM samples:", figures)
+    assert figures["student 1-step f(z_T)"] < figures["teacher 1-step f(z_T)"], figures
+    assert figures["student tcd 4 (deterministic)"] < figures["teacher ddim 4"], figures
+    assert figures["student tcd 4 (deterministic)"] < figures["teacher tcd 4 (deterministic)"], figures
