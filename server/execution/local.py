@@ -204,7 +204,9 @@ class LocalWorkerPool:
         hit = []
         for worker in self.workers:
             if worker.running and (prompt_id is None or worker.running == prompt_id):
-                if worker.send(Interrupt(worker.running)):
+                # "Whatever runs" goes to the worker as such: while the prompt we know of has its
+                # files written, the worker may already run the next one, which is then stopped.
+                if worker.send(Interrupt(None if prompt_id is None else worker.running)):
                     hit.append(worker.running)
         return hit
 
