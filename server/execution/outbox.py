@@ -14,6 +14,7 @@ is sent in place of the prompt's remaining events, and its ``Done`` carries that
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import traceback
@@ -71,6 +72,9 @@ class Outbox:
                     return
         except (OSError, EOFError, ValueError):
             return  # the server is gone; the control thread ends the process
+        except Exception:  # noqa: BLE001 - a worker that can no longer report must not linger
+            traceback.print_exc()
+            os._exit(70)  # the pool sees the process end, fails its prompt and starts a new one
 
     def _deliver(self, items: list[FromWorker | PendingWrite | None]) -> bool:
         events: list[WorkerEvent] = []

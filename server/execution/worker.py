@@ -2,7 +2,9 @@
 
 It talks to the server over one duplex pipe. The main thread runs prompts one after another; a
 control thread reads the pipe so that an interrupt, a cancel or a schema request is answered while
-a prompt runs. Messages both ways are the typed ones of server.execution.messages.
+a prompt runs; a write thread encodes and writes output files while the main thread goes on; a
+sender thread (the outbox) sends everything, a prompt's ``executed`` and ``Done`` only once its
+files are complete. Messages both ways are the typed ones of server.execution.messages.
 """
 
 from __future__ import annotations
