@@ -12,7 +12,8 @@ the cores; throughput is printed as a fraction of it (target >= 0.5). With --sta
 the time to the first 200 of /system_stats beside the time to the first completed prompt (the
 server answers only once a worker is warm), and the memory of the server's process tree after
 the run and after idling (RSS, PSS and USS sums; the target is checked on PSS, which counts pages
-shared between the processes once).
+shared between the processes once), and the CPU time each process (and this client) spent per
+prompt: on a machine others load too, that shows where the time goes when prompts/s cannot.
 """
 
 from __future__ import annotations
@@ -96,6 +97,33 @@ def _memory_kb(pid: int) -> dict[str, int]:
         values[key] = int(rest.split()[0])
     return {"rss": values["Rss"], "pss": values["Pss"],
             "uss": values.get("Private_Clean", 0) + values.get("Private_Dirty", 0)}
+
+
+def tree_cpu_seconds(pid: int) -> dict[int, tuple[str, float]]:
+    """CPU time (user + system) so far of a process and each descendant, by pid: (name, seconds)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    found: dict[int, tuple[str, float]] = {}
+    for member in _tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rpartition(")")[2].split()
+            name = Path(f"/proc/{member}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        found[member] = (name, (int(fields[11]) + int(fields[12])) / ticks)
+    return found
+
+
+def print_cpu_per_prompt(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]],
+                         client_seconds: float, count: int) -> None:
+    """Where the CPU time of the run went, per prompt: each server process, and this client."""
+    total = client_seconds
+    for pid, (name, seconds) in after.items():
+        spent = seconds - before.get(pid, (name, 0.0))[1]
+        total += spent
+        role = "worker" if "server.execution.worker" in name else "server"
+        print(f"cpu_ms_per_prompt {role} pid {pid}: {spent * 1000 / count:.1f}")
+    print(f"cpu_ms_per_prompt client (this benchmark): {client_seconds * 1000 / count:.1f}")
+    print(f"cpu_ms_per_prompt_total={total * 1000 / count:.1f}")
 
 
 def tree_memory_mb(pid: int) -> dict[str, float]:
@@ -209,7 +237,11 @@ def main() -> int:
         print(f"first_200_after_s={first_200:.2f} first_prompt_done_after_s={first_done:.2f} "
               f"(done - 200 = {first_done - first_200:.2f} s; target <= 0.5)")
     try:
+        cpu_before = tree_cpu_seconds(process.pid) if process is not None else {}
+        client_before = time.process_time()
         rate = asyncio.run(bench(url, args.n, args.m, args.size))
+        if process is not None:
+            print_cpu_per_prompt(cpu_before, tree_cpu_seconds(process.pid), time.process_time() - client_before, args.n)
         fraction = rate / floor
         print(f"fraction_of_floor={fraction:.2f} (target >= {FLOOR_FRACTION_TARGET}): "
               f"{'PASS' if fraction >= FLOOR_FRACTION_TARGET else 'FAIL'}")

@@ -220,7 +220,7 @@ class SaveImage(Node):
             extra_pnginfo: dict[str, Any] | None = None) -> Result:
         saved = save_png_batch(images, root=ctx.folders.directory_for("output"), prefix=filename_prefix,
                                kind="output", prompt=prompt, extra_pnginfo=extra_pnginfo,
-                               compress_level=4)
+                               compress_level=4, ctx=ctx)
         return Result(ui={"images": saved})
 
 
@@ -238,7 +238,7 @@ class PreviewImage(Node):
         suffix = "".join(random.choice("abcdefghijklmnopqrstupvxyz") for _ in range(5))
         saved = save_png_batch(images, root=ctx.folders.directory_for("temp"),
                                prefix=f"ComfyUI_temp_{suffix}", kind="temp", prompt=prompt,
-                               extra_pnginfo=extra_pnginfo, compress_level=1)
+                               extra_pnginfo=extra_pnginfo, compress_level=1, ctx=ctx)
         return Result(ui={"images": saved})
 
 

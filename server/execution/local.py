@@ -21,11 +21,11 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from graph_runtime.events import Executing, ExecutionStart
+from graph_runtime.events import Event, Executing, ExecutionStart
 from server.execution import placement
 from server.execution.messages import (
-    Cancel, Done, Dropped, Failed, Free, Freed, FromWorker, Interrupt, Job, NodeSchemas, Ready, Run, SchemasReply,
-    SchemasRequest, Stop, WorkerConfig, WorkerEvent,
+    Cancel, Done, Dropped, Events, Failed, Free, Freed, FromWorker, Interrupt, Job, NodeSchemas, Ready, Run,
+    SchemasReply, SchemasRequest, Stop, WorkerConfig, WorkerEvent,
 )
 from server.execution.outcome import RunFailure
 from server.execution.pool import PoolListener
@@ -33,6 +33,9 @@ from server.execution.process import PREFETCH, WorkerHandle, exit_reason
 from server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
+
+# Output-file write threads per worker (PNG encoding releases the GIL: one more core in use).
+WRITE_THREADS = 1
 
 
 class LocalWorkerPool:
@@ -120,11 +123,10 @@ class LocalWorkerPool:
                 worker.failures_in_a_row = 0
                 self._listener.on_ready(worker.ref, schemas)
             case WorkerEvent(event=event):
-                if isinstance(event, ExecutionStart):
-                    worker.running = event.prompt_id
-                elif isinstance(event, Executing):
-                    worker.node = (event.node_id, event.class_type)
-                self._listener.on_event(worker.ref, event)
+                self._event(worker, event)
+            case Events(events=events):
+                for event in events:
+                    self._event(worker, event)
             case Done(prompt_id=prompt_id, result=result, resources=stats, cache_stats=cache):
                 worker.forget(prompt_id)
                 worker.resources, worker.cache_stats = stats, cache
@@ -140,6 +142,14 @@ class LocalWorkerPool:
                     waiter.set_result(schemas)
             case _:
                 log.error("unexpected message from worker %s: %r", worker.device, received)
+
+    def _event(self, worker: WorkerHandle, event: Event) -> None:
+        assert self._listener is not None
+        if isinstance(event, ExecutionStart):
+            worker.running = event.prompt_id
+        elif isinstance(event, Executing):
+            worker.node = (event.node_id, event.class_type)
+        self._listener.on_event(worker.ref, event)
 
     def _on_exit(self, worker: WorkerHandle, process: Any, exitcode: int | None, failure: str) -> None:
         if worker.process is not process or worker.state == "stopped":
@@ -194,7 +204,9 @@ class LocalWorkerPool:
         hit = []
         for worker in self.workers:
             if worker.running and (prompt_id is None or worker.running == prompt_id):
-                if worker.send(Interrupt(worker.running)):
+                # "Whatever runs" goes to the worker as such: while the prompt we know of has its
+                # files written, the worker may already run the next one, which is then stopped.
+                if worker.send(Interrupt(None if prompt_id is None else worker.running)):
                     hit.append(worker.running)
         return hit
 
@@ -228,12 +240,14 @@ class LocalWorkerPool:
 
 def worker_config(settings: ServerSettings, device: str) -> WorkerConfig:
     """How the local pool starts the worker of ``device``: the server's folders and plugins, and
-    its share of the machine's cores."""
+    its share of the machine's cores: one for the thread writing output files, the rest (at least
+    one) for torch."""
+    share = max(1, _cores() // len(settings.devices))
     return WorkerConfig(device=device, folders=settings.folders, plugin_dirs=tuple(settings.plugin_dirs),
                         builtin_plugins=settings.builtin_plugins, cache_entries=settings.cache_entries,
                         cache_policy=settings.cache_policy, cache_max_bytes=settings.cache_max_bytes,
                         model_settings=dict(settings.model_settings),
-                        threads=max(1, _cores() // len(settings.devices)))
+                        threads=max(1, share - WRITE_THREADS), write_threads=WRITE_THREADS)
 
 
 def local_pool(settings: ServerSettings) -> LocalWorkerPool:

@@ -2,8 +2,9 @@
 
 Server → worker: the ``WorkerConfig`` once, then ``Run``, ``Cancel``, ``Interrupt``,
 ``SchemasRequest``, ``Free``, ``Stop``.
-Worker → server: ``Ready`` once (or ``Failed`` when it cannot start), then ``WorkerEvent`` for
-every graph_runtime event, ``Done`` or ``Dropped`` for every ``Run``, ``Freed`` for every
+Worker → server: ``Ready`` once (or ``Failed`` when it cannot start), then ``WorkerEvent`` (or
+``Events``, several in order) for every graph_runtime event, ``Done`` or ``Dropped`` for every
+``Run`` (sent only once the files its nodes wrote are complete), ``Freed`` for every
 ``Free``, and ``SchemasReply``.
 """
 
@@ -34,6 +35,9 @@ class WorkerConfig:
     # CPU threads for torch's pools: the machine's cores shared among the workers, so that two
     # CPU workers do not each start a pool as large as the machine.
     threads: int | None = None
+    # Threads encoding and writing output files while the run goes on (graph_runtime.deferred);
+    # 0: nodes write in place.
+    write_threads: int = 1
     # Model manager options (ram_budget, vram_budget, channels_last, compile), read by the nodes.
     model_settings: dict[str, Any] = field(default_factory=dict)
 
@@ -140,6 +144,14 @@ class WorkerEvent:
 
 
 @dataclass(frozen=True)
+class Events:
+    """Several graph_runtime events in the order they happened, sent at once (what queued up while
+    the pipe was busy: one write and one wake-up of the server for all of them)."""
+
+    events: tuple[Event, ...]
+
+
+@dataclass(frozen=True)
 class Done:
     """A ``Run`` finished. ``resources``: what the plugins' resources hold after it, by name
     (``{"model_manager": {...}, ...}``)."""
@@ -174,4 +186,4 @@ class SchemasReply:
     schemas: NodeSchemas
 
 
-FromWorker = Ready | Failed | WorkerEvent | Done | Dropped | Freed | SchemasReply
+FromWorker = Ready | Failed | WorkerEvent | Events | Done | Dropped | Freed | SchemasReply

@@ -2,7 +2,9 @@
 
 It talks to the server over one duplex pipe. The main thread runs prompts one after another; a
 control thread reads the pipe so that an interrupt, a cancel or a schema request is answered while
-a prompt runs. Messages both ways are the typed ones of server.execution.messages.
+a prompt runs; a write thread encodes and writes output files while the main thread goes on; a
+sender thread (the outbox) sends everything, a prompt's ``executed`` and ``Done`` only once its
+files are complete. Messages both ways are the typed ones of server.execution.messages.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 from graph_runtime.cache import OutputCache
 from graph_runtime.context import InterruptFlag, Services
+from graph_runtime.deferred import BACKGROUND_WRITES, BackgroundWrites
 from graph_runtime.registry import load_registry
 from graph_runtime.schema import model_inputs, object_info
 from graph_runtime.validation import WorkflowInvalid
@@ -27,6 +30,7 @@ from server.execution.messages import (
     Cancel, Done, Dropped, Failed, Free, Freed, FromWorker, Interrupt, Job, NodeSchemas, Ready, Run, SchemasReply,
     SchemasRequest, Stop, WorkerConfig, WorkerEvent,
 )
+from server.execution.outbox import Link, Outbox
 from server.execution.outcome import RunFailure, RunOutcome, RunResult
 
 # Seconds without work after which the worker returns freed memory to the OS.
@@ -51,10 +55,13 @@ def _release_memory() -> None:
 
 
 class _Worker:
-    def __init__(self, config: WorkerConfig, conn: Connection) -> None:
+    """``conn``: the pipe to the server, or a Ray actor's mailbox (anything with ``send`` and
+    ``recv``). Everything it sends goes through one ``Outbox``, so a prompt's ``executed`` and
+    ``Done`` leave only once the files it wrote are complete."""
+
+    def __init__(self, config: WorkerConfig, conn: Connection | Link) -> None:
         self.config = config
         self.conn = conn
-        self.send_lock = threading.Lock()
         # Jobs and Free requests in arrival order; None stops the worker.
         self.jobs: queue.Queue[Job | Free | None] = queue.Queue()
         self.cancelled: set[str] = set()
@@ -72,6 +79,11 @@ class _Worker:
                                folders=config.folders,
                                services=Services(device=local_device,
                                                  settings={**config.model_settings, "device": local_device}))
+        self.outbox: Outbox | None = None
+        self.writes: BackgroundWrites | None = None
+        # Set by the sender thread when a background write failed: the run's thread then drops
+        # the cached outputs (one may name the file that was never written) before its next prompt.
+        self.stale_cache = threading.Event()
         torch = sys.modules.get("torch")
         if torch is not None and config.threads is not None:
             torch.set_num_threads(config.threads)
@@ -83,8 +95,21 @@ class _Worker:
         gc.freeze()
 
     def send(self, message: FromWorker) -> None:
-        with self.send_lock:
-            self.conn.send(message)
+        assert self.outbox is not None, "send() before run_forever()"
+        self.outbox.send(message)
+
+    def _open_outbox(self) -> None:
+        self.outbox = Outbox(self.conn, on_write_failed=self.stale_cache.set)
+        if self.config.write_threads > 0:
+            self.writes = BackgroundWrites(threads=self.config.write_threads, on_submit=self.outbox.wait_for)
+            self.runtime.services.set(BACKGROUND_WRITES, self.writes)
+
+    def _close_outbox(self) -> None:
+        """Finish the writes in progress and send what is queued (a stopped worker loses no file)."""
+        if self.writes is not None:
+            self.writes.close()
+        if self.outbox is not None:
+            self.outbox.close(timeout=60)
 
     def schemas(self) -> NodeSchemas:
         return NodeSchemas(object_info(self.registry, self.runtime.hook_context), model_inputs(self.registry),
@@ -123,8 +148,15 @@ class _Worker:
     # -- main thread -------------------------------------------------------------------------
 
     def run_forever(self) -> None:
+        self._open_outbox()
         self.send(Ready(self.schemas()))
         threading.Thread(target=self.control_loop, name="worker-control", daemon=True).start()
+        try:
+            self._serve()
+        finally:
+            self._close_outbox()
+
+    def _serve(self) -> None:
         tidy = False
         while True:
             try:
@@ -135,6 +167,9 @@ class _Worker:
                 continue
             if job is None:
                 return
+            if self.stale_cache.is_set():
+                self.stale_cache.clear()
+                self.runtime.cache.clear()
             tidy = True
             if isinstance(job, Free):
                 self.free()

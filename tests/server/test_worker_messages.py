@@ -13,8 +13,8 @@ from graph_runtime.events import ExecutionError, Executing, WorkflowProgress
 from graph_runtime.folders import FolderPaths
 from graph_runtime.validation import ValidationResult, WorkflowInvalid
 from server.execution.messages import (
-    Cancel, Done, Dropped, Failed, Free, Freed, Interrupt, Job, NodeSchemas, Ready, Run, SchemasReply, SchemasRequest,
-    Stop, WorkerConfig, WorkerEvent,
+    Cancel, Done, Dropped, Events, Failed, Free, Freed, Interrupt, Job, NodeSchemas, Ready, Run, SchemasReply,
+    SchemasRequest, Stop, WorkerConfig, WorkerEvent,
 )
 from server.execution.outcome import FAILURE_KINDS, RunFailure, RunOutcome
 
@@ -32,6 +32,8 @@ MESSAGES = [
     Ready(SCHEMAS), Failed("Traceback ...\nImportError: x"), Dropped("p1"), SchemasReply(7, SCHEMAS),
     WorkerEvent(Executing(prompt_id="p1", node_id="1", class_type="TestColor", display_node="1",
                           workflow=WorkflowProgress(nodes_done=0, nodes_total=1, fraction=0.0))),
+    Events((Executing(prompt_id="p1", node_id="1", class_type="TestColor", display_node="1",
+                      workflow=WorkflowProgress(nodes_done=0, nodes_total=1, fraction=0.0)), NODE_ERROR)),
     Done("p1", RunOutcome("success", {"2": {"images": []}}), {"loaded": []}),
     Done("p1", RunOutcome("interrupted")),
     Done("p1", RunOutcome("success"), None, {"policy": "lru", "entries": 2, "nbytes": 64}),
