@@ -50,7 +50,7 @@ def unet_overrides(text: str) -> dict[str, Any]:
     if not text.strip():
         return {}
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_no_constant)
     except ValueError as exc:
         raise ValueError(f"unet_config is not JSON ({exc})") from exc
     if not isinstance(value, dict):
@@ -61,6 +61,11 @@ def unet_overrides(text: str) -> dict[str, Any]:
     if fixed := sorted(set(value) & FIXED_KEYS):
         raise ValueError(f"unet_config: {fixed} are fixed by the MODEL (its latents and text encoder)")
     return value
+
+
+def _no_constant(name: str) -> Any:
+    # Python's json reads NaN and Infinity, which are not JSON; a NaN norm_eps trains to a NaN loss.
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def build_student(model: DiffusionModel, manager: ModelManager, weights: str, overrides: dict[str, Any],
@@ -76,7 +81,7 @@ def build_student(model: DiffusionModel, manager: ModelManager, weights: str, ov
     try:
         with seeded(seed):
             student = UNet2DConditionModel.from_config({**base, **overrides})
-    except (ValueError, TypeError, AssertionError, RuntimeError) as exc:
+    except (ValueError, TypeError, AssertionError, RuntimeError, ZeroDivisionError) as exc:
         raise ValueError(f"unet_config {json.dumps(overrides)} does not make a UNet: {exc}") from exc
     return student.to(manager.device, torch.float32).train()
 
@@ -92,13 +97,34 @@ class FullDistillRecipe(DistillRecipe):
         self.mix, self.steps, self.last = mix, steps, None
         self._stack = contextlib.ExitStack()
         self.original = self._stack.enter_context(model.use(manager))
-        self.unet = build_student(model, manager, weights, overrides, options.seed)
         self.dtype = torch.float32
+        try:
+            self.unet = build_student(model, manager, weights, overrides, options.seed)
+            if weights == "from_scratch":
+                self._trial_prediction(overrides)
+        except BaseException:
+            self._stack.close()  # the loop never closes a recipe that failed to build
+            raise
         if options.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
 
     def close(self) -> None:
         self._stack.close()
+
+    def _trial_prediction(self, overrides: dict[str, Any]) -> None:
+        """One no-grad prediction at the dataset's size. Some configs build a UNet that cannot run
+        (``layers_per_block`` 0, class embeddings the MODEL gives no labels for); named here rather
+        than as a bare error at step 1."""
+        width, height = self.dataset.items[0].bucket
+        latent = torch.zeros(self.model.spec.latent_shape(1, height, width), device=self.device)
+        self.unet.eval()  # no dropout: the trial draws nothing from the RNG the run is seeded with
+        try:
+            with torch.no_grad():
+                self.predict(latent, torch.zeros(1, dtype=torch.long, device=self.device), [""])
+        except (ValueError, TypeError, RuntimeError, IndexError) as exc:
+            raise ValueError(f"unet_config {json.dumps(overrides)} makes a UNet that cannot run: {exc}") from exc
+        finally:
+            self.unet.train()
 
     def trainable(self) -> dict[str, torch.nn.Parameter]:
         return {f"unet.{name}": p for name, p in self.unet.named_parameters()}

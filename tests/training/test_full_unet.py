@@ -109,6 +109,7 @@ def test_full_fine_tune_starts_as_the_original_and_saves_a_checkpoint(make_ctx: 
     ({"weights": "from_scratch", "unet_config": '{"blocks": 3}'}, "['blocks'] are not UNet2DConditionModel arguments"),
     ({"weights": "from_scratch", "unet_config": '{"in_channels": 9}'}, "['in_channels'] are fixed by the MODEL"),
     ({"weights": "full", "unet_config": '{"layers_per_block": 2}'}, "unet_config applies to weights 'from_scratch'"),
+    ({"weights": "from_scratch", "unet_config": '{"norm_eps": NaN}'}, "unet_config is not JSON (NaN"),
     ({"weights": "full", "train_text_encoder": True}, "trains the UNet only"),
 ])
 def test_bad_full_training_inputs_are_validation_errors(make_ctx: Any, changes: dict, message: str) -> None:
@@ -120,3 +121,18 @@ def test_a_config_that_makes_no_unet_is_named_before_training(make_ctx: Any, dat
     with pytest.raises(ValueError, match="does not make a UNet"):
         _train(make_ctx(), dataset, weights="from_scratch", unet_config='{"block_out_channels": [16, 32, 64]}',
                steps=1)
+
+
+@pytest.mark.parametrize("config", [
+    {"attention_head_dim": 0},  # diffusers divides by it while building
+    {"layers_per_block": 0},  # builds, but cannot run
+    {"num_class_embeds": 4},  # wants class labels the MODEL's conditioning has none of
+])
+def test_a_config_that_builds_no_working_unet_is_named_before_training(make_ctx: Any, dataset: Any, config: dict) -> None:
+    ctx = make_ctx()
+    overrides = json.dumps({**json.loads(SMALL), **config})
+    with pytest.raises(ValueError, match="unet_config .* (does not make a UNet|makes a UNet that cannot run)"):
+        _train(ctx, dataset, weights="from_scratch", unet_config=overrides, steps=1, run_name="broken")
+    assert not list((ctx.folders.directory_for("output") / "training").glob("broken-*/checkpoints/step-*"))
+    manager = manager_from(ctx.services)
+    assert all(entry.in_use == 0 for entry in manager._entries.values())  # the original is released
