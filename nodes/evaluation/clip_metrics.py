@@ -46,10 +46,7 @@ class CLIPScoreModelLoader(Node):
 
     @classmethod
     def fingerprint(cls, ctx: HookContext, *, model_name: str | None = None, **_: Any) -> Any:
-        try:
-            return clip_scorer.folder_identity(ctx.folders.model_path(FOLDER, model_name or ""))
-        except (OSError, ValueError):
-            return None
+        return clip_scorer.named_identity(ctx.folders, FOLDER, model_name)
 
     def run(self, ctx: Context, *, model_name: str) -> tuple[Any, ...]:
         folder = ctx.folders.model_path(FOLDER, model_name)

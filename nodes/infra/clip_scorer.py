@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from graph_runtime.folders import FolderPaths
 from nodes.infra.files import ModelFileError
 from nodes.infra.model_manager import ModelManager, ModelRef
 
@@ -38,6 +39,15 @@ def folder_identity(folder: Path) -> tuple[Any, ...]:
     """(name, mtime, size) of every file in ``folder``: a replaced weight file is a new model."""
     files = sorted(p for p in Path(folder).rglob("*") if p.is_file())
     return tuple((p.relative_to(folder).as_posix(), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
+
+
+def named_identity(folders: FolderPaths, folder: str, name: str | None) -> tuple[Any, ...] | None:
+    """A scorer loader node's fingerprint: the identity of ``models/<folder>/<name>``, None when
+    it is missing (validation names it)."""
+    try:
+        return folder_identity(folders.model_path(folder, name or ""))
+    except (OSError, ValueError):
+        return None
 
 
 def load_clip_scorer(manager: ModelManager, folder: Path, *, label: str = "") -> ClipScorer:

@@ -18,10 +18,10 @@ import torch
 from graph_runtime.context import Context, HookContext
 from graph_runtime.node import Combo, Float, Node, Output, Result, String
 from nodes.infra.model_manager import manager_from
-from nodes.training.lora import NOT_IDENTITY, TrainLoRA, _targets
+from nodes.training.lora import NOT_IDENTITY, TrainLoRA, lora_settings
 from nodes.training.lora_files import LoraTarget
-from nodes.training.lora_recipe import LoraOptions, LoraRecipe, snr_weights
-from nodes.training.loop import TrainSettings, run_folder_for, train
+from nodes.training.lora_recipe import LoraRecipe, snr_weights
+from nodes.training.loop import run_folder_for, train
 from nodes.training.mixing import SCHEDULES, MixedLoss, distill_weight, mixed_loss
 from nodes.training.run_folder import safe_run_name
 
@@ -117,18 +117,7 @@ class DistillFineTune(Node):
                              "(this MODEL/CLIP already carries LoRA patches)")
         mix = (inputs["schedule"], inputs["distill_weight_start"], inputs["distill_weight_end"])
         distill_weight(0, inputs["steps"], schedule=mix[0], start=mix[1], end=mix[2])  # names a bad schedule first
-        settings = TrainSettings(
-            steps=inputs["steps"], seed=inputs["seed"], learning_rate=inputs["learning_rate"],
-            optimizer=inputs["optimizer"], lr_scheduler=inputs["lr_scheduler"], lr_warmup_steps=inputs["lr_warmup_steps"],
-            gradient_accumulation=inputs["gradient_accumulation"], max_grad_norm=inputs["max_grad_norm"],
-            precision=inputs["precision"], checkpoint_every=inputs["checkpoint_every"],
-            preview_every=inputs["preview_every"])
-        options = LoraOptions(
-            rank=inputs["rank"], alpha=inputs["alpha"], target_modules=_targets(inputs["target_modules"]),
-            train_text_encoder=inputs["train_text_encoder"], batch_size=inputs["batch_size"],
-            noise_offset=inputs["noise_offset"], min_snr_gamma=inputs["min_snr_gamma"],
-            gradient_checkpointing=inputs["gradient_checkpointing"], sample_prompt=inputs["sample_prompt"],
-            seed=inputs["seed"], precision=inputs["precision"])
+        settings, options = lora_settings(inputs)
         identity = {"node": "DistillFineTune", **{k: v for k, v in inputs.items() if k not in NOT_IDENTITY}}
         folder = run_folder_for(ctx, inputs["run_name"], inputs["resume_from"], identity)
         name, manager, weights = safe_run_name(inputs["run_name"]), manager_from(ctx.services), inputs["weights"]

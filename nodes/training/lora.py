@@ -81,24 +81,13 @@ class TrainLoRA(Node):
         return resume_problem(ctx, widgets.get("resume_from"))
 
     def run(self, ctx: Context, **inputs: Any) -> Result:
-        from nodes.training.lora_recipe import LoraOptions, LoraRecipe
+        from nodes.training.lora_recipe import LoraRecipe
 
         model, clip = inputs["model"], inputs["clip"]
         if model.patches or any(clip.patches):
             raise ValueError("TrainLoRA trains on the model's own weights: connect the loader directly, and apply "
                              "other LoRAs after training (this MODEL/CLIP already carries LoRA patches)")
-        settings = TrainSettings(
-            steps=inputs["steps"], seed=inputs["seed"], learning_rate=inputs["learning_rate"],
-            optimizer=inputs["optimizer"], lr_scheduler=inputs["lr_scheduler"], lr_warmup_steps=inputs["lr_warmup_steps"],
-            gradient_accumulation=inputs["gradient_accumulation"], max_grad_norm=inputs["max_grad_norm"],
-            precision=inputs["precision"], checkpoint_every=inputs["checkpoint_every"],
-            preview_every=inputs["preview_every"])
-        options = LoraOptions(
-            rank=inputs["rank"], alpha=inputs["alpha"], target_modules=_targets(inputs["target_modules"]),
-            train_text_encoder=inputs["train_text_encoder"], batch_size=inputs["batch_size"],
-            noise_offset=inputs["noise_offset"], min_snr_gamma=inputs["min_snr_gamma"],
-            gradient_checkpointing=inputs["gradient_checkpointing"], sample_prompt=inputs["sample_prompt"],
-            seed=inputs["seed"], precision=inputs["precision"])
+        settings, options = lora_settings(inputs)
         identity = {k: v for k, v in inputs.items() if k not in NOT_IDENTITY}
         folder = run_folder_for(ctx, inputs["run_name"], inputs["resume_from"], identity)
         target = LoraTarget(ctx.folders.model_dirs("loras")[0], safe_run_name(inputs["run_name"]))
@@ -106,6 +95,27 @@ class TrainLoRA(Node):
         result = train(ctx, lambda: LoraRecipe(manager, model, clip, inputs["vae"], inputs["dataset"], options, target),
                        settings, folder, description={"node": "TrainLoRA", **identity})
         return Result(outputs=(result.values["lora_name"], result.loss_map), ui=result.ui)
+
+
+
+def lora_settings(inputs: dict[str, Any]) -> tuple[TrainSettings, Any]:
+    """TrainLoRA's inputs (DistillFineTune has them too) as the loop's ``TrainSettings`` and the
+    recipe's ``LoraOptions``."""
+    from nodes.training.lora_recipe import LoraOptions
+
+    settings = TrainSettings(
+        steps=inputs["steps"], seed=inputs["seed"], learning_rate=inputs["learning_rate"],
+        optimizer=inputs["optimizer"], lr_scheduler=inputs["lr_scheduler"], lr_warmup_steps=inputs["lr_warmup_steps"],
+        gradient_accumulation=inputs["gradient_accumulation"], max_grad_norm=inputs["max_grad_norm"],
+        precision=inputs["precision"], checkpoint_every=inputs["checkpoint_every"],
+        preview_every=inputs["preview_every"])
+    options = LoraOptions(
+        rank=inputs["rank"], alpha=inputs["alpha"], target_modules=_targets(inputs["target_modules"]),
+        train_text_encoder=inputs["train_text_encoder"], batch_size=inputs["batch_size"],
+        noise_offset=inputs["noise_offset"], min_snr_gamma=inputs["min_snr_gamma"],
+        gradient_checkpointing=inputs["gradient_checkpointing"], sample_prompt=inputs["sample_prompt"],
+        seed=inputs["seed"], precision=inputs["precision"])
+    return settings, options
 
 
 def _targets(text: str) -> tuple[str, ...]:
