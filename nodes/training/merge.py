@@ -12,6 +12,8 @@ formulas, in fp32:
   ``middle_block.*``, ``out`` for ``output_blocks.*`` and the final ``out.*`` norm/conv (prefix
   ``out`` matches both, as in ComfyUI); the rest (time and label embeddings) takes ``input``'s,
   ComfyUI's default (its first block argument).
+- ModelMergeSubtract / ModelMergeAdd (ComfyUI's, for "add difference" merges):
+  ``w = multiplier·(w1 - w2)`` and ``w = w1 + w2``.
 - FuseModelsLayerwise: ``w = (1-f)·w_base + f·w_fine_tuned`` with ``f`` the fine-tuned share given
   per block by patterns over diffusers UNet names (:mod:`nodes.training.block_weights`), and
   ``default_weight`` elsewhere.
@@ -98,6 +100,29 @@ class ModelMergeBlocks(Node):
         return (merge_models(ctx, model1, model2, per_block),)
 
 
+class ModelMergeSubtract(Node):
+    category = CATEGORY
+    description = ("ComfyUI's difference of two diffusion models of one architecture: every UNet weight = "
+                   "multiplier·(model1 - model2), e.g. a fine-tune minus its base, to add to another model.")
+    inputs = [Link("model1", "MODEL"), Link("model2", "MODEL"),
+              Float("multiplier", 1.0, min=-10.0, max=10.0, step=0.01)]
+    outputs = [Output("MODEL")]
+
+    def run(self, ctx: Context, *, model1: DiffusionModel, model2: DiffusionModel,
+            multiplier: float) -> tuple[Any, ...]:
+        return (merge_models(ctx, model1, model2, lambda names: {n: (multiplier, -multiplier) for n in names}),)
+
+
+class ModelMergeAdd(Node):
+    category = CATEGORY
+    description = "ComfyUI's sum of two diffusion models of one architecture: every UNet weight = model1 + model2."
+    inputs = [Link("model1", "MODEL"), Link("model2", "MODEL")]
+    outputs = [Output("MODEL")]
+
+    def run(self, ctx: Context, *, model1: DiffusionModel, model2: DiffusionModel) -> tuple[Any, ...]:
+        return (merge_models(ctx, model1, model2, lambda names: {n: (1.0, 1.0) for n in names}),)
+
+
 class FuseModelsLayerwise(Node):
     category = CATEGORY
     display_name = "Fuse Models Layer-wise"
@@ -137,4 +162,4 @@ class FuseModelsLayerwise(Node):
         return (merge_models(ctx, base, fine_tuned, layerwise, names=("base", "fine_tuned")),)
 
 
-NODES: list[type[Node]] = [ModelMergeSimple, ModelMergeBlocks, FuseModelsLayerwise]
+NODES: list[type[Node]] = [ModelMergeSimple, ModelMergeBlocks, ModelMergeSubtract, ModelMergeAdd, FuseModelsLayerwise]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from nodes.diffusion.nodes_loaders import LoraLoader
-from nodes.training.merge import FuseModelsLayerwise, ModelMergeBlocks, ModelMergeSimple
+from nodes.training.merge import FuseModelsLayerwise, ModelMergeAdd, ModelMergeBlocks, ModelMergeSimple, ModelMergeSubtract
 
 from tests.training.merge_helpers import load, make_ctx, weights  # noqa: F401
 
@@ -36,6 +36,17 @@ def test_simple_merge_is_comfyui_formula_and_leaves_sources_untouched(pair) -> N
 def test_ratio_one_is_model1_itself(pair) -> None:
     ctx, model1, model2, _, _ = pair
     assert ModelMergeSimple().run(ctx, model1=model1, model2=model2, ratio=1.0)[0] is model1
+
+
+def test_add_difference_is_comfyuis_subtract_then_add(pair) -> None:
+    ctx, model1, model2, w1, w2 = pair
+    (difference,) = ModelMergeSubtract().run(ctx, model1=model1, model2=model2, multiplier=0.5)
+    got = weights(ctx, difference)
+    assert all(torch.equal(got[k], (w1[k] * 0.5 + w2[k] * -0.5)) for k in w1)
+    (total,) = ModelMergeAdd().run(ctx, model1=model2, model2=difference)
+    got = weights(ctx, total)
+    assert all(torch.allclose(got[k], w2[k] + 0.5 * (w1[k] - w2[k]), atol=1e-6) for k in w1)
+    assert all(torch.equal(v, w1[k]) for k, v in weights(ctx, model1).items())
 
 
 def test_blocks_merge_uses_comfyui_block_of_each_key(pair) -> None:
