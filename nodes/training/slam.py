@@ -70,6 +70,10 @@ class SLAMRecipe:
         self.device = next(self.unet.parameters()).device
         self.dtype = next(p for p in self.unet.parameters() if not p.requires_grad).dtype
         self.params = students.lora_parameters(self.unet)
+        self.gamma_input = None
+        if s.sub_path:
+            with seeded(seed):
+                self.gamma_input = students.GammaInput(self.unet)
         self.ema = None
         if s.target == "ema":
             from diffusers.training_utils import EMAModel
@@ -100,7 +104,9 @@ class SLAMRecipe:
     # -- the Recipe protocol ---------------------------------------------------------------------
 
     def trainable(self) -> dict[str, torch.nn.Parameter]:
-        return self.params
+        if self.gamma_input is None:
+            return self.params
+        return {**self.params, "gamma_input.proj.weight": self.gamma_input.proj.weight}
 
     def batch(self, step: int, micro: int, generator: torch.Generator) -> dict[str, Tensor]:
         n = self.s.batch_size
@@ -129,7 +135,13 @@ class SLAMRecipe:
         gamma = batch["gamma"].to(x0).reshape(-1, 1, 1, 1)
         x_g = cd.sub_path_point(x_t, x_prev, gamma, alpha, alpha_p)
         sigma_g = cd.sub_path_sigma(alpha, alpha_p, sigma_p, gamma)
-        out = students.call_unet(self.unet, x_g.to(self.dtype), t, cond, guidance).float()
+        if self.gamma_input is not None:
+            self.gamma_input.set(batch["gamma"])
+        try:
+            out = students.call_unet(self.unet, x_g.to(self.dtype), t, cond, guidance).float()
+        finally:
+            if self.gamma_input is not None:
+                self.gamma_input.set(None)
         prediction = self._consistency(out, x_g, t, alpha, sigma_g)
         return cd.consistency_loss(prediction, target, self.s.loss, self.s.huber_c)
 
