@@ -5,7 +5,9 @@ The data are the teacher's own samples: ``samples_per_prompt`` latents per promp
 the shared sampling loop (DDIM, ``teacher_steps``, the middle of the guidance range) and kept in
 the run folder. The student is the teacher's UNet plus a LoRA; the teacher is the same UNet with
 the LoRA switched off; the target is the student under no_grad (``target`` "online", as the
-LCM-LoRA recipe) or an EMA of its LoRA (``target`` "ema", as SLAM's full-model script).
+LCM-LoRA recipe) or an EMA of its LoRA (``target`` "ema", as SLAM's full-model script). With
+``sub_path`` on, the student also reads γ through :class:`nodes.training.students.GammaInput`
+(training only), as SLAM's script feeds it through ``timestep_cond``.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class SLAMSettings:
     alpha: float = 64.0
     guidance_min: float = 4.0
     guidance_max: float = 16.0
-    sub_path: bool = True
+    sub_path: bool = False
     loss: str = "huber"
     huber_c: float = 0.001
     target: str = "online"
@@ -215,7 +217,8 @@ class TrainSLAM(Node):
               Int("lora_rank", 64, min=1, max=1024), Float("lora_alpha", 64.0, min=0.0, max=4096.0),
               Float("guidance_min", 4.0, min=1.0, max=30.0, step=0.1, tooltip="teacher cfg scale, drawn from U[min, max]"),
               Float("guidance_max", 16.0, min=1.0, max=30.0, step=0.1),
-              Boolean("sub_path", True, tooltip="SLAM's sub-path points; off = plain LCM-LoRA distillation"),
+              Boolean("sub_path", False, tooltip="on: SLAM's sub-path points (experimental: not yet better than "
+                      "the teacher in our measurements, docs/training.md); off: plain LCM-LoRA distillation"),
               Combo("loss", list(cd.LOSS_KINDS), default="huber"),
               Combo("target", ["online", "ema"], default="online",
                     tooltip="online: the student under no_grad (LCM-LoRA); ema: an EMA of the LoRA (SLAM)"),
