@@ -50,7 +50,7 @@ class SLAMSettings:
     sub_path: bool = False
     loss: str = "huber"
     huber_c: float = 0.001
-    target: str = "online"
+    target: str = "ema"
     ema_decay: float = 0.95
 
 
@@ -220,7 +220,7 @@ class TrainSLAM(Node):
               Boolean("sub_path", False, tooltip="on: SLAM's sub-path points (experimental: not yet better than "
                       "the teacher in our measurements, docs/training.md); off: plain LCM-LoRA distillation"),
               Combo("loss", list(cd.LOSS_KINDS), default="huber"),
-              Combo("target", ["online", "ema"], default="online",
+              Combo("target", ["online", "ema"], default="ema",
                     tooltip="online: the student under no_grad (LCM-LoRA); ema: an EMA of the LoRA (SLAM)"),
               Float("ema_decay", 0.95, min=0.0, max=0.9999, step=0.001),
               Int("seed", 0, min=0, max=2**63 - 1), Combo("precision", list(PRECISIONS), default="auto"),
