@@ -81,7 +81,7 @@ def _mse(a: torch.Tensor, b: torch.Tensor) -> float:
 
 # The settings that distil this teacher (docs/training.md, "The 4-step proof"): plain LCM (sub_path off),
 # pseudo-Huber loss, an EMA target (decay 0.95, SLAM's and diffusers' full-model LCM value).
-STUDENT = dict(prompts=CAPTION, width=64, height=64, samples_per_prompt=16, teacher_steps=50, steps=800,
+STUDENT = dict(prompts=CAPTION, width=64, height=64, samples_per_prompt=16, teacher_steps=50, steps=1000,
                learning_rate=1e-3, batch_size=4, gradient_accumulation=1, lora_rank=16, lora_alpha=16.0,
                guidance_min=1.0, guidance_max=1.0, sub_path=False, loss="huber", target="ema", ema_decay=0.95, seed=0,
                precision="auto", checkpoint_every=0, preview_every=0, lora_name="slam_proof", run_name="slam",
@@ -119,13 +119,15 @@ def figures(tmp_path_factory: pytest.TempPathFactory, zoo_root: Path) -> dict[st
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # the module's training (teacher, then student) runs in this test's setup: ~8 min
 def test_student_one_step_is_closer_to_the_teacher_ode_end_than_the_teacher_one_step(figures: dict[str, float]) -> None:
     """Distillation moves the student's f(z_T) toward the DDIM-50 end of z_T: measured 2.85 -> 1.48 at 1200
-    steps (docs/training.md); the margin asked here (a quarter) leaves room for the 800 steps run here."""
+    steps (docs/training.md); the margin asked here (a quarter) leaves room for the 1000 steps run here."""
     assert figures["student 1-step f(z_T)"] < 0.75 * figures["teacher 1-step f(z_T)"], figures
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 @pytest.mark.xfail(strict=True, reason="not met: the plain-LCM student's deterministic 4 steps stay behind the teacher's "
                    "DDIM 4 (best measured 0.174 vs 0.098 after 1200 steps, EMA target; docs/training.md)")
 def test_student_4_steps_are_closer_to_the_teacher_50_steps_than_the_teacher_4_steps(figures: dict[str, float]) -> None:
