@@ -5,7 +5,9 @@ The data are the teacher's own samples: ``samples_per_prompt`` latents per promp
 the shared sampling loop (DDIM, ``teacher_steps``, the middle of the guidance range) and kept in
 the run folder. The student is the teacher's UNet plus a LoRA; the teacher is the same UNet with
 the LoRA switched off; the target is the student under no_grad (``target`` "online", as the
-LCM-LoRA recipe) or an EMA of its LoRA (``target`` "ema", as SLAM's full-model script).
+LCM-LoRA recipe) or an EMA of its LoRA (``target`` "ema", as SLAM's full-model script). With
+``sub_path`` on, the student also reads γ through :class:`nodes.training.students.GammaInput`
+(training only), as SLAM's script feeds it through ``timestep_cond``.
 """
 
 from __future__ import annotations
@@ -45,10 +47,10 @@ class SLAMSettings:
     alpha: float = 64.0
     guidance_min: float = 4.0
     guidance_max: float = 16.0
-    sub_path: bool = True
+    sub_path: bool = False
     loss: str = "huber"
     huber_c: float = 0.001
-    target: str = "online"
+    target: str = "ema"
     ema_decay: float = 0.95
 
 
@@ -70,6 +72,10 @@ class SLAMRecipe:
         self.device = next(self.unet.parameters()).device
         self.dtype = next(p for p in self.unet.parameters() if not p.requires_grad).dtype
         self.params = students.lora_parameters(self.unet)
+        self.gamma_input = None
+        if s.sub_path:
+            with seeded(seed):
+                self.gamma_input = students.GammaInput(self.unet)
         self.ema = None
         if s.target == "ema":
             from diffusers.training_utils import EMAModel
@@ -100,7 +106,9 @@ class SLAMRecipe:
     # -- the Recipe protocol ---------------------------------------------------------------------
 
     def trainable(self) -> dict[str, torch.nn.Parameter]:
-        return self.params
+        if self.gamma_input is None:
+            return self.params
+        return {**self.params, "gamma_input.proj.weight": self.gamma_input.proj.weight}
 
     def batch(self, step: int, micro: int, generator: torch.Generator) -> dict[str, Tensor]:
         n = self.s.batch_size
@@ -129,7 +137,13 @@ class SLAMRecipe:
         gamma = batch["gamma"].to(x0).reshape(-1, 1, 1, 1)
         x_g = cd.sub_path_point(x_t, x_prev, gamma, alpha, alpha_p)
         sigma_g = cd.sub_path_sigma(alpha, alpha_p, sigma_p, gamma)
-        out = students.call_unet(self.unet, x_g.to(self.dtype), t, cond, guidance).float()
+        if self.gamma_input is not None:
+            self.gamma_input.set(batch["gamma"])
+        try:
+            out = students.call_unet(self.unet, x_g.to(self.dtype), t, cond, guidance).float()
+        finally:
+            if self.gamma_input is not None:
+                self.gamma_input.set(None)
         prediction = self._consistency(out, x_g, t, alpha, sigma_g)
         return cd.consistency_loss(prediction, target, self.s.loss, self.s.huber_c)
 
@@ -203,9 +217,10 @@ class TrainSLAM(Node):
               Int("lora_rank", 64, min=1, max=1024), Float("lora_alpha", 64.0, min=0.0, max=4096.0),
               Float("guidance_min", 4.0, min=1.0, max=30.0, step=0.1, tooltip="teacher cfg scale, drawn from U[min, max]"),
               Float("guidance_max", 16.0, min=1.0, max=30.0, step=0.1),
-              Boolean("sub_path", True, tooltip="SLAM's sub-path points; off = plain LCM-LoRA distillation"),
+              Boolean("sub_path", False, tooltip="on: SLAM's sub-path points (experimental: not yet better than "
+                      "the teacher in our measurements, docs/training.md); off: plain LCM-LoRA distillation"),
               Combo("loss", list(cd.LOSS_KINDS), default="huber"),
-              Combo("target", ["online", "ema"], default="online",
+              Combo("target", ["online", "ema"], default="ema",
                     tooltip="online: the student under no_grad (LCM-LoRA); ema: an EMA of the LoRA (SLAM)"),
               Float("ema_decay", 0.95, min=0.0, max=0.9999, step=0.001),
               Int("seed", 0, min=0, max=2**63 - 1), Combo("precision", list(PRECISIONS), default="auto"),

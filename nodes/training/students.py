@@ -125,3 +125,45 @@ def guidance_embedding(unet: torch.nn.Module, scales: Tensor, like: Tensor) -> T
     if dim is None:
         return None
     return guidance_scale_embedding(scales - 1.0, int(dim)).to(like)
+
+
+class GammaInput(torch.nn.Module):
+    """SLAM's γ input for a student UNet, used in training only.
+
+    SLAM (arXiv 2404.13903; its script ``train_splam_distill_sd_wds.py``) tells the student where on
+    the sub-path its input lies: the sinusoidal embedding of ``10 − 10·γ`` enters the UNet's time
+    embedding (there through ``timestep_cond``, a full model with ``time_cond_proj_dim``). A LoRA
+    student has no such input, so this adds one: a linear projection (zero at start) of
+    ``embed(10 − 10·γ) − embed(0)`` added to the time embedding's input, by a forward pre-hook on
+    ``unet.time_embedding``. At γ = 1 (LCM's point, and every inference step) the term is exactly
+    zero, so the saved LoRA alone reproduces the trained student at inference and the projection
+    is not saved. ``set(gamma)`` ([B] in [0, 1]) arms it for the next calls, ``set(None)`` disarms.
+    """
+
+    def __init__(self, unet: torch.nn.Module) -> None:
+        super().__init__()
+        time = unet.time_embedding
+        self.dim = int(time.linear_1.in_features)
+        self.proj = torch.nn.Linear(self.dim, self.dim, bias=False)
+        torch.nn.init.zeros_(self.proj.weight)
+        self.proj.to(next(unet.parameters()).device)
+        self.current: Tensor | None = None
+        self.handle = time.register_forward_pre_hook(self._add)
+
+    def set(self, gamma: Tensor | None) -> None:
+        from nodes.diffusion.guidance import guidance_scale_embedding
+
+        if gamma is None:
+            self.current = None
+            return
+        gamma = gamma.float().cpu().reshape(-1)
+        self.current = (guidance_scale_embedding(10 - 10 * gamma, self.dim)
+                        - guidance_scale_embedding(torch.zeros_like(gamma), self.dim))
+
+    def _add(self, module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        if self.current is None:
+            return None
+        sample = args[0]
+        extra = self.proj(self.current.to(self.proj.weight.device, self.proj.weight.dtype))
+        return (sample + extra.to(sample.dtype), *args[1:])
+

@@ -32,6 +32,7 @@ import pytest
 import torch
 from PIL import Image
 
+from graph_runtime.folders import FolderPaths
 from nodes.diffusion import vae_ops
 from nodes.diffusion.nodes_conditioning import CLIPTextEncode
 from nodes.diffusion.nodes_loaders import CheckpointLoaderSimple, LoraLoaderModelOnly
@@ -41,6 +42,7 @@ from nodes.slam.sampler import SLAMSampler
 from nodes.training.dataset import load_dataset
 from nodes.training.distill import DistillFineTune
 from nodes.training.slam import TrainSLAM
+from tests.training.training_ctx import CtxFactory
 
 CAPTION = "a pattern"
 SEEDS = 8
@@ -77,20 +79,22 @@ def _mse(a: torch.Tensor, b: torch.Tensor) -> float:
     return round(float((a - b).pow(2).mean()), 4)
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="not met: with this teacher, 300 TrainSLAM steps (sub_path on) leave the student "
-                   "worse than the teacher: f(z_T) 24.99 vs 2.85, tcd 4 0.97 vs teacher DDIM 4 0.098 / tcd 4 0.090; "
-                   "SLAMSampler 4 1.41 vs 1.13 (docs/training.md, 'The 4-step proof')")
-def test_student_4_steps_are_closer_to_the_teacher_50_steps_than_the_teacher_4_steps(make_ctx: Any,
-                                                                                      tmp_path: Path) -> None:
-    ctx = make_ctx()
+# The settings that distil this teacher (docs/training.md, "The 4-step proof"): plain LCM (sub_path off),
+# pseudo-Huber loss, an EMA target (decay 0.95, SLAM's and diffusers' full-model LCM value).
+STUDENT = dict(prompts=CAPTION, width=64, height=64, samples_per_prompt=16, teacher_steps=50, steps=1000,
+               learning_rate=1e-3, batch_size=4, gradient_accumulation=1, lora_rank=16, lora_alpha=16.0,
+               guidance_min=1.0, guidance_max=1.0, sub_path=False, loss="huber", target="ema", ema_decay=0.95, seed=0,
+               precision="auto", checkpoint_every=0, preview_every=0, lora_name="slam_proof", run_name="slam",
+               resume_from="")
+
+
+@pytest.fixture(scope="module")
+def figures(tmp_path_factory: pytest.TempPathFactory, zoo_root: Path) -> dict[str, float]:
+    """MSE to the teacher's 50-step DDIM samples (8 seeds, same initial noise), trained once."""
+    tmp_path = tmp_path_factory.mktemp("slam_proof")
+    ctx = CtxFactory(FolderPaths(base=tmp_path, models_roots=[tmp_path / "models", zoo_root]))()
     teacher, clip, _ = CheckpointLoaderSimple().run(ctx, ckpt_name=_teacher(ctx, tmp_path))
-    lora = TrainSLAM().run(ctx, model=teacher, clip=clip, prompts=CAPTION, width=64, height=64,
-                           samples_per_prompt=16, teacher_steps=50, steps=300, learning_rate=1e-3, batch_size=4,
-                           gradient_accumulation=1, lora_rank=16, lora_alpha=16.0, guidance_min=1.0, guidance_max=1.0,
-                           sub_path=True, loss="l2", target="online", ema_decay=0.95, seed=0, precision="auto",
-                           checkpoint_every=0, preview_every=0, lora_name="slam_proof", run_name="slam",
-                           resume_from="").outputs[0]
+    lora = TrainSLAM().run(ctx, model=teacher, clip=clip, **STUDENT).outputs[0]
     student = LoraLoaderModelOnly().run(ctx, model=teacher, lora_name=lora, strength_model=1.0).outputs[0]
     positive = CLIPTextEncode().run(ctx, clip=clip, text=CAPTION)[0]
     latent = {"samples": torch.zeros(SEEDS, 4, 8, 8)}
@@ -105,12 +109,27 @@ def test_student_4_steps_are_closer_to_the_teacher_50_steps_than_the_teacher_4_s
                                  steps=steps, cfg=1.0, denoise=1.0)[0]["samples"]
 
     reference = ksample(teacher, 50, "ddim")
-    figures = {"teacher ddim 4": _mse(ksample(teacher, 4, "ddim"), reference)}
+    out = {"teacher ddim 4": _mse(ksample(teacher, 4, "ddim"), reference)}
     for name, model in (("teacher", teacher), ("student", student)):
-        figures[f"{name} 1-step f(z_T)"] = _mse(slam(model, 1), reference)
-        figures[f"{name} tcd 4 (deterministic)"] = _mse(ksample(model, 4, "tcd"), reference)
-        figures[f"{name} SLAMSampler 4 (fresh noise)"] = _mse(slam(model, 4), reference)
-    print("MSE to the teacher's 50-step DDIM samples:", figures)
-    assert figures["student 1-step f(z_T)"] < figures["teacher 1-step f(z_T)"], figures
+        out[f"{name} 1-step f(z_T)"] = _mse(slam(model, 1), reference)
+        out[f"{name} tcd 4 (deterministic)"] = _mse(ksample(model, 4, "tcd"), reference)
+        out[f"{name} SLAMSampler 4 (fresh noise)"] = _mse(slam(model, 4), reference)
+    print("MSE to the teacher's 50-step DDIM samples:", out)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)  # the module's training (teacher, then student) runs in this setup: 2.6 min alone
+def test_student_one_step_is_closer_to_the_teacher_ode_end_than_the_teacher_one_step(figures: dict[str, float]) -> None:
+    """Distillation moves the student's f(z_T) toward the DDIM-50 end of z_T: measured 2.85 -> 1.48 at 1200
+    steps, 2.85 -> 1.57 at the 1000 steps run here (docs/training.md); the margin asked is a quarter."""
+    assert figures["student 1-step f(z_T)"] < 0.75 * figures["teacher 1-step f(z_T)"], figures
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+@pytest.mark.xfail(strict=True, reason="not met: the plain-LCM student's deterministic 4 steps stay behind the teacher's "
+                   "DDIM 4 (best measured 0.133 vs 0.098: 1200 steps, batch 16, EMA target; docs/training.md)")
+def test_student_4_steps_are_closer_to_the_teacher_50_steps_than_the_teacher_4_steps(figures: dict[str, float]) -> None:
     assert figures["student tcd 4 (deterministic)"] < figures["teacher ddim 4"], figures
     assert figures["student tcd 4 (deterministic)"] < figures["teacher tcd 4 (deterministic)"], figures
