@@ -128,6 +128,16 @@ class FolderPaths:
     def describe_folder(self, folder: str) -> str:
         return " or ".join(str(d) for d in self.model_dirs(folder))
 
+    def missing_weights(self, folder: str, name: str, what: str) -> str | None:
+        """None when weights file ``name`` is in ``folder``, else a validation message: ``what``
+        (e.g. "FID needs torch-fidelity's Inception v3"), the file and where it must go."""
+        try:
+            self.model_path(folder, name)
+            return None
+        except (MissingModelFile, UnsafePath):
+            return (f"{what}: {name!r} is not in the {folder!r} models folder ({self.describe_folder(folder)}); "
+                    f"nothing is downloaded")
+
     # -- input/output/temp -------------------------------------------------------------------
 
     def directory_for(self, kind: str) -> Path:

@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 
 from graph_runtime.context import Context, HookContext
-from graph_runtime.folders import MissingModelFile
 from graph_runtime.node import Boolean, Float, Int, Link, Node, Output
 
 from nodes.infra import annotators
@@ -58,12 +57,7 @@ class _Annotator(Node):
 
     @classmethod
     def validate_inputs(cls, ctx: HookContext, **widgets: Any) -> str | None:
-        try:
-            ctx.folders.model_path(FOLDER, cls.file_name)
-        except MissingModelFile:
-            return (f"{cls.__name__} needs its weights {cls.file_name!r} in the {FOLDER!r} models folder "
-                    f"({ctx.folders.describe_folder(FOLDER)}); it is not there")
-        return None
+        return ctx.folders.missing_weights(FOLDER, cls.file_name, f"{cls.__name__} needs its weights")
 
     @classmethod
     def fingerprint(cls, ctx: HookContext, **_: Any) -> Any:

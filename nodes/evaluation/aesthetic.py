@@ -17,7 +17,6 @@ from typing import Any
 import torch
 
 from graph_runtime import Context, HookContext, Link, ModelFile, Node, Output
-from graph_runtime.folders import MissingModelFile, UnsafePath
 from nodes.infra import clip_scorer
 from nodes.infra.clip_scorer import ClipScorer
 from nodes.infra.files import ModelFileError, read_state_dict
@@ -95,13 +94,8 @@ class AestheticScore(Node):
 
     @classmethod
     def validate_inputs(cls, ctx: HookContext, predictor: str | None = None, **_: Any) -> str | None:
-        try:
-            ctx.folders.model_path(FOLDER, predictor or PREDICTOR_FILE)
-            return None
-        except (MissingModelFile, UnsafePath):
-            return (f"aesthetic predictor {predictor or PREDICTOR_FILE!r} not found: put the LAION improved aesthetic "
-                    f"predictor, {PREDICTOR_FILE}, in the {FOLDER!r} models folder "
-                    f"({ctx.folders.describe_folder(FOLDER)}); nothing is downloaded")
+        what = f"AestheticScore needs the LAION improved aesthetic predictor ({PREDICTOR_FILE})"
+        return ctx.folders.missing_weights(FOLDER, predictor or PREDICTOR_FILE, what)
 
     def run(self, ctx: Context, *, scorer: ClipScorer, images: torch.Tensor, predictor: str,
             row: EvalRow | None = None) -> tuple[Any, ...]:

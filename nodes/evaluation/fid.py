@@ -23,7 +23,6 @@ import numpy as np
 import torch
 
 from graph_runtime import Combo, Context, HookContext, Link, ModelFile, Node, Output
-from graph_runtime.folders import MissingModelFile, UnsafePath
 from nodes.infra.clip_scorer import to_uint8_images
 from nodes.infra.files import ModelFileError, read_state_dict
 from nodes.infra.model_manager import ModelManager, ModelRef, manager_from
@@ -105,13 +104,8 @@ def inception_features(manager: ModelManager, ref: ModelRef, images: list[torch.
 
 
 def _missing_weights(ctx: HookContext, name: str | None) -> str | None:
-    try:
-        ctx.folders.model_path(FOLDER, name or INCEPTION_FILE)
-        return None
-    except (MissingModelFile, UnsafePath):
-        return (f"Inception weights {name or INCEPTION_FILE!r} not found: FID needs torch-fidelity's Inception v3, "
-                f"{INCEPTION_FILE}, in the {FOLDER!r} models folder ({ctx.folders.describe_folder(FOLDER)}); "
-                f"nothing is downloaded")
+    return ctx.folders.missing_weights(FOLDER, name or INCEPTION_FILE,
+                                       f"FID needs torch-fidelity's Inception v3 ({INCEPTION_FILE})")
 
 
 def _require_two_images(input_name: str, batches: list[torch.Tensor]) -> None:

@@ -21,7 +21,7 @@ from nodes.infra.model_manager import manager_from
 from nodes.training.lora import NOT_IDENTITY, TrainLoRA, lora_settings
 from nodes.training.lora_files import LoraTarget
 from nodes.training.lora_recipe import LoraRecipe, snr_weights
-from nodes.training.loop import run_folder_for, train
+from nodes.training.loop import TrainingNode, run_folder_for, train
 from nodes.training.mixing import SCHEDULES, MixedLoss, distill_weight, mixed_loss
 from nodes.training.run_folder import safe_run_name
 
@@ -62,7 +62,7 @@ class DistillRecipe(LoraRecipe):
             self.unet.enable_adapters()
 
 
-class DistillFineTune(Node):
+class DistillFineTune(TrainingNode):
     category = "training"
     description = ("EcomXL stage 1: a LoRA or full fine-tune on a DATASET whose loss is λ·distillation against the "
                    "frozen original model + (1-λ)·the denoising loss, λ moving from distill_weight_start to "
@@ -70,7 +70,6 @@ class DistillFineTune(Node):
                    "'from_scratch' a freshly initialised UNet (unet_config: size overrides); both save "
                    "models/checkpoints/<run_name>.safetensors for CheckpointLoaderSimple (ckpt_name output). "
                    "Otherwise TrainLoRA: same inputs, live loss, checkpoints, interrupt and resume.")
-    long_running = True
     inputs = [*TrainLoRA.inputs,
               Combo("schedule", list(SCHEDULES), default="linear", tooltip="how λ moves from start to end"),
               Float("distill_weight_start", 1.0, min=0.0, max=1.0, step=0.01, tooltip="λ at the first step"),
@@ -85,10 +84,6 @@ class DistillFineTune(Node):
                Output("LOSS_MAP", "loss"),
                Output("STRING", "ckpt_name", tooltip="the checkpoint's name in models/checkpoints, for "
                       "CheckpointLoaderSimple (weights full or from_scratch; else empty)")]
-
-    @classmethod
-    def fingerprint(cls, ctx: HookContext, **widgets: Any) -> Any:
-        return TrainLoRA.fingerprint(ctx, **widgets)
 
     @classmethod
     def validate_inputs(cls, ctx: HookContext, **widgets: Any) -> str | None:

@@ -13,21 +13,20 @@ from graph_runtime import Combo, Float, Int, Link, Node, Output, Result, String
 from graph_runtime.context import Context, HookContext
 from nodes.infra.model_manager import manager_from
 from nodes.training.esrgan_losses import VGG_FOLDER, find_vgg19
-from nodes.training.loop import LR_SCHEDULERS, PRECISIONS, TrainSettings, resume_problem, run_folder_for, train, training_fingerprint
+from nodes.training.loop import LR_SCHEDULERS, PRECISIONS, TrainSettings, resume_problem, run_folder_for, TrainingNode, train
 from nodes.training.run_folder import safe_run_name
 
 # Inputs that do not change what is trained: a run with other values resumes the same folder.
 NOT_IDENTITY = frozenset({"run_name", "resume_from", "checkpoint_every", "preview_every"})
 
 
-class TrainESRGAN(Node):
+class TrainESRGAN(TrainingNode):
     category = "training"
     description = ("Fine-tune an upscale model (ESRGAN/Real-ESRGAN, loaded by Load Upscale Model) on a DATASET's images "
                    "(captions unused): LR inputs are the HR crops downsampled with bicubic, loss L1 + VGG19 perceptual "
                    "(weights from models/vgg) + U-Net discriminator GAN, Adam β (0.9, 0.99), EMA, as Real-ESRGAN. "
                    "Writes models/upscale_models/<run_name>.safetensors. Live loss, previews (bicubic | model | HR), "
                    "checkpoints, interrupt and resume.")
-    long_running = True
     inputs = [
         Link("upscale_model", "UPSCALE_MODEL"), Link("dataset", "DATASET",
                                                      tooltip="HR images; the crop size is its resolution"),
@@ -54,10 +53,6 @@ class TrainESRGAN(Node):
     ]
     outputs = [Output("STRING", "model_name", tooltip="the file's name in models/upscale_models, for Load Upscale Model"),
                Output("LOSS_MAP", "loss")]
-
-    @classmethod
-    def fingerprint(cls, ctx: HookContext, **widgets: Any) -> Any:
-        return training_fingerprint(ctx, widgets)
 
     @classmethod
     def validate_inputs(cls, ctx: HookContext, **widgets: Any) -> str | None:

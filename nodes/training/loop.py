@@ -61,6 +61,7 @@ import torch
 from graph_runtime.context import Context, HookContext, Interrupted
 from graph_runtime.events import Preview
 from graph_runtime.folders import safe_join
+from graph_runtime.node import Node
 from nodes.training import progress as show
 from nodes.training.run_folder import RunFolder, file_stamp, folder_fingerprint, training_root
 from nodes.training.settings import (
@@ -72,7 +73,7 @@ from nodes.training.settings import (
 __all__ = [
     "LR_SCHEDULERS", "OPTIMIZERS", "PRECISIONS", "FinalOutputs", "Recipe", "TrainResult",
     "TrainSettings", "TrainingError", "autocast_dtype", "build_optimizer", "resume_problem",
-    "run_folder_for", "seeded", "train", "training_fingerprint", "warmup_problem",
+    "run_folder_for", "seeded", "train", "training_fingerprint", "TrainingNode", "warmup_problem",
 ]
 
 log = logging.getLogger(__name__)
@@ -152,6 +153,17 @@ def training_fingerprint(ctx: HookContext, widgets: Mapping[str, Any]) -> Any:
     """A training node's cache fingerprint: the state of the run folders it may use."""
     return folder_fingerprint(ctx.folders.directory_for("output"), widgets.get("run_name"),
                               widgets.get("resume_from") or None)
+
+
+class TrainingNode(Node):
+    """Base of the training nodes: long-running (the server schedules them apart) and fingerprinted
+    by their run folders, so the cache never hands back an unfinished run's result."""
+
+    long_running = True
+
+    @classmethod
+    def fingerprint(cls, ctx: HookContext, **widgets: Any) -> Any:
+        return training_fingerprint(ctx, widgets)
 
 
 # -- the loop --------------------------------------------------------------------------------------

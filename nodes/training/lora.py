@@ -14,7 +14,7 @@ from graph_runtime import Boolean, Combo, Float, Int, Link, Node, Output, Result
 from graph_runtime.context import Context, HookContext
 from nodes.infra.model_manager import manager_from
 from nodes.training.loop import (
-    LR_SCHEDULERS, OPTIMIZERS, PRECISIONS, TrainSettings, resume_problem, run_folder_for, train, training_fingerprint,
+    LR_SCHEDULERS, OPTIMIZERS, PRECISIONS, TrainSettings, resume_problem, run_folder_for, TrainingNode, train,
     warmup_problem,
 )
 from nodes.training.lora_files import LoraTarget
@@ -25,13 +25,12 @@ DEFAULT_TARGETS = "to_q, to_k, to_v, to_out.0"
 NOT_IDENTITY = frozenset({"run_name", "resume_from", "checkpoint_every", "preview_every", "sample_prompt"})
 
 
-class TrainLoRA(Node):
+class TrainLoRA(TrainingNode):
     category = "training"
     description = ("Train a LoRA (peft) on the UNet attention of an SD1.x/SDXL model, optionally also on the text "
                    "encoder(s), from a DATASET. Live loss, previews, checkpoints every N steps in "
                    "output/training/<run_name>-<hash>/, interrupt and resume (same inputs, or resume_from). Writes "
                    "models/loras/<run_name>.safetensors (kohya, with alpha) and <run_name>_diffusers/ (diffusers).")
-    long_running = True
     inputs = [
         Link("model", "MODEL"), Link("clip", "CLIP"), Link("vae", "VAE"), Link("dataset", "DATASET"),
         String("run_name", "lora", tooltip="names the run folder and the LoRA files in models/loras"),
@@ -64,10 +63,6 @@ class TrainLoRA(Node):
     ]
     outputs = [Output("STRING", "lora_name", tooltip="the kohya file's name in models/loras, for LoraLoader"),
                Output("LOSS_MAP", "loss")]
-
-    @classmethod
-    def fingerprint(cls, ctx: HookContext, **widgets: Any) -> Any:
-        return training_fingerprint(ctx, widgets)
 
     @classmethod
     def validate_inputs(cls, ctx: HookContext, **widgets: Any) -> str | None:

@@ -25,7 +25,7 @@ from nodes.infra.model_manager import ModelManager, manager_from
 from nodes.training import consistency as cd
 from nodes.training import students
 from nodes.training.loop import (PRECISIONS, FinalOutputs, TrainSettings, resume_problem, run_folder_for, seeded,
-                                 train, training_fingerprint)
+                                 TrainingNode, train)
 from nodes.training.lora_files import LoraTarget, save_lora
 from nodes.training.run_folder import RunFolder
 
@@ -198,13 +198,12 @@ class SLAMRecipe:
         return save_lora(self.lora_target, self.model.family, weights, [], self.unet.peft_config[students.ADAPTER], None)
 
 
-class TrainSLAM(Node):
+class TrainSLAM(TrainingNode):
     category = "training"
     description = ("SLAM consistency distillation (arXiv 2404.13903): trains a LoRA that makes the MODEL sample in "
                    "4 steps with SLAMSampler (or KSampler lcm). The data are the teacher's own samples of the "
                    "prompts. Saves models/loras/<lora_name>.safetensors (kohya keys with alpha); outputs its name "
                    "for LoraLoader (and <lora_name>_diffusers/ for diffusers) and the loss per step. Resumes from the last checkpoint when run again.")
-    long_running = True
     output_node = True
     inputs = [Link("model", "MODEL"), Link("clip", "CLIP"),
               String("prompts", "a photo of a product on a table", multiline=True,
@@ -228,10 +227,6 @@ class TrainSLAM(Node):
               String("lora_name", "slam_lora", tooltip="file name in models/loras (.safetensors added)"),
               String("run_name", "slam"), String("resume_from", "", tooltip="a run folder under output/training/")]
     outputs = [Output("STRING", "lora_name"), Output("LOSS_MAP", "loss")]
-
-    @classmethod
-    def fingerprint(cls, ctx: HookContext, **widgets: Any) -> Any:
-        return training_fingerprint(ctx, widgets)
 
     @classmethod
     def validate_inputs(cls, ctx: HookContext, **w: Any) -> str | None:
