@@ -15,13 +15,13 @@ from typing import Any
 import torch
 
 from nodes.diffusion.checkpoint import Components, ModelFileError, PartDtypes
-from nodes.diffusion.families import DEFAULT_FAMILY, FAMILIES, FamilySpec
+from nodes.diffusion.families import DEFAULT_FAMILY, STANDARD_FAMILIES, FamilySpec
 
 
 def _folder_family(index: dict[str, Any], unet_cfg: dict[str, Any]) -> FamilySpec:
     """By its text encoders; among one-encoder families, per-level head counts mean SD2's 64-wide heads."""
     count = sum(1 for key in index if key.startswith("text_encoder"))
-    candidates = [f for f in FAMILIES.values() if len(f.text_encoders) == count]
+    candidates = [f for f in STANDARD_FAMILIES if len(f.text_encoders) == count]
     if len(candidates) > 1:
         head_dim_64 = isinstance(unet_cfg.get("attention_head_dim"), list)
         candidates = [f for f in candidates if f.head_dim_64 == head_dim_64] or candidates

@@ -50,7 +50,7 @@ class FamilySpec:
     title: str
     text_encoders: tuple[TextEncoderSpec, ...]
     default_resolution: int
-    pipeline: str  # the diffusers txt2img pipeline class
+    pipeline: str  # the diffusers txt2img pipeline class ("" when diffusers has none)
     latent_rgb: tuple[tuple[float, float, float], ...]
     latent_rgb_bias: tuple[float, float, float] = (0.0, 0.0, 0.0)
     latent_channels: int = 4
@@ -104,7 +104,19 @@ SDXL = FamilySpec(
     latent_rgb_bias=(0.1084, -0.0175, -0.0011), size_conditioning=True, clip_skip_from_penultimate=True,
     head_dim_64=True)
 
-FAMILIES: dict[str, FamilySpec] = {spec.name: spec for spec in (SD15, SD21, SDXL)}
+# Pixel space (the demo model): no autoencoder, the "latent" is the RGB image in [-1, 1] rearranged by
+# pixel_unshuffle(2) (channel c*4 + 2*i + j holds colour c at sub-pixel (i, j)), so the preview
+# factors average each colour's four sub-pixels. Its files carry their family in metadata: the
+# text encoder's keys are SD1's, so key detection never answers it (STANDARD_FAMILIES).
+PIXEL = FamilySpec(
+    name="pixel", title="Pixel space (demo)", default_resolution=32, pipeline="",
+    text_encoders=(TextEncoderSpec("text_encoder", ldm_keys.SD1_CLIP_PREFIX, "clip", False, "<|endoftext|>"),),
+    latent_rgb=tuple(tuple(0.25 if c == row // 4 else 0.0 for c in range(3)) for row in range(12)),
+    latent_channels=12, vae_scale_factor=2)
+
+FAMILIES: dict[str, FamilySpec] = {spec.name: spec for spec in (SD15, SD21, SDXL, PIXEL)}
+# The families a file without our metadata (a single file's keys, a diffusers folder) can be.
+STANDARD_FAMILIES: tuple[FamilySpec, ...] = (SD15, SD21, SDXL)
 # Nodes without a model input (EmptyLatentImage, LatentUpscale) size latents for this family, as
 # ComfyUI does: every supported family shares its 4 channels and factor 8.
 DEFAULT_FAMILY = SD15
@@ -122,7 +134,7 @@ def family(name: str) -> FamilySpec:
 def family_of_keys(keys: set[str]) -> FamilySpec | None:
     """The family whose text encoders' prefixes all occur in a single file's keys (the one with
     the most encoders when several match: SDXL's CLIP-L prefix is not SD1's)."""
-    for spec in sorted(FAMILIES.values(), key=lambda f: -len(f.text_encoders)):
+    for spec in sorted(STANDARD_FAMILIES, key=lambda f: -len(f.text_encoders)):
         if all(any(k.startswith(te.ldm_prefix) for k in keys) for te in spec.text_encoders):
             return spec
     return None

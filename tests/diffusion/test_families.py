@@ -21,7 +21,7 @@ def test_spec_values() -> None:
     assert SDXL.size_conditioning and not DEFAULT_FAMILY.size_conditioning
     assert SD21.prediction_type == "v_prediction" and family("sd15").prediction_type == "epsilon"
     assert SDXL.scheduler_defaults["_class_name"] == "EulerDiscreteScheduler"
-    assert {f.default_resolution for f in FAMILIES.values()} == {512, 768, 1024}
+    assert {f.default_resolution for f in FAMILIES.values()} == {32, 512, 768, 1024}
     assert len(SDXL.latent_rgb) == SDXL.latent_channels
 
 
