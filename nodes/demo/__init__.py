@@ -3,6 +3,9 @@ measurements that say whether its pictures follow the prompt."""
 
 from __future__ import annotations
 
+import argparse
+from typing import Any
+
 from graph_runtime import Node, hookimpl
 from nodes import collect_nodes
 
@@ -12,3 +15,10 @@ MODULES: tuple[str, ...] = ()
 @hookimpl
 def nodeloom_register_nodes() -> list[type[Node]]:
     return collect_nodes(__name__, MODULES)
+
+
+@hookimpl
+def nodeloom_add_commands(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
+    from nodes.demo.command import add_command
+
+    add_command(subparsers)
