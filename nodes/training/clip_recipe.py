@@ -153,8 +153,10 @@ class CLIPRecipe:
 
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor], step: int) -> torch.Tensor:
         pixels, groups = (t.to(self.device) for t in batch)
-        image, text = self._embed(pixels, self.caption_ids.to(self.device)[groups])
-        return multi_positive_clip_loss(image, text, self.model.logit_scale, groups)
+        # Each distinct caption of the batch goes through the text tower once.
+        distinct, inverse = groups.unique(return_inverse=True)
+        image, text = self._embed(pixels, self.caption_ids.to(self.device)[distinct])
+        return multi_positive_clip_loss(image, text[inverse], self.model.logit_scale, groups)
 
     def after_step(self, step: int) -> None:
         with torch.no_grad():
