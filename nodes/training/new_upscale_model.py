@@ -5,8 +5,9 @@ TrainESRGAN saves from it loads in UpscaleModelLoader (and in ComfyUI/chaiNNer) 
 
 Initialisation follows the ESRGAN paper's "smaller initialisation" (BasicSR's RRDBNet): Kaiming
 normal weights, scaled by 0.1 inside the residual dense blocks so each block starts near the
-identity; biases zero, except the last convolution's, at 0.5, so the untrained output is mid-grey
-(the mean of 0..1 images) rather than black under the [0, 1] clamp.
+identity; biases zero. The last convolution's weights are scaled by 0.1 too and its bias is 0.5, so
+the untrained output is mid-grey (the mean of 0..1 images) with a small spread, rather than
+saturated at 0 or 1 under the [0, 1] clamp, where no gradient would reach it.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ def initial_state(num_filters: int, num_blocks: int, scale: int, seed: int) -> d
                 if ".RDB" in name:
                     conv.weight.mul_(RESIDUAL_INIT_SCALE)
                 torch.nn.init.zeros_(conv.bias)
+            convs[-1][1].weight.mul_(RESIDUAL_INIT_SCALE)
             convs[-1][1].bias.fill_(OUTPUT_BIAS)
     return net.state_dict()
 
