@@ -15,6 +15,10 @@ Images are the dataset's pixels in -1..1, which is exactly what the saved proces
 (mean = std = 0.5) makes of a 0..1 image at the training resolution; text is tokenized by the
 caption vocabulary (:func:`nodes.infra.tokenizer.caption_vocab`) padded with ``<|endoftext|>`` to
 77 tokens, as CLIPTextEncode feeds the text tower.
+
+The DATASET is read through :class:`nodes.training.dataset.ImageCaptionDataset`'s interface:
+``items`` (with ``caption``), ``caption_template``, ``buckets()``, ``sample_indexed`` and
+``fixed_pixels``/``item_pixels`` (a dataclass with ``random_crop``/``flip`` when not fixed).
 """
 
 from __future__ import annotations
@@ -140,7 +144,8 @@ class CLIPRecipe:
         self.caption_ids = token_ids(self.tokenizer, distinct)
         eos = self.caption_ids == self.tokenizer.eos_token_id
         self.lengths = eos.int().argmax(dim=1) + 1  # up to and with each caption's first <|endoftext|>
-        self.group_of = [distinct.index(c) for c in captions]  # item -> index of its caption
+        index = {caption: number for number, caption in enumerate(distinct)}
+        self.group_of = [index[c] for c in captions]  # item -> number of its caption
         # One image per caption (its first item) for the preview's retrieval accuracy.
         first = {g: i for i, g in reversed(list(enumerate(self.group_of)))}
         self.probe = [(g, first[g]) for g in sorted(first)][:PREVIEW_CAPTIONS]
@@ -179,15 +184,15 @@ class CLIPRecipe:
             self.dataset, random_crop=False, flip=False)
         pixels = torch.stack([view.item_pixels(i) for _, i in self.probe]).to(self.device)
         was_training = self.model.training
+        self.model.eval()
         image, text = self._embed(pixels, self.caption_ids.to(self.device)[groups])
         self.model.train(was_training)
         hits = (image @ text.T).argmax(dim=1).cpu() == torch.arange(len(groups))
         return pixels.cpu(), hits.tolist()
 
     def preview(self, step: int) -> torch.Tensor:
-        """[H, W, 3] 0..1: the probe images in a row, each over a green (its caption retrieved
+        """[H, W, 3] 0..1: the probe images in a grid, each over a green (its caption retrieved
         first) or red bar, under a line giving the top-1 accuracy."""
-        self.model.eval()
         pixels, hits = self.retrieval()
         self.accuracy = sum(hits) / len(hits)
         return retrieval_strip(pixels, hits)
