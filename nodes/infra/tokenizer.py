@@ -41,29 +41,27 @@ def bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, [chr(c) for c in cs]))
 
 
-def tiny_vocab(num_merges: int = 200) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """A CLIP-style vocabulary: byte symbols, their end-of-word forms, learnt merges, specials."""
-    symbols = list(bytes_to_unicode().values())
-    vocab_list = symbols + [s + "</w>" for s in symbols]
-    words = Counter(_CORPUS.split())
-    splits = {w: tuple(w[:-1]) + (w[-1] + "</w>",) for w in words}
+def learn_merges(words: Counter[tuple[str, ...]], limit: int | None = None) -> list[tuple[str, str]]:
+    """BPE training (Sennrich et al. 2016): repeatedly merge the most frequent adjacent pair of
+    symbols over ``words`` (symbol sequences with their counts), at most ``limit`` times (None:
+    until every word is one symbol). Ties go to the larger pair, so the result is deterministic.
+    Encoding a training word with these merges in rank order gives back its final symbols."""
+    splits = dict(words)
     merges: list[tuple[str, str]] = []
-    for _ in range(num_merges):
+    while limit is None or len(merges) < limit:
         pairs: Counter[tuple[str, str]] = Counter()
-        for word, count in words.items():
-            parts = splits[word]
+        for parts, count in splits.items():
             for a, b in zip(parts, parts[1:]):
                 pairs[(a, b)] += count
         if not pairs:
             break
-        # Highest count, ties broken by the pair itself: deterministic across runs.
         best = max(pairs.items(), key=lambda item: (item[1], item[0]))[0]
         merges.append(best)
-        vocab_list.append(best[0] + best[1])
-        for word in words:
-            splits[word] = _merge(splits[word], best)
-    vocab_list += ["<|startoftext|>", "<|endoftext|>"]
-    return {token: index for index, token in enumerate(vocab_list)}, merges
+        merged: Counter[tuple[str, ...]] = Counter()
+        for parts, count in splits.items():
+            merged[_merge(parts, best)] += count
+        splits = dict(merged)
+    return merges
 
 
 def _merge(parts: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, ...]:
@@ -79,12 +77,63 @@ def _merge(parts: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def byte_symbols() -> list[str]:
+    """The 256 byte symbols then their end-of-word forms: the first 512 entries of every CLIP vocabulary."""
+    symbols = list(bytes_to_unicode().values())
+    return symbols + [s + "</w>" for s in symbols]
+
+
+def _vocabulary(merges: list[tuple[str, str]]) -> dict[str, int]:
+    tokens = byte_symbols()
+    known = set(tokens)
+    for a, b in merges:
+        if a + b not in known:  # two merge paths may spell the same token
+            tokens.append(a + b)
+            known.add(a + b)
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    return {token: index for index, token in enumerate(tokens)}
+
+
+def tiny_vocab(num_merges: int = 200) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """A CLIP-style vocabulary: byte symbols, their end-of-word forms, learnt merges, specials."""
+    words = Counter(tuple(w[:-1]) + (w[-1] + "</w>",) for w in _CORPUS.split())
+    merges = learn_merges(words, num_merges)
+    return _vocabulary(merges), merges
+
+
+def caption_vocab(captions: Sequence[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """A CLIP BPE vocabulary for a caption set: the 512 byte symbols (so any text still
+    tokenizes, byte by byte), merges that make every word of every caption one ``word</w>``
+    token, and ``<|startoftext|>``/``<|endoftext|>`` last. Words are what CLIPTokenizer's own
+    normaliser and pre-tokenizer make of the text (lower case; letters, single digits and
+    punctuation runs apart; bytes mapped by :func:`bytes_to_unicode`), taken from a CLIPTokenizer
+    so the two never disagree."""
+    from transformers import CLIPTokenizer
+
+    backend = CLIPTokenizer(vocab={"<|startoftext|>": 0, "<|endoftext|>": 1}, merges=[]).backend_tokenizer
+    words: Counter[tuple[str, ...]] = Counter()
+    for caption in captions:
+        text = backend.normalizer.normalize_str(clean_text(caption))
+        for piece, _ in backend.pre_tokenizer.pre_tokenize_str(text):
+            words[tuple(piece[:-1]) + (piece[-1] + "</w>",)] += 1
+    merges = learn_merges(words)
+    return _vocabulary(merges), merges
+
+
 def write_tokenizer(directory: Path, *, pad_token: str = "<|endoftext|>", num_merges: int = 200) -> int:
-    """Write vocab.json, merges.txt and the transformers side files; returns the vocab size."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write the tiny vocabulary's vocab.json, merges.txt and side files; returns the vocab size."""
     vocab, merges = tiny_vocab(num_merges)
-    (directory / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
-    (directory / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+    return write_vocab(directory, vocab, merges, pad_token=pad_token)
+
+
+def write_vocab(directory: Path, vocab: dict[str, int], merges: list[tuple[str, str]], *,
+                pad_token: str = "<|endoftext|>") -> int:
+    """Write vocab.json, merges.txt and the transformers side files of a CLIP BPE vocabulary into
+    ``directory`` (created); returns the vocab size."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    (directory / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges),
+                                          encoding="utf-8")
     (directory / "special_tokens_map.json").write_text(json.dumps({
         "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
         "pad_token": pad_token}))

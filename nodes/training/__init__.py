@@ -1,4 +1,4 @@
-"""Training as long-running nodes: LoRA, SLAM distillation, EcomXL fine-tune and fusion, ESRGAN.
+"""Training as long-running nodes: LoRA, SLAM distillation, EcomXL fine-tune and fusion, ESRGAN, CLIP.
 
 Every recipe runs on the shared loop in :mod:`nodes.training.loop` (progress, previews,
 checkpoints, resume, interrupt) and keeps its files in a run folder (:mod:`nodes.training.run_folder`).
@@ -9,7 +9,8 @@ from __future__ import annotations
 from graph_runtime import Node, hookimpl
 from nodes import collect_nodes
 
-MODULES: tuple[str, ...] = ("dataset", "lora", "slam", "distill", "merge", "checkpoint_save", "esrgan")
+MODULES: tuple[str, ...] = ("dataset", "lora", "slam", "distill", "merge", "checkpoint_save", "esrgan",
+                             "new_upscale_model", "clip_train")
 
 
 @hookimpl
