@@ -6,7 +6,7 @@ from __future__ import annotations
 from graph_runtime import Node, hookimpl
 from nodes import collect_nodes
 
-MODULES: tuple[str, ...] = ()
+MODULES: tuple[str, ...] = ("product_shots",)
 
 
 @hookimpl
