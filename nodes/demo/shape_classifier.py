@@ -26,7 +26,7 @@ SIDE = 32
 
 
 def network() -> nn.Sequential:
-    """[N, 3, 32, 32] in -1..1 -> [N, len(SHAPES)] logits (about 70k parameters)."""
+    """[N, 3, 32, 32] in -1..1 -> [N, len(SHAPES)] logits (about 36k parameters)."""
     def block(cin: int, cout: int) -> list[nn.Module]:
         return [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
 
