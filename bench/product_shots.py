@@ -79,7 +79,7 @@ def robustness(steps: int, seeds: int) -> None:
     start = time.perf_counter()
     classifier.predict(clean.permute(0, 2, 3, 1))
     predict = (time.perf_counter() - start) / len(specs)
-    print(f"shape judge: fit({steps} steps) {fitted:.0f} s on {torch.get_num_threads()} threads' machine, "
+    print(f"shape judge: fit({steps} steps) {fitted:.0f} s (one thread), "
           f"predict {predict * 1e3:.2f} ms per picture")
     print(f"{'blur':>5} {'noise':>6} {'colour':>7} {'backgr.':>8} {'shape':>6}   ({len(specs)} pictures each)")
     for sigma, noise in CONDITIONS:
