@@ -9,7 +9,7 @@ from typing import Any
 from graph_runtime import Node, hookimpl
 from nodes import collect_nodes
 
-MODULES: tuple[str, ...] = ()
+MODULES: tuple[str, ...] = ("product_shots",)
 
 
 @hookimpl
