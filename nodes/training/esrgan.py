@@ -37,6 +37,9 @@ class TrainESRGAN(TrainingNode):
         Float("learning_rate", 1e-4, min=0.0, max=1.0, step=1e-6, round=False,
               tooltip="of the generator and the discriminator (Real-ESRGAN: 1e-4)"),
         Combo("lr_scheduler", list(LR_SCHEDULERS), default="constant"),
+        Combo("degradation", ["bicubic", "area"], default="bicubic", optional=True,
+              tooltip="how LR inputs are made from the HR images: antialiased bicubic (Real-ESRGAN), or area: the "
+              "mean of each scale x scale block (pictures rendered large and reduced, like ProductShots')"),
         Float("pixel_weight", 1.0, min=0.0, max=100.0, step=0.01, tooltip="L1 loss weight"),
         Float("perceptual_weight", 0.0, min=0.0, max=100.0, step=0.01,
               tooltip="VGG19 perceptual loss weight, Real-ESRGAN: 1.0 (needs models/vgg/vgg19-dcbc4e0d.pth); 0 = off"),
@@ -73,7 +76,8 @@ class TrainESRGAN(TrainingNode):
         options = ESRGANOptions(
             batch_size=inputs["batch_size"], learning_rate=inputs["learning_rate"], pixel_weight=inputs["pixel_weight"],
             perceptual_weight=inputs["perceptual_weight"], gan_weight=inputs["gan_weight"],
-            discriminator_features=inputs["discriminator_features"], ema_decay=inputs["ema_decay"], seed=inputs["seed"])
+            discriminator_features=inputs["discriminator_features"], ema_decay=inputs["ema_decay"], seed=inputs["seed"],
+            degradation=inputs.get("degradation") or "bicubic")
         problem = size_problem(list(dataset.buckets()), model.scale, model.info.multiple_of, options.gan_weight > 0)
         if problem:
             raise ValueError(f"dataset: {problem}")

@@ -4,7 +4,8 @@ super-resolution stage) on HR images, on the shared loop (:mod:`nodes.training.l
 The recipe is Real-ESRGAN's fine-tuning (``finetune_realesrgan_x4plus.yml``) with paired data:
 each HR crop of the DATASET is downsampled by the model's scale with antialiased bicubic
 interpolation (MATLAB's ``imresize``, which BasicSR uses, is also antialiased bicubic) to make its
-LR input. Loss = ``pixel_weight``·L1 + ``perceptual_weight``·VGG19 perceptual + ``gan_weight``·GAN
+LR input, or (``degradation`` "area") by averaging each scale x scale block, which is how pictures
+rendered large and reduced (the demo's product shots, and so the demo model's outputs) were made. Loss = ``pixel_weight``·L1 + ``perceptual_weight``·VGG19 perceptual + ``gan_weight``·GAN
 (:mod:`nodes.training.esrgan_losses`); generator and discriminator each with Adam β (0.9, 0.99) at
 the same learning rate, the discriminator updated after each generator step on that step's
 outputs; an EMA of the generator (diffusers' ``EMAModel``) is what is saved. The network trained
@@ -41,10 +42,19 @@ class ESRGANOptions:
     discriminator_features: int = 64
     ema_decay: float = 0.999
     seed: int = 0
+    degradation: str = "bicubic"
 
 
-def downsample(hr: torch.Tensor, scale: int) -> torch.Tensor:
-    """LR input of HR [B, C, H, W] 0..1 (H, W multiples of ``scale``): antialiased bicubic, clamped."""
+DEGRADATIONS: tuple[str, ...] = ("bicubic", "area")
+
+
+def downsample(hr: torch.Tensor, scale: int, degradation: str = "bicubic") -> torch.Tensor:
+    """LR input of HR [B, C, H, W] 0..1 (H, W multiples of ``scale``): antialiased bicubic, clamped,
+    or ("area") the mean of each ``scale`` x ``scale`` block. Raises ValueError for another name."""
+    if degradation == "area":
+        return F.avg_pool2d(hr, scale)
+    if degradation != "bicubic":
+        raise ValueError(f"degradation must be one of {DEGRADATIONS}, got {degradation!r}")
     size = (hr.shape[-2] // scale, hr.shape[-1] // scale)
     return F.interpolate(hr, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
 
@@ -88,7 +98,7 @@ class ESRGANRecipe:
     def batch(self, step: int, micro: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         pixels, _ = self.dataset.sample(self.options.batch_size, generator)
         hr = ((pixels + 1) / 2).clamp(0, 1)
-        return downsample(hr, self.scale), hr
+        return downsample(hr, self.scale, self.options.degradation), hr
 
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor], step: int) -> torch.Tensor:
         lr, hr = (t.to(self.device) for t in batch)
@@ -139,7 +149,7 @@ class ESRGANRecipe:
 
     def preview(self, step: int) -> torch.Tensor:
         """[H, 3·W, 3]: bicubic upscaling of the preview crop | the model's | the HR crop."""
-        lr = downsample(self.preview_hr, self.scale)
+        lr = downsample(self.preview_hr, self.scale, self.options.degradation)
         bicubic = F.interpolate(lr, size=self.preview_hr.shape[-2:], mode="bicubic", align_corners=False)
         was_training = self.net.training
         sr = self.net.eval()(lr)

@@ -163,10 +163,24 @@ def test_train_esrgan_workflow_trains_then_upscales_with_the_result(tmp_path: Pa
     prompt = json.loads((Path(__file__).resolve().parents[2] / "workflows" / "train_esrgan.json").read_text())
     prompt["3"]["inputs"].update(steps=2, checkpoint_every=1, preview_every=1)
     result = Runtime(registry, folders=folders).execute(prompt)
-    assert result.status == "success", result.error
+    assert result.status == "success", result.error.exception_message
     assert (tmp_path / "models" / "upscale_models" / "esrgan_example.safetensors").is_file()
     [saved] = result.outputs["7"]["images"]
     from PIL import Image
 
     assert Image.open(folders.output_dir / saved["filename"]).size == (256, 256)
     assert [image["filename"] for image in result.outputs["3"]["images"]] == ["step-000002.png", "loss.png"]
+
+
+def test_area_degradation_is_the_block_mean_and_bicubic_stays_the_default() -> None:
+    """ProductShots' small pictures are 4x4 block means of the large ones: "area" makes LR inputs
+    the same way; an unknown name is refused."""
+    from nodes.training.esrgan_recipe import ESRGANOptions
+
+    hr = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    area = downsample(hr, 4, "area")
+    assert torch.allclose(area[0, :, 1, 2], hr[0, :, 4:8, 8:12].mean(dim=(-2, -1)))
+    assert not torch.allclose(downsample(hr, 4), area, atol=1e-3)
+    assert ESRGANOptions().degradation == "bicubic"
+    with pytest.raises(ValueError, match="degradation"):
+        downsample(hr, 4, "nearest")
