@@ -9,7 +9,8 @@ from __future__ import annotations
 from graph_runtime import Node, hookimpl
 from nodes import collect_nodes
 
-MODULES: tuple[str, ...] = ("dataset", "lora", "slam", "distill", "merge", "checkpoint_save", "esrgan")
+MODULES: tuple[str, ...] = ("dataset", "lora", "slam", "distill", "merge", "checkpoint_save", "esrgan",
+                            "new_pixel_model")
 
 
 @hookimpl
