@@ -25,7 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from nodes.diffusion.families import FamilySpec
+from nodes.diffusion.families import DEFAULT_FAMILY, FamilySpec
 from nodes.diffusion.guidance import Guidance, ModelExtras
 from nodes.diffusion.inpaint import InpaintInputs, concat_for
 from nodes.diffusion.models import Conditioning
@@ -218,7 +218,8 @@ class Denoiser:
         total = torch.zeros_like(model_in)
         weight = torch.zeros_like(model_in[:, :1])
         for entry in entries:
-            y, x, h, w = _area(entry[1], model_in.shape)
+            cells = DEFAULT_FAMILY.vae_scale_factor // self.spec.vae_scale_factor
+            y, x, h, w = _area(entry[1], model_in.shape, cells)
             strength = float(entry[1].get("strength", 1.0))
             region = model_in[:, :, y:y + h, x:x + w]
             eps = self.predict(region, t, [entry], step, region=(y, x, h, w))
@@ -231,10 +232,11 @@ def _plain(extras: Mapping[str, Any]) -> bool:
     return "area" not in extras and float(extras.get("strength", 1.0)) == 1.0
 
 
-def _area(extras: Mapping[str, Any], shape: torch.Size) -> tuple[int, int, int, int]:
-    """(y, x, h, w) in latent cells; ComfyUI stores area as (h, w, y, x) in latent units."""
+def _area(extras: Mapping[str, Any], shape: torch.Size, cells: int = 1) -> tuple[int, int, int, int]:
+    """(y, x, h, w) in latent cells; ComfyUI stores area as (h, w, y, x) in SD's 8-pixel cells,
+    ``cells`` of this model's latents each (4 for the pixel family's 2-pixel cells)."""
     if "area" not in extras:
         return 0, 0, int(shape[-2]), int(shape[-1])
-    h, w, y, x = (int(v) for v in extras["area"])
+    h, w, y, x = (int(v) * cells for v in extras["area"])
     y, x = min(y, shape[-2] - 1), min(x, shape[-1] - 1)
     return y, x, max(1, min(h, shape[-2] - y)), max(1, min(w, shape[-1] - x))

@@ -116,10 +116,12 @@ def _values(manager: ModelManager, group: tuple[Any, ...], loader: Callable[[], 
 
 
 def vae_value(ref: ModelRef, config: dict[str, Any]) -> VaeModel:
+    """The VAE value of a VAE config: an AutoencoderKL's (its downscale from its depth) or a
+    parameter-free one's (its ``factor``)."""
+    downscale = int(config["factor"]) if "factor" in config else 2 ** (len(config["block_out_channels"]) - 1)
     return VaeModel(ref=ref, scaling_factor=float(config.get("scaling_factor", 0.18215)),
                     shift_factor=float(config.get("shift_factor") or 0.0),
-                    latent_channels=int(config.get("latent_channels", 4)),
-                    downscale=2 ** (len(config["block_out_channels"]) - 1))
+                    latent_channels=int(config.get("latent_channels", 4)), downscale=downscale)
 
 
 def load_vae_model(manager: ModelManager, path: Path, *, label: str = "") -> VaeModel:

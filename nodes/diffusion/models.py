@@ -155,7 +155,8 @@ class ClipModel:
 
 @dataclass(frozen=True, eq=False)
 class VaeModel:
-    """VAE: an AutoencoderKL and its latent scaling."""
+    """VAE: an AutoencoderKL (or the pixel family's parameter-free PixelUnshuffleVAE) and its latent
+    scaling; latents are ``[B, latent_channels, H / downscale, W / downscale]``."""
 
     ref: ModelRef
     scaling_factor: float

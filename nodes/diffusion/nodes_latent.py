@@ -25,13 +25,17 @@ SCALE = DEFAULT_FAMILY.vae_scale_factor
 
 class EmptyLatentImage(Node):
     category = "latent"
-    description = "A batch of empty (zero) latents for txt2img."
+    description = ("A batch of empty (zero) latents for txt2img, [B, 4, H/8, W/8] as ComfyUI makes them; a sampler "
+                   "whose model has other latents (the pixel family's [B, 12, H/2, W/2]) starts from zeros of its own "
+                   "shape for the same pixel size.")
     inputs = [Int("width", 512, min=16, max=MAX_RESOLUTION, step=8), Int("height", 512, min=16, max=MAX_RESOLUTION, step=8),
               Int("batch_size", 1, min=1, max=4096)]
     outputs = [Output("LATENT")]
 
     def run(self, ctx: Context, *, width: int, height: int, batch_size: int) -> tuple[Any, ...]:
-        return ({"samples": torch.zeros(DEFAULT_FAMILY.latent_shape(batch_size, height, width))},)
+        # ComfyUI's key: the pixel size a sampler of another family reads this empty latent as.
+        return ({"samples": torch.zeros(DEFAULT_FAMILY.latent_shape(batch_size, height, width)),
+                 "downscale_ratio_spacial": SCALE},)
 
 
 class VAEDecode(Node):
@@ -51,7 +55,13 @@ class VAEEncode(Node):
     outputs = [Output("LATENT")]
 
     def run(self, ctx: Context, *, pixels: torch.Tensor, vae: VaeModel) -> tuple[Any, ...]:
-        return ({"samples": vae_ops.encode(manager_from(ctx.services), vae, pixels)},)
+        return (_encoded(vae_ops.encode(manager_from(ctx.services), vae, pixels), vae),)
+
+
+def _encoded(samples: torch.Tensor, vae: VaeModel) -> dict[str, Any]:
+    """A LATENT of the VAE's samples, with its pixel scale (ComfyUI's ``downscale_ratio_spacial``):
+    LatentUpscale sizes by it, and the sampler tells an empty latent of another family by it."""
+    return {"samples": samples, "downscale_ratio_spacial": vae.downscale}
 
 
 class VAEDecodeTiled(Node):
@@ -74,8 +84,8 @@ class VAEEncodeTiled(Node):
 
     def run(self, ctx: Context, *, pixels: torch.Tensor, vae: VaeModel, tile_size: int, overlap: int,
             temporal_size: int | None = None, temporal_overlap: int | None = None) -> tuple[Any, ...]:
-        return ({"samples": vae_ops.encode(manager_from(ctx.services), vae, pixels, tiled=True,
-                                           tile_size=tile_size, overlap=overlap)},)
+        return (_encoded(vae_ops.encode(manager_from(ctx.services), vae, pixels, tiled=True,
+                                        tile_size=tile_size, overlap=overlap), vae),)
 
 
 class VAEEncodeForInpaint(Node):
@@ -96,7 +106,7 @@ class VAEEncodeForInpaint(Node):
             padding = math.ceil((grow_mask_by - 1) / 2)
             grown = torch.clamp(F.conv2d(mask.round(), kernel, padding=padding), 0, 1)[..., :height, :width]
         samples = vae_ops.encode(manager_from(ctx.services), vae, pixels)
-        return ({"samples": samples, "noise_mask": grown.round()},)
+        return ({**_encoded(samples, vae), "noise_mask": grown.round()},)
 
 
 def _grey_masked(pixels: torch.Tensor, mask: torch.Tensor, multiple: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -133,7 +143,7 @@ class InpaintModelConditioning(Node):
         manager = manager_from(ctx.services)
         greyed, mask = _grey_masked(pixels, mask, vae.downscale)
         concat = {"concat_latent_image": vae_ops.encode(manager, vae, greyed), "concat_mask": mask}
-        latent: dict[str, Any] = {"samples": vae_ops.encode(manager, vae, pixels)}
+        latent: dict[str, Any] = _encoded(vae_ops.encode(manager, vae, pixels), vae)
         if noise_mask:
             latent["noise_mask"] = mask
         return ([[embeds, dict(extras, **concat)] for embeds, extras in positive],
@@ -161,7 +171,8 @@ def _resize(samples: torch.Tensor, height: int, width: int, method: str) -> torc
 
 class LatentUpscale(Node):
     category = "latent"
-    description = "Resize latents to a pixel size (0 keeps the aspect ratio from the other side)."
+    description = ("Resize latents to a pixel size (0 keeps the aspect ratio from the other side), at the latent's "
+                   "own scale (8 pixels per cell for SD; 2 for the pixel family's).")
     inputs = [Link("samples", "LATENT"), Combo("upscale_method", LATENT_UPSCALE_METHODS),
               Int("width", 512, min=0, max=MAX_RESOLUTION, step=8), Int("height", 512, min=0, max=MAX_RESOLUTION, step=8),
               Combo("crop", CROP_METHODS)]
@@ -170,16 +181,17 @@ class LatentUpscale(Node):
     def run(self, ctx: Context, *, samples: dict[str, Any], upscale_method: str, width: int, height: int,
             crop: str) -> tuple[Any, ...]:
         latent = samples["samples"]
+        scale = int(samples.get("downscale_ratio_spacial") or SCALE)  # the pixel family's latents: 2
         if width == 0 and height == 0:
             return (dict(samples),)
         if width == 0:
-            width = max(64, round(latent.shape[-1] * height / latent.shape[-2] * SCALE))
+            width = max(64, round(latent.shape[-1] * height / latent.shape[-2] * scale))
         if height == 0:
-            height = max(64, round(latent.shape[-2] * width / latent.shape[-1] * SCALE))
+            height = max(64, round(latent.shape[-2] * width / latent.shape[-1] * scale))
         if crop == "center":
             latent = center_crop(latent, width, height)
         out = dict(samples)
-        out["samples"] = _resize(latent, height // SCALE, width // SCALE, upscale_method)
+        out["samples"] = _resize(latent, height // scale, width // scale, upscale_method)
         out.pop("noise_mask", None)
         return (out,)
 

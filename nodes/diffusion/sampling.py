@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from nodes.diffusion.denoiser import DENOISER_HOOKS, Denoiser
+from nodes.diffusion.families import DEFAULT_FAMILY, FamilySpec
 from nodes.diffusion.guidance import ModelExtras, choose_guidance
 from nodes.diffusion.inpaint import inpaint_inputs
 from nodes.diffusion.models import Conditioning, DiffusionModel
@@ -61,7 +62,9 @@ def make_noise(shape: tuple[int, ...], generators: list[torch.Generator]) -> tor
 
 def sample(manager: ModelManager, model: DiffusionModel, positive: Conditioning, negative: Conditioning,
            latent: dict[str, Any], settings: SampleSettings, *, on_step: StepCallback | None = None) -> dict[str, Any]:
-    """Denoise ``latent["samples"]``; returns a new LATENT dict."""
+    """Denoise ``latent["samples"]``; returns a new LATENT dict. An empty latent made for another
+    family is first replaced by the model's (:func:`fit_latent`)."""
+    latent = fit_latent(latent, model.spec)
     latent_image = latent["samples"].float()
     batch = latent_image.shape[0]
     total, first, last = _window(settings)
@@ -116,6 +119,30 @@ def sample(manager: ModelManager, model: DiffusionModel, positive: Conditioning,
     out_latent = dict(latent)
     out_latent["samples"] = x.float().cpu()
     return out_latent
+
+
+def fit_latent(latent: dict[str, Any], spec: FamilySpec) -> dict[str, Any]:
+    """``latent`` in ``spec``'s latent shape. An all-zero latent of another shape (EmptyLatentImage
+    makes SD's [B, 4, H/8, W/8]) becomes zeros of the family's shape for the same pixel size, its
+    noise mask kept (masks are resized to the latent when sampling): ComfyUI's
+    ``fix_empty_latent_channels`` with the family's scale factor, the pixel size read from the
+    latent's ``downscale_ratio_spacial`` (ComfyUI's key; 8 when absent). Raises ValueError naming
+    ``latent_image``, both shapes and the family for a non-empty latent of another shape."""
+    samples = latent["samples"]
+    ratio = int(latent.get("downscale_ratio_spacial") or DEFAULT_FAMILY.vae_scale_factor)
+    fits = samples.ndim == 4 and samples.shape[1] == spec.latent_channels
+    if fits and ("downscale_ratio_spacial" not in latent or ratio == spec.vae_scale_factor):
+        return latent
+    height, width = samples.shape[-2] * ratio, samples.shape[-1] * ratio
+    wanted = spec.latent_shape(samples.shape[0], height, width)
+    if samples.ndim != 4 or bool(samples.abs().sum()):
+        raise ValueError(
+            f"latent_image: a {list(samples.shape)} latent does not fit this {spec.name} model ({spec.title}), "
+            f"whose latents are [B, {spec.latent_channels}, H/{spec.vae_scale_factor}, W/{spec.vae_scale_factor}] "
+            f"({list(wanted)} for {width}x{height} pixels); encode the image with this model's VAE or start from "
+            f"EmptyLatentImage")
+    return {**latent, "samples": torch.zeros(wanted, dtype=samples.dtype),
+            "downscale_ratio_spacial": spec.vae_scale_factor}
 
 
 def _check_zero_snr(config: dict[str, Any], scheduler: Any, sampler_name: str) -> None:

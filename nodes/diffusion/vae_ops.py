@@ -1,4 +1,9 @@
-"""VAE encode/decode between IMAGE ([B,H,W,C] 0..1) and LATENT, tiled when memory is short."""
+"""VAE encode/decode between IMAGE ([B,H,W,C] 0..1) and LATENT, tiled when memory is short.
+
+A VAE here is anything with AutoencoderKL's ``encode``/``decode`` (the pixel family's
+parameter-free :class:`nodes.diffusion.pixel_vae.PixelUnshuffleVAE` too); only VAEs with diffusers'
+``tiled_decode`` are ever tiled.
+"""
 
 from __future__ import annotations
 
@@ -30,7 +35,20 @@ def _available_bytes(device: torch.device) -> int:
         return 1 << 62
 
 
+def placement(vae: torch.nn.Module, manager: ModelManager) -> tuple[torch.device, torch.dtype]:
+    """(device, dtype) to feed ``vae``: its weights', or for a VAE without weights the device the
+    manager runs on, in fp32."""
+    weight = next(vae.parameters(), None)
+    return (manager.device, torch.float32) if weight is None else (weight.device, weight.dtype)
+
+
+def _tileable(vae: torch.nn.Module) -> bool:
+    return hasattr(vae, "tiled_decode") and hasattr(vae, "tiled_encode")
+
+
 def _needs_tiling(vae: torch.nn.Module, pixels: int) -> bool:
+    if not _tileable(vae):
+        return False
     width = max(vae.config.block_out_channels)
     estimate = pixels * BYTES_PER_PIXEL * width // 512
     return estimate > _available_bytes(next(vae.parameters()).device) * 0.8
@@ -55,9 +73,10 @@ def _tiling(vae: torch.nn.Module, tile_size: int, overlap: int) -> Iterator[None
 
 def decode(manager: ModelManager, vae_model: VaeModel, samples: torch.Tensor, *, tiled: bool | None = None,
            tile_size: int = 512, overlap: int = 64) -> torch.Tensor:
-    """LATENT samples -> IMAGE. ``tiled=None`` decides from the memory available."""
+    """LATENT samples -> IMAGE. ``tiled=None`` decides from the memory available (a VAE without
+    tiled variants, the pixel family's, always decodes whole)."""
     with vae_model.use(manager) as vae, torch.no_grad():
-        device, dtype = next(vae.parameters()).device, next(vae.parameters()).dtype
+        device, dtype = placement(vae, manager)
         z = (samples.float() / vae_model.scaling_factor + vae_model.shift_factor).to(device, dtype)
         pixels = z.shape[0] * z.shape[-2] * z.shape[-1] * vae_model.downscale ** 2
         use_tiles = _needs_tiling(vae, pixels) if tiled is None else tiled
@@ -76,7 +95,7 @@ def _tiles_on_oom(run: Callable[[bool], T], use_tiles: bool) -> T:
 
 
 def _decode(vae: torch.nn.Module, z: torch.Tensor, tiled: bool, tile_size: int, overlap: int) -> torch.Tensor:
-    if not tiled:
+    if not tiled or not _tileable(vae):
         return vae.decode(z, return_dict=False)[0]
     with _tiling(vae, tile_size, overlap):
         return vae.tiled_decode(z, return_dict=False)[0]
@@ -87,7 +106,7 @@ def encode(manager: ModelManager, vae_model: VaeModel, image: torch.Tensor, *, t
     """IMAGE -> LATENT samples (the distribution's mean, as ComfyUI; cropped to a multiple of 8)."""
     image = crop_to_multiple(image, vae_model.downscale)
     with vae_model.use(manager) as vae, torch.no_grad():
-        device, dtype = next(vae.parameters()).device, next(vae.parameters()).dtype
+        device, dtype = placement(vae, manager)
         x = (image[..., :3].permute(0, 3, 1, 2).float() * 2 - 1).to(device, dtype)
         use_tiles = _needs_tiling(vae, x.shape[0] * x.shape[-2] * x.shape[-1]) if tiled is None else tiled
         dist = _tiles_on_oom(lambda tiles: _encode(vae, x, tiles, tile_size, overlap), use_tiles)
@@ -95,7 +114,7 @@ def encode(manager: ModelManager, vae_model: VaeModel, image: torch.Tensor, *, t
 
 
 def _encode(vae: torch.nn.Module, x: torch.Tensor, tiled: bool, tile_size: int, overlap: int):  # noqa: ANN202
-    if not tiled:
+    if not tiled or not _tileable(vae):
         return vae.encode(x, return_dict=False)[0]
     with _tiling(vae, tile_size, overlap):
         return vae.tiled_encode(x, return_dict=False)[0]

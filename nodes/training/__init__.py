@@ -10,7 +10,7 @@ from graph_runtime import Node, hookimpl
 from nodes import collect_nodes
 
 MODULES: tuple[str, ...] = ("dataset", "lora", "slam", "distill", "merge", "checkpoint_save", "esrgan",
-                             "new_upscale_model", "clip_train")
+                             "new_upscale_model", "clip_train", "new_pixel_model")
 
 
 @hookimpl

@@ -55,7 +55,9 @@ def checkpoint_state(manager: ModelManager, model: DiffusionModel, clip: ClipMod
         encoders = stack.enter_context(manager.use(*clip.refs))
         for encoder, patches in zip(encoders, clip.patches or [() for _ in encoders]):
             stack.enter_context(patched(encoder, patches))
-        spec = {"family": fam.name, "unet": plain_config(unet), "vae": plain_config(vae_module),
+        # The class name tells a parameter-free VAE (no keys in the file) from an AutoencoderKL.
+        vae_config = {"_class_name": type(vae_module).__name__, **plain_config(vae_module)}
+        spec = {"family": fam.name, "unet": plain_config(unet), "vae": vae_config,
                 "scheduler": dict(model.scheduler_config), "tokenizer_name": tokenizer_name(clip)}
         for te, encoder in zip(fam.text_encoders, encoders):
             spec[te.part] = json.loads(json.dumps(encoder.config.to_dict(), default=str))

@@ -296,8 +296,8 @@ class LoadImageCaptionDataset(Node):
                    "error naming the file. captions 'none' takes a plain folder of images (upscaler training).")
     inputs = [
         Combo("folder", dataset_folders, tooltip="a folder in input/ with images and their captions"),
-        Int("resolution", 512, min=64, max=4096, step=8, tooltip="side of the square training size in pixels "
-            "(the area of each bucket)"),
+        Int("resolution", 512, min=16, max=4096, step=8, tooltip="side of the square training size in pixels "
+            "(the area of each bucket; 32 for a pixel-family model)"),
         Combo("crop", ["center", "random"], default="center"),
         Boolean("flip", False, tooltip="flip images horizontally at random (half of the time)"),
         Boolean("aspect_buckets", False, tooltip="train each image near its own aspect ratio (kohya buckets) "

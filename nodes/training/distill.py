@@ -22,7 +22,7 @@ from nodes.training.lora import NOT_IDENTITY, TrainLoRA, lora_settings
 from nodes.training.lora_files import LoraTarget
 from nodes.training.lora_recipe import LoraRecipe, snr_weights
 from nodes.training.loop import TrainingNode, run_folder_for, train
-from nodes.training.mixing import SCHEDULES, MixedLoss, distill_weight, mixed_loss
+from nodes.training.mixing import SCHEDULES, MixedLoss, distill_weight, mixed_loss, never_distils
 from nodes.training.run_folder import safe_run_name
 
 Tensor = torch.Tensor
@@ -44,14 +44,15 @@ class DistillRecipe(LoraRecipe):
     def loss(self, batch: dict[str, Any], step: int) -> Tensor:
         _, noisy, target, timesteps = self.noised(batch)
         student = self.predict(noisy, timesteps, batch["captions"])
-        with torch.no_grad():
-            original = self.original_prediction(noisy, timesteps, batch["captions"])
         schedule, start, end = self.mix
         weight = distill_weight(step - 1, self.steps, schedule=schedule, start=start, end=end)
+        original = None
+        if not never_distils(*self.mix):  # λ 0 all run: plain denoising, the original's pass is wasted
+            with torch.no_grad():
+                original = self.original_prediction(noisy, timesteps, batch["captions"])
         self.last = mixed_loss(student, original, target, weight,
                                snr_weights(self.scheduler, timesteps, self.o.min_snr_gamma))
         return self.last.total
-
 
     def original_prediction(self, noisy: Tensor, timesteps: Tensor, captions: list[str]) -> Tensor:
         """The frozen original's output: the same UNet with the LoRA switched off."""

@@ -33,6 +33,7 @@ from nodes.training.dataset import ImageCaptionDataset
 from nodes.training.distill import DistillRecipe
 from nodes.training.lora_recipe import LoraOptions
 from nodes.training.loop import FinalOutputs, seeded
+from nodes.training.mixing import never_distils
 from nodes.training.run_folder import RunFolder
 
 Tensor = torch.Tensor
@@ -74,16 +75,22 @@ def build_student(model: DiffusionModel, manager: ModelManager, weights: str, ov
     (fresh, seeded). Raises ValueError when the overrides do not make a UNet."""
     if weights == "full":
         return students.student_copy(model, manager, full=True)
-    from diffusers import UNet2DConditionModel
-
     with model.use(manager) as unet:
         base = {k: v for k, v in dict(unet.config).items() if not k.startswith("_")}
+    return fresh_unet(base, overrides, seed).to(manager.device, torch.float32).train()
+
+
+def fresh_unet(base: dict[str, Any], overrides: dict[str, Any], seed: int) -> torch.nn.Module:
+    """A freshly initialised fp32 ``UNet2DConditionModel`` of ``base`` with ``overrides`` (diffusers'
+    default initialisation under torch's RNG seeded with ``seed``: the same seed, the same weights),
+    on the CPU. Raises ValueError naming the overrides when they do not make a UNet."""
+    from diffusers import UNet2DConditionModel
+
     try:
         with seeded(seed):
-            student = UNet2DConditionModel.from_config({**base, **overrides})
+            return UNet2DConditionModel.from_config({**base, **overrides}).float()
     except (ValueError, TypeError, AssertionError, RuntimeError, ZeroDivisionError) as exc:
         raise ValueError(f"unet_config {json.dumps(overrides)} does not make a UNet: {exc}") from exc
-    return student.to(manager.device, torch.float32).train()
 
 
 class FullDistillRecipe(DistillRecipe):
@@ -96,7 +103,8 @@ class FullDistillRecipe(DistillRecipe):
         self.model, self.clip, self.encoders, self.target = model, clip, [], target
         self.mix, self.steps, self.last = mix, steps, None
         self._stack = contextlib.ExitStack()
-        self.original = self._stack.enter_context(model.use(manager))
+        # The frozen original (held while training) only when it is ever distilled from.
+        self.original = None if never_distils(*mix) else self._stack.enter_context(model.use(manager))
         self.dtype = torch.float32
         try:
             self.unet = build_student(model, manager, weights, overrides, options.seed)

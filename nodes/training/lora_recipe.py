@@ -206,7 +206,7 @@ class LoraRecipe:
 
     def _encode(self, pixels: torch.Tensor) -> torch.Tensor:
         with self.vae.use(self.manager) as vae, torch.no_grad():
-            x = pixels.to(self.device, next(vae.parameters()).dtype)
+            x = pixels.to(*vae_ops.placement(vae, self.manager))
             mean = vae.encode(x, return_dict=False)[0].mode().float()
         return (mean - self.vae.shift_factor) * self.vae.scaling_factor
 

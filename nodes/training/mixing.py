@@ -43,6 +43,11 @@ def distill_weight(step: int, total: int, *, schedule: str = "linear", start: fl
     return end + (start - end) * (1 + math.cos(math.pi * progress)) / 2
 
 
+def never_distils(schedule: str, start: float, end: float) -> bool:
+    """Whether λ is 0 at every step of a run (plain denoising: the original's output is unused)."""
+    return start == 0.0 and (end == 0.0 or schedule == "constant")
+
+
 @dataclass(frozen=True)
 class MixedLoss:
     """The mixed loss and its two parts (detached, for the loss history)."""
@@ -53,11 +58,16 @@ class MixedLoss:
     weight: float
 
 
-def mixed_loss(student: Tensor, original: Tensor, target: Tensor, weight: float,
+def mixed_loss(student: Tensor, original: Tensor | None, target: Tensor, weight: float,
                sample_weights: Tensor | None = None) -> MixedLoss:
     """``weight``·MSE(student, original) + (1 − ``weight``)·MSE(student, target), each averaged per
     sample, scaled by ``sample_weights`` ([B], e.g. min-SNR) and then over the batch. Tensors are
-    ``[B, C, H, W]``; computed in fp32. ``original`` is the frozen model's output (no gradient)."""
+    ``[B, C, H, W]``; computed in fp32. ``original`` is the frozen model's output (no gradient), or
+    None when ``weight`` is 0 (the distillation part is then reported as 0)."""
+    if original is None:
+        if weight != 0.0:
+            raise ValueError(f"the original model's output is needed at distillation weight {weight}")
+        original = student.detach()
     if student.shape != original.shape or student.shape != target.shape:
         raise ValueError(f"shapes differ: student {list(student.shape)}, original {list(original.shape)}, "
                          f"target {list(target.shape)}")

@@ -208,7 +208,7 @@ class TrainSLAM(TrainingNode):
     inputs = [Link("model", "MODEL"), Link("clip", "CLIP"),
               String("prompts", "a photo of a product on a table", multiline=True,
                      tooltip="one prompt per line; the teacher draws samples_per_prompt samples of each"),
-              Int("width", 512, min=64, max=4096, step=8), Int("height", 512, min=64, max=4096, step=8),
+              Int("width", 512, min=16, max=4096, step=8), Int("height", 512, min=16, max=4096, step=8),
               Int("samples_per_prompt", 2, min=1, max=1000), Int("teacher_steps", 25, min=1, max=200,
                                                                  tooltip="DDIM steps of the teacher's samples"),
               Int("steps", 1000, min=1, max=1_000_000), Float("learning_rate", 1e-4, min=0.0, max=1.0, step=1e-6),

@@ -118,3 +118,15 @@ def test_docs_table_is_generated_from_the_registry() -> None:
 
     docs = (Path(__file__).resolve().parents[2] / "docs" / "samplers.md").read_text()
     assert describe_mapping() in docs
+
+
+def test_an_area_in_sd_cells_covers_the_same_pixels_of_a_pixel_family_latent() -> None:
+    from nodes.diffusion.denoiser import _area
+    from nodes.diffusion.nodes_conditioning import ConditioningSetArea
+
+    conditioning = [[torch.zeros(1, 77, 8), {}]]
+    [[_, extras]] = ConditioningSetArea().run(None, conditioning=conditioning, width=64, height=64, x=64, y=0,
+                                              strength=1.0)[0]
+    # A 128x128 image: SD latents [.., 16, 16] (8 px cells), pixel latents [.., 64, 64] (2 px cells).
+    assert _area(extras, torch.Size([1, 4, 16, 16])) == (0, 8, 8, 8)
+    assert _area(extras, torch.Size([1, 12, 64, 64]), 4) == (0, 32, 32, 32)

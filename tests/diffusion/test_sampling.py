@@ -122,3 +122,36 @@ def test_no_leak_across_50_runs(make_ctx) -> None:
         txt2img(ctx, "tiny-sd15.safetensors" if i % 2 else "tiny-sdxl.safetensors", steps=2)
     gc.collect()
     assert process.memory_info().rss - start < 150 * 2**20
+
+
+# -- empty latents of another family --------------------------------------------------------------
+
+def test_an_empty_sd_latent_becomes_the_pixel_familys_and_samples(make_ctx) -> None:
+    from nodes.diffusion.nodes_latent import EmptyLatentImage, VAEDecode
+    from tests.training.pixel_helpers import pixel_model
+
+    ctx = make_ctx()
+    model, clip, vae = pixel_model(ctx)
+    empty = EmptyLatentImage().run(ctx, width=32, height=48, batch_size=2)[0]
+    assert empty["samples"].shape == (2, 4, 6, 4)  # ComfyUI's [B, 4, H/8, W/8]
+    empty["noise_mask"] = torch.ones(1, 48, 32)
+    out = ksample(ctx, model, clip, empty, steps=2, sampler="ddim")
+    assert out["samples"].shape == (2, 12, 24, 16) and out["downscale_ratio_spacial"] == 2
+    assert out["noise_mask"] is empty["noise_mask"]
+    assert VAEDecode().run(ctx, samples=out, vae=vae)[0].shape == (2, 48, 32, 3)
+
+
+def test_a_latent_of_another_family_with_content_is_named() -> None:
+    from nodes.diffusion.families import PIXEL, SD15
+    from nodes.diffusion.sampling import fit_latent
+
+    encoded = {"samples": torch.ones(1, 4, 4, 4)}
+    with pytest.raises(ValueError, match=r"latent_image: a \[1, 4, 4, 4\] latent does not fit this pixel model .*"
+                                         r"\[B, 12, H/2, W/2\] \(\[1, 12, 16, 16\] for 32x32 pixels\)"):
+        fit_latent(encoded, PIXEL)
+    with pytest.raises(ValueError, match=r"a \[1, 12, 16, 16\] latent does not fit this sd15 model"):
+        fit_latent({"samples": torch.ones(1, 12, 16, 16)}, SD15)
+    same = {"samples": torch.zeros(1, 4, 8, 8), "downscale_ratio_spacial": 8}
+    assert fit_latent(same, SD15) is same  # the family's own empty latent is left alone
+    pixel_empty = fit_latent({"samples": torch.zeros(1, 12, 16, 16), "downscale_ratio_spacial": 2}, SD15)
+    assert pixel_empty["samples"].shape == (1, 4, 4, 4)  # 32x32 pixels in SD's cells

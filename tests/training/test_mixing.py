@@ -60,3 +60,23 @@ def test_mixed_loss_is_the_weighted_sum() -> None:
     torch.testing.assert_close(mixed_loss(student, original, target, 0.0, weights).total, per_sample)
     with pytest.raises(ValueError, match=r"shapes differ: student \[3, 4, 8, 8\], original \[1, 4, 8, 8\]"):
         mixed_loss(student, original[:1], target, 0.5)
+
+
+@pytest.mark.parametrize(("schedule", "start", "end", "never"), [
+    ("constant", 0.0, 0.0, True), ("constant", 0.0, 1.0, True), ("linear", 0.0, 0.0, True),
+    ("cosine", 0.0, 0.0, True), ("linear", 0.0, 0.5, False), ("constant", 0.1, 0.0, False)])
+def test_a_run_whose_weight_is_zero_throughout_never_distils(schedule: str, start: float, end: float,
+                                                              never: bool) -> None:
+    from nodes.training.mixing import never_distils
+
+    assert never_distils(schedule, start, end) is never
+    weights = [distill_weight(s, 5, schedule=schedule, start=start, end=end) for s in range(5)]
+    assert (max(weights) == 0.0) is never
+
+
+def test_without_the_originals_output_the_loss_is_the_denoising_loss() -> None:
+    student, target = torch.ones(2, 12, 4, 4), torch.zeros(2, 12, 4, 4)
+    loss = mixed_loss(student, None, target, 0.0)
+    assert float(loss.total) == 1.0 and loss.distill == 0.0 and loss.denoise == 1.0
+    with pytest.raises(ValueError, match="needed at distillation weight 0.5"):
+        mixed_loss(student, None, target, 0.5)

@@ -123,3 +123,34 @@ def test_distillation_moves_the_one_step_prediction_toward_the_teachers_ode_end(
     # Measured: teacher 5.01, student 4.62 (30 steps on the random-weight zoo UNet: a small move,
     # but the direction is what this checks).
     assert error["student"] < 0.99 * error["teacher"], error
+
+
+def test_trains_on_a_pixel_family_teacher_and_slam_sampler_samples_its_lora(ctx_factory: Any) -> None:
+    """The teacher's samples, the student's inputs and SLAMSampler's latents have the pixel family's
+    shape ([B, 12, H/2, W/2]), not SD's; the LoRA resolves against the small UNet's modules."""
+    from nodes.diffusion.nodes_latent import EmptyLatentImage, VAEDecode
+    from tests.training.pixel_helpers import pixel_model
+
+    ctx = ctx_factory()
+    model, clip, vae = pixel_model(ctx)
+    result = TrainSLAM().run(ctx, model=model, clip=clip, **{**SHORT, "steps": 6, "width": 32, "height": 32,
+                                                             "lora_name": "slam_pixel", "run_name": "slam_pixel"})
+    name, losses = result.outputs
+    assert len(losses["loss"]) == 6 and all(torch.isfinite(torch.tensor(losses["loss"])))
+    [teacher] = (ctx.folders.directory_for("output") / "training").glob("slam_pixel-*/teacher_samples.safetensors")
+    from safetensors.torch import load_file
+
+    assert load_file(teacher)["latents"].shape == (4, 12, 16, 16)  # 2 prompts x 2 samples, 32x32 pixels
+    report = LoraLoaderModelOnly().run(ctx, model=model, lora_name=name, strength_model=1.0)
+    student = report.outputs[0]
+    lora_file = ctx.folders.model_path("loras", name)
+    modules = {k.split(".lora_down.")[0] for k in load_file(lora_file) if ".lora_down." in k}
+    text = report.ui["text"][0]
+    assert f"UNet {len(modules)} matched" in text and ", 0 ignored" in text and "key(s) ignored" not in text, text
+    positive = CLIPTextEncode().run(ctx, clip=clip, text="a red cube")[0]
+    empty = EmptyLatentImage().run(ctx, width=32, height=32, batch_size=1)[0]
+    latents = [SLAMSampler().run(ctx, model=m, positive=positive, negative=positive, latent_image=empty, seed=3,
+                                 steps=4, cfg=1.0, denoise=1.0)[0] for m in (model, student)]
+    assert latents[1]["samples"].shape == (1, 12, 16, 16)
+    assert float((latents[0]["samples"] - latents[1]["samples"]).abs().mean()) > 1e-4  # the LoRA acts
+    assert VAEDecode().run(ctx, samples=latents[1], vae=vae)[0].shape == (1, 32, 32, 3)

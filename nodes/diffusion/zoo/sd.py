@@ -92,7 +92,8 @@ def single_file_state(models: dict[str, Any], spec: dict[str, Any]) -> dict[str,
     """The models' weights in the original single-file layout (every part under its LDM prefix)."""
     unet, vae, tes = models["unet"], models["vae"], models["text_encoders"]
     state = ldm_keys.prefixed(ldm_keys.unet_to_ldm(unet.state_dict(), spec["unet"]), ldm_keys.UNET_PREFIX)
-    state.update(ldm_keys.prefixed(ldm_keys.vae_to_ldm(vae.state_dict(), spec["vae"]), ldm_keys.VAE_PREFIX))
+    if vae_state := vae.state_dict():  # a parameter-free VAE (the pixel family's) has no keys
+        state.update(ldm_keys.prefixed(ldm_keys.vae_to_ldm(vae_state, spec["vae"]), ldm_keys.VAE_PREFIX))
     for te, encoder in zip(family(models["family"]).text_encoders, tes):
         te_state = _hf_te_state(encoder)
         state.update(ldm_keys.prefixed(ldm_keys.openclip_from_hf(te_state) if te.layout == "openclip" else te_state,
