@@ -48,6 +48,7 @@ def environment(args: argparse.Namespace) -> Env:
     if args.extra_model_paths:
         folders.load_extra_model_paths(args.extra_model_paths)
     registry: NodeRegistry = args.registry
+    registry.add_bundled_model_paths(folders)
     registry.load_nodes()
     registry.startup({"base": str(base), "models": [str(r) for r in folders.models_roots]})
     for record in registry.plugins:  # failed plugins were logged when they failed

@@ -101,6 +101,13 @@ def nodeloom_batch_executors() -> dict[str, Any]:  # type: ignore[empty-body]
 
 
 @hookspec
+def nodeloom_model_paths() -> dict[str, str]:  # type: ignore[empty-body]
+    """Model folders a plugin bundles, as ``{name: path of a ComfyUI extra_model_paths.yaml}``
+    (the demo pack's trained demo models). Every command and the server add their folders after the
+    user's own models roots and ``--extra-model-paths``, so a user's file of the same name wins."""
+
+
+@hookspec
 def nodeloom_warmup(services: Services) -> None:
     """Pay first-use costs (lazy imports, first kernel calls, encoder set-up) once, in a worker
     process before it reports ready, so its first prompt runs as fast as the next. Must be quick

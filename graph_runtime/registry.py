@@ -30,6 +30,7 @@ from graph_runtime.plugin_folders import folder_plugin_name, import_path
 
 if TYPE_CHECKING:
     from graph_runtime.context import Services
+    from graph_runtime.folders import FolderPaths
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,15 @@ class NodeRegistry:
     def batch_executors(self) -> dict[str, Any]:
         """The plugins' ``nodeloom_batch_executors``, merged: ``{name: factory(args, env)}``."""
         return self._merged("nodeloom_batch_executors")
+
+    def bundled_model_paths(self) -> list[Path]:
+        """The plugins' ``nodeloom_model_paths`` yaml files, in load order."""
+        return [Path(path) for path in self._merged("nodeloom_model_paths").values()]
+
+    def add_bundled_model_paths(self, folders: FolderPaths) -> None:
+        """Add the folders of :meth:`bundled_model_paths` to ``folders``, after the user's own."""
+        for path in self.bundled_model_paths():
+            folders.load_extra_model_paths(path)
 
     def startup(self, config: Mapping[str, Any]) -> None:
         """Call every plugin's ``nodeloom_startup(config, registry)`` once its nodes are loaded."""

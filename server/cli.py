@@ -86,6 +86,8 @@ def settings_from(args: argparse.Namespace, model_settings: dict[str, Any]) -> S
                           user_dir=_resolved(args.user_dir))
     if args.extra_model_paths:
         folders.load_extra_model_paths(args.extra_model_paths)
+    if getattr(args, "registry", None) is not None:  # the plugins' bundled models (the demo pack's)
+        args.registry.add_bundled_model_paths(folders)
     plugin_dirs = plugin_dirs_of([p.resolve() for p in args.plugins] or None, folders.base)
     return ServerSettings(host=args.host, port=args.port, token=args.token, folders=folders,
                           user_dir=_resolved(args.user_dir), db_path=_resolved(args.db),

@@ -22,3 +22,10 @@ def nodeloom_add_commands(subparsers: Any, parents: list[argparse.ArgumentParser
     from nodes.demo.command import add_command
 
     add_command(subparsers)
+
+
+@hookimpl
+def nodeloom_model_paths() -> dict[str, str]:
+    from nodes.demo.command import MODELS_YAML
+
+    return {"nodeloom_demo": str(MODELS_YAML)}

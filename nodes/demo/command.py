@@ -1,9 +1,9 @@
 """``nodeloom demo``: the demo workflow on the bundled demo models, from a prompt.
 
 It is ``nodeloom run workflows/demo.json`` with the prompt, the number of candidates and the seed
-set on the workflow's nodes and the bundled models folder (``nodes/demo/models``, a ComfyUI
-``extra_model_paths.yaml`` beside them) added to the model search path; every ``run`` option
-(``--out``, ``--base``, ``--device``, ``--no-progress`` …) passes through.
+set on the workflow's nodes; the bundled models (``nodes/demo/models``) are on every command's
+model path (the pack's ``nodeloom_model_paths``). Every ``run`` option (``--out``, ``--base``,
+``--device``, ``--no-progress`` …) passes through.
 """
 
 from __future__ import annotations
@@ -50,12 +50,9 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"nodeloom demo: {WORKFLOW} or {MODELS_YAML} is missing: the demo runs from a source checkout "
               "(pip install -e .)", file=sys.stderr)
         return 2
-    if "--extra-model-paths" in rest:
-        print("nodeloom demo: --extra-model-paths is set by the demo (its models folder)", file=sys.stderr)
-        return 2
     sets = [f"{PROMPT_NODE}.value={json.dumps(own.prompt)}", f"{LATENT_NODE}.batch_size={own.n}",
             f"{SAMPLER_NODE}.seed={own.seed}"]
-    argv = ["run", str(WORKFLOW), "--extra-model-paths", str(MODELS_YAML), *rest]
+    argv = ["run", str(WORKFLOW), *rest]
     for assignment in sets:
         argv += ["--set", assignment]
     run_args = build_parser(args.registry).parse_args(argv)

@@ -61,6 +61,9 @@ def load_clip_scorer(manager: ModelManager, folder: Path, *, label: str = "") ->
     group = ("clip_scorer", str(folder.resolve()), folder_identity(folder))
 
     def loader() -> dict[str, torch.nn.Module]:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # a bar per load on the user's terminal or server log
         try:
             return {PART: CLIPModel.from_pretrained(str(folder), local_files_only=True)}
         except Exception as exc:  # noqa: BLE001 - transformers raises OSError/ValueError/KeyError alike

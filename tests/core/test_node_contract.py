@@ -203,7 +203,7 @@ def stocked(tmp_path: Path, every_registry: NodeRegistry) -> HookContext:
 
 def test_every_pack_is_covered(every_registry):
     packs = {"nodes.core", "nodes.diffusion", "nodes.slam", "nodes.control", "nodes.upscale", "nodes.detail",
-             "nodes.scoring", "nodes.evaluation"}
+             "nodes.scoring", "nodes.evaluation", "nodes.training", "nodes.demo"}
     assert packs <= set(BUILTIN_PACKS)
     assert {*packs, "plugins.example_plugin"} <= set(every_registry.origin.values())
 

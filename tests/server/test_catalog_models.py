@@ -25,6 +25,7 @@ def catalog_and_registry(zoo_root: Path, tmp_path_factory: pytest.TempPathFactor
     folders = FolderPaths(base=tmp_path_factory.mktemp("home"), models_roots=[zoo_root])
     write_example_inputs(folders.input_dir)
     registry = load_registry()
+    registry.add_bundled_model_paths(folders)  # as every command does: the demo workflow's models
     ctx = HookContext(folders=folders)
     catalog = SchemaCatalog(folders, cache_file=None)
     catalog.update(NodeSchemas(object_info(registry, ctx), model_inputs(registry)), persist=False)

@@ -1,0 +1,60 @@
+"""Copy the models ``workflows/train_demo.json`` trained into the bundled demo folder.
+
+``python -m nodes.demo.export BASE`` (BASE: the ``--base`` the training workflow ran with) copies
+the checkpoint, the SLAM LoRA and the ESRGAN in fp16 (half the bytes; the loaders compute in fp32
+on the CPU), and the scorer folder and its tokenizer as they are (transformers loads a scorer in
+the dtype it was saved in, and fp16 on a CPU is slow), into ``nodes/demo/models`` under the names
+``workflows/demo.json`` loads. Raises FileNotFoundError naming a file the run did not write.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from nodes.infra.files import read_metadata, save_safetensors
+
+DEMO_MODELS = Path(__file__).parent / "models"
+# (folder, file or folder name) the training workflow writes; the demo workflow loads the same.
+HALVED = (("checkpoints", "nodeloom-demo.safetensors"), ("loras", "nodeloom-demo-slam.safetensors"),
+          ("upscale_models", "nodeloom-demo-esrgan-x4.safetensors"))
+COPIED = (("scorers", "nodeloom-demo-clip"), ("clip_tokenizer", "nodeloom-demo-clip"))
+
+
+def halved(source: Path, target: Path) -> None:
+    """``source`` with every floating-point tensor in fp16, metadata kept."""
+    from safetensors.torch import load_file
+
+    state = {k: v.half() if v.is_floating_point() else v for k, v in load_file(str(source)).items()}
+    save_safetensors(state, target, read_metadata(source) or None)
+
+
+def export(base: Path, target: Path = DEMO_MODELS) -> list[Path]:
+    models = Path(base) / "models"
+    missing = [models / f / n for f, n in HALVED + COPIED if not (models / f / n).exists()]
+    if missing:
+        raise FileNotFoundError(f"not written by the training run: {', '.join(map(str, missing))}")
+    written = []
+    for folder, name in HALVED:
+        halved(models / folder / name, target / folder / name)
+        written.append(target / folder / name)
+    for folder, name in COPIED:
+        shutil.rmtree(target / folder / name, ignore_errors=True)
+        shutil.copytree(models / folder / name, target / folder / name)
+        written.append(target / folder / name)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nodes.demo.export", description=__doc__.splitlines()[0])
+    parser.add_argument("base", type=Path, help="the --base folder workflows/train_demo.json ran in")
+    parser.add_argument("--target", type=Path, default=DEMO_MODELS)
+    args = parser.parse_args(argv)
+    for path in export(args.base, args.target):
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

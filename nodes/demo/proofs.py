@@ -1,0 +1,99 @@
+"""The demo model's measurements: does it draw what the prompt asks, is its SLAM student closer to
+the teacher's 25-step samples than the teacher's own 4 steps, does its scorer know the captions.
+
+Everything runs on the bundled models (``nodes/demo/models``) through the same nodes the demo
+workflow uses, one picture per prompt, the noise of picture ``i`` drawn from ``seed + i``.
+``tests/demo/test_demo_model.py`` asserts the figures and ``bench/demo.py`` prints them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from graph_runtime.context import Context, InterruptFlag, Services
+from graph_runtime.folders import FolderPaths
+from nodes.demo.command import MODELS_YAML
+from nodes.demo.products import all_specs, parse_caption, render_pair, to_array
+
+CHECKPOINT, LORA = "nodeloom-demo.safetensors", "nodeloom-demo-slam.safetensors"
+SCORER = "nodeloom-demo-clip"
+TEACHER_CFG = 3.0  # the guidance the UNet was distilled at (workflows/train_demo.json, TrainSLAM)
+
+
+def demo_context(base: Path) -> Context:
+    """A node context whose models are the bundled demo models (outputs under ``base``)."""
+    folders = FolderPaths(base=Path(base), models_roots=[Path(base) / "models"])
+    folders.load_extra_model_paths(MODELS_YAML)  # as every command adds it (nodeloom_model_paths)
+    return Context(prompt_id="demo-proof", node_id="1", class_type="demo", folders=folders, services=Services(),
+                   interrupt=InterruptFlag(), extra_data={}, report_progress=lambda *_: None)
+
+
+@dataclass(frozen=True)
+class DemoModels:
+    teacher: Any
+    student: Any
+    clip: Any
+    vae: Any
+
+
+def load(ctx: Context) -> DemoModels:
+    from nodes.diffusion.nodes_loaders import CheckpointLoaderSimple, LoraLoaderModelOnly
+
+    teacher, clip, vae = CheckpointLoaderSimple().run(ctx, ckpt_name=CHECKPOINT)
+    student = LoraLoaderModelOnly().run(ctx, model=teacher, lora_name=LORA, strength_model=1.0).outputs[0]
+    return DemoModels(teacher, student, clip, vae)
+
+
+def pictures(ctx: Context, models: DemoModels, prompts: list[str], *, student: bool, steps: int,
+             sampler: str = "ddim", seed: int = 0) -> torch.Tensor:
+    """[N, 32, 32, 3] IMAGE in 0..1: prompt ``i`` sampled from the noise of ``seed + i``. The
+    student samples with SLAMSampler (``sampler`` "slam": fresh noise at each step, as the demo) or
+    KSampler ``tcd`` (deterministic re-noising, eta 0) at cfg 1; the teacher with KSampler
+    ``sampler`` (sgm_uniform spacing, the schedule's trailing timesteps) at cfg 3."""
+    from nodes.diffusion.nodes_conditioning import CLIPTextEncode
+    from nodes.diffusion.nodes_latent import EmptyLatentImage
+    from nodes.diffusion.nodes_sampling import KSampler
+    from nodes.diffusion.vae_ops import decode
+    from nodes.infra.model_manager import manager_from
+    from nodes.slam.sampler import SLAMSampler
+
+    empty = CLIPTextEncode().run(ctx, clip=models.clip, text="")[0]
+    latent = EmptyLatentImage().run(ctx, width=32, height=32, batch_size=1)[0]
+    out = []
+    for index, prompt in enumerate(prompts):
+        positive = CLIPTextEncode().run(ctx, clip=models.clip, text=prompt)[0]
+        common = dict(positive=positive, latent_image=latent, seed=seed + index, steps=steps, denoise=1.0)
+        if student and sampler == "slam":
+            samples = SLAMSampler().run(ctx, model=models.student, negative=positive, cfg=1.0, **common)[0]
+        else:
+            model, cfg = (models.student, 1.0) if student else (models.teacher, TEACHER_CFG)
+            samples = KSampler().run(ctx, model=model, negative=empty if cfg > 1 else positive, cfg=cfg,
+                                     sampler_name=sampler, scheduler="sgm_uniform", **common)[0]
+        out.append(decode(manager_from(ctx.services), models.vae, samples["samples"]))
+    return torch.cat(out)
+
+
+def mse(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).pow(2).mean())
+
+
+def caption_ranking(ctx: Context, prompts: list[str], seed: int = 0) -> float:
+    """Fraction of fresh renders of ``prompts`` for which the trained scorer ranks their own caption
+    first among every caption of the dataset's form (all 255 colour/shape/background
+    combinations, held-out ones included)."""
+    from nodes.infra.clip_scorer import image_embeddings, load_clip_scorer, text_embeddings
+    from nodes.infra.model_manager import manager_from
+
+    manager = manager_from(ctx.services)
+    scorer = load_clip_scorer(manager, ctx.folders.model_path("scorers", SCORER), label=SCORER)
+    captions = [spec.caption for spec in all_specs()]
+    images = torch.from_numpy(np.stack([to_array(render_pair(parse_caption(p), seed + i)[0])
+                                        for i, p in enumerate(prompts)]))
+    similarity = image_embeddings(manager, scorer, images) @ text_embeddings(manager, scorer, captions).T
+    best = [captions[int(i)] for i in similarity.argmax(dim=1)]
+    return sum(b == p for b, p in zip(best, prompts)) / len(prompts)

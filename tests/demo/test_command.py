@@ -1,0 +1,40 @@
+"""`nodeloom demo` and the bundled models' place on every command's model path."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from graph_runtime import FolderPaths, load_registry
+
+
+def nodeloom(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "graph_runtime.cli", *argv], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_bundled_demo_models_come_after_the_users_own(tmp_path: Path) -> None:
+    """The demo pack's folder is on the path; a user's file of the same name is found first."""
+    registry = load_registry(builtins=("nodes.demo",), entry_points=False)
+    mine = tmp_path / "models" / "checkpoints" / "nodeloom-demo.safetensors"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"mine")
+    folders = FolderPaths(base=tmp_path)
+    registry.add_bundled_model_paths(folders)
+    assert "nodeloom-demo.safetensors" in folders.list_models("checkpoints")
+    assert folders.model_path("checkpoints", "nodeloom-demo.safetensors") == mine
+    assert "nodeloom-demo-clip" in folders.list_models("scorers")
+    assert (folders.model_path("upscale_models", "nodeloom-demo-esrgan-x4.safetensors").parents[1]
+            == Path(__file__).resolve().parents[2] / "nodes" / "demo" / "models")
+
+
+def test_demo_refuses_a_bad_count_and_names_it(tmp_path: Path) -> None:
+    done = nodeloom("demo", "--n", "0", cwd=tmp_path)
+    assert done.returncode == 2 and "--n must be 1 to 64, got 0" in done.stderr
+    assert not (tmp_path / "output").exists()
+
+
+def test_run_options_pass_through_and_unknown_ones_are_named(tmp_path: Path) -> None:
+    done = nodeloom("demo", "--frobnicate", cwd=tmp_path)
+    assert done.returncode == 2 and "--frobnicate" in done.stderr
