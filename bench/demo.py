@@ -90,7 +90,9 @@ def main() -> None:
             v = judge(images.numpy(), prompts)
             print(f"{name:40} {v.colour_accuracy:7.1%} {v.background_accuracy:7.1%} {v.shape_accuracy:7.1%} "
                   f"{v.accuracy:7.1%} {proofs.mse(images, reference):15.5f}")
-        print(f"scorer: own caption first among 255 for {proofs.caption_ranking(ctx, prompts):.1%} of held-out renders")
+        print(f"scorer: a held-out render's own caption first among all 255 captions for "
+              f"{proofs.caption_ranking(ctx, prompts):.1%}, among the 40 held-out ones for "
+              f"{proofs.caption_ranking(ctx, prompts, candidates=prompts):.1%}")
     if args.runs:
         floor = min(wall([sys.executable, "-c", "import torch"]) for _ in range(args.runs))
         with tempfile.TemporaryDirectory() as tmp:

@@ -82,16 +82,16 @@ def mse(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).pow(2).mean())
 
 
-def caption_ranking(ctx: Context, prompts: list[str], seed: int = 0) -> float:
+def caption_ranking(ctx: Context, prompts: list[str], seed: int = 0, candidates: list[str] | None = None) -> float:
     """Fraction of fresh renders of ``prompts`` for which the trained scorer ranks their own caption
-    first among every caption of the dataset's form (all 255 colour/shape/background
-    combinations, held-out ones included)."""
+    first among ``candidates`` (default: every caption of the dataset's form, all 255
+    colour/shape/background combinations, held-out ones included)."""
     from nodes.infra.clip_scorer import image_embeddings, load_clip_scorer, text_embeddings
     from nodes.infra.model_manager import manager_from
 
     manager = manager_from(ctx.services)
     scorer = load_clip_scorer(manager, ctx.folders.model_path("scorers", SCORER), label=SCORER)
-    captions = [spec.caption for spec in all_specs()]
+    captions = candidates or [spec.caption for spec in all_specs()]
     images = torch.from_numpy(np.stack([to_array(render_pair(parse_caption(p), seed + i)[0])
                                         for i, p in enumerate(prompts)]))
     similarity = image_embeddings(manager, scorer, images) @ text_embeddings(manager, scorer, captions).T
