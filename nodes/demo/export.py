@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 from pathlib import Path
 
 from nodes.infra.files import read_metadata, save_safetensors
@@ -51,7 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("base", type=Path, help="the --base folder workflows/train_demo.json ran in")
     parser.add_argument("--target", type=Path, default=DEMO_MODELS)
     args = parser.parse_args(argv)
-    for path in export(args.base, args.target):
+    try:
+        written = export(args.base, args.target)
+    except FileNotFoundError as error:  # a BASE the training workflow has not (fully) run in: say so, no traceback
+        print(f"{parser.prog}: {error} (run `nodeloom run workflows/train_demo.json --base {args.base}` first)",
+              file=sys.stderr)
+        return 1
+    for path in written:
         print(f"wrote {path}")
     return 0
 

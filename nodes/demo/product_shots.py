@@ -4,8 +4,8 @@ served as the two DATASETs the demo trains on.
 ``input/<folder>/`` holds the pictures at ``resolution`` and ``input/<folder>_hr/`` the same pictures
 at ``resolution * upscale``, each folder in the Hugging Face ``imagefolder`` layout (``00000.png`` ...
 and ``metadata.jsonl`` with ``file_name``/``text``), so LoadImageCaptionDataset reads them too. A
-``product_shots.json`` stamp, written last, records what a folder holds: a run with the same inputs
-finds it and every listed file, and renders nothing. A folder without the stamp is somebody else's
+``product_shots.json`` stamp, written last, records what a folder holds (one marked partial while
+it renders): a run with the same inputs finds it and every listed file, and renders nothing. A folder without the stamp is somebody else's
 and is never written into.
 """
 
@@ -56,13 +56,22 @@ def foreign_folder_problem(folder: Path) -> str | None:
 
 
 def clear_previous(folder: Path) -> None:
-    """Remove the pictures and stamp an earlier ProductShots run wrote (other files stay)."""
+    """Remove the pictures and stamp an earlier ProductShots run wrote (other files stay). The stamp
+    goes last, so a run killed while clearing leaves a folder still marked as ours."""
     previous = read_stamp(folder)
     if previous is None:
         return
-    (folder / STAMP).unlink(missing_ok=True)
     for index in range(int(previous.get("count", 0))):
         (folder / file_name(index)).unlink(missing_ok=True)
+    (folder / STAMP).unlink(missing_ok=True)
+
+
+def claim(folder: Path, stamp: dict[str, Any]) -> None:
+    """Mark ``folder`` as being rendered for ``stamp`` before its first picture is written: a run
+    killed or interrupted midway leaves a folder the next run clears and renders again (the
+    partial stamp never equals a finished one), not one refused as somebody else's."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / STAMP).write_text(json.dumps({**stamp, "partial": True}) + "\n", encoding="utf-8")
 
 
 def write_folders(ctx: Context, shots: list[Shot], low: Path, high: Path, *, size: int, upscale: int,
@@ -73,9 +82,9 @@ def write_folders(ctx: Context, shots: list[Shot], low: Path, high: Path, *, siz
               high: stamp_for(seed=seed, count=len(shots), size=size * upscale)}
     if all(is_complete(folder, stamp) for folder, stamp in stamps.items()):
         return
-    for folder in stamps:
+    for folder, stamp in stamps.items():
         clear_previous(folder)
-        folder.mkdir(parents=True, exist_ok=True)
+        claim(folder, stamp)
     for index, shot in enumerate(shots):
         small, large = render_pair(shot.spec, shot.seed, size, upscale)
         small.save(low / file_name(index))

@@ -155,6 +155,7 @@ class Denoiser:
         self.steps = steps
         self.hooks = list(hooks)
         self.unet_config: Mapping[str, Any] = dict(getattr(unet, "config", {}))
+        _check_text_width(self.unet_config, positive=positive, negative=negative)
         self.simple = all(len(c) == 1 and _plain(c[0][1]) for c in (positive, negative))
         self.copies = 2 if (guidance.uses_negative and self.simple) else 1
 
@@ -226,6 +227,23 @@ class Denoiser:
             total[:, :, y:y + h, x:x + w] += eps * strength
             weight[:, :, y:y + h, x:x + w] += strength
         return total / weight.clamp_min(1e-8)
+
+
+def _check_text_width(unet_config: Mapping[str, Any], **sides: Conditioning) -> None:
+    """Refuse conditioning from another model's text encoder before cross-attention fails on it in
+    matrix terms (SD's CLIP into the pixel family's UNet, SD1.5's into SDXL's). Raises ValueError
+    naming the side, both widths and what to wire instead."""
+    width = unet_config.get("cross_attention_dim")
+    if unet_config.get("encoder_hid_dim") and unet_config.get("encoder_hid_dim_type") in (None, "text_proj"):
+        width = unet_config["encoder_hid_dim"]  # the UNet projects the text itself (diffusers' text_proj)
+    if not isinstance(width, int):
+        return  # per-block widths or no config: the UNet itself is the judge
+    for name, entries in sides.items():
+        for embeds, _ in entries:
+            if embeds.shape[-1] != width:
+                raise ValueError(f"{name}: the conditioning is {embeds.shape[-1]} wide, this model's UNet takes "
+                                 f"{width} (text encoded with another model's CLIP? encode with the CLIP of the "
+                                 f"checkpoint the model comes from)")
 
 
 def _plain(extras: Mapping[str, Any]) -> bool:

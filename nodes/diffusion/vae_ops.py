@@ -74,7 +74,9 @@ def _tiling(vae: torch.nn.Module, tile_size: int, overlap: int) -> Iterator[None
 def decode(manager: ModelManager, vae_model: VaeModel, samples: torch.Tensor, *, tiled: bool | None = None,
            tile_size: int = 512, overlap: int = 64) -> torch.Tensor:
     """LATENT samples -> IMAGE. ``tiled=None`` decides from the memory available (a VAE without
-    tiled variants, the pixel family's, always decodes whole)."""
+    tiled variants, the pixel family's, always decodes whole). Raises ValueError naming both channel
+    counts for a latent of another family."""
+    _check_channels(vae_model, samples)
     with vae_model.use(manager) as vae, torch.no_grad():
         device, dtype = placement(vae, manager)
         z = (samples.float() / vae_model.scaling_factor + vae_model.shift_factor).to(device, dtype)
@@ -82,6 +84,15 @@ def decode(manager: ModelManager, vae_model: VaeModel, samples: torch.Tensor, *,
         use_tiles = _needs_tiling(vae, pixels) if tiled is None else tiled
         image = _tiles_on_oom(lambda tiles: _decode(vae, z, tiles, tile_size, overlap), use_tiles)
     return (image.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu()
+
+
+def _check_channels(vae_model: VaeModel, samples: torch.Tensor) -> None:
+    """Refuse a latent this VAE cannot decode before the first convolution does it in its own words:
+    since the pixel family (12 channels) sits beside SD's (4), a graph can wire the one to the other."""
+    if samples.ndim != 4 or samples.shape[1] != vae_model.latent_channels:
+        raise ValueError(f"samples: a {list(samples.shape)} latent does not fit this VAE, which decodes "
+                         f"[B, {vae_model.latent_channels}, H/{vae_model.downscale}, W/{vae_model.downscale}] "
+                         f"latents (a latent from another model family? decode with that model's VAE)")
 
 
 def _tiles_on_oom(run: Callable[[bool], T], use_tiles: bool) -> T:

@@ -94,3 +94,18 @@ def test_registered_in_the_demo_pack() -> None:
     from nodes.demo import nodeloom_register_nodes
 
     assert ProductShots in nodeloom_register_nodes()
+
+
+def test_a_run_interrupted_midway_is_rendered_again_not_refused(folders: FolderPaths) -> None:
+    def stop_after_two(node: str, value: float, maximum: float, preview: object, text: object) -> None:
+        if value >= 2:
+            raise KeyboardInterrupt  # as kill -9 or Ctrl-C between two pictures
+    ctx = Context(prompt_id="test", node_id="7", class_type="ProductShots", folders=folders, services=Services(),
+                  interrupt=InterruptFlag(), extra_data={}, report_progress=stop_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        ProductShots().run(ctx, **ARGS)
+    shots = folders.directory_for("input") / "shots"
+    assert (shots / "00001.png").exists() and not (shots / "00002.png").exists()
+    assert _check(folders) is None  # ours, unfinished: not "files not written by ProductShots"
+    low, _ = ProductShots().run(_ctx(folders), **ARGS)
+    assert len(low) == 6 and json.loads((shots / STAMP).read_text()).get("partial") is None

@@ -130,3 +130,10 @@ def test_an_area_in_sd_cells_covers_the_same_pixels_of_a_pixel_family_latent() -
     # A 128x128 image: SD latents [.., 16, 16] (8 px cells), pixel latents [.., 64, 64] (2 px cells).
     assert _area(extras, torch.Size([1, 4, 16, 16])) == (0, 8, 8, 8)
     assert _area(extras, torch.Size([1, 12, 64, 64]), 4) == (0, 32, 32, 32)
+
+
+def test_conditioning_of_another_text_encoder_width_is_refused_naming_the_side() -> None:
+    unet = RecordingUNet(cross_attention_dim=128)  # the demo model's width; _cond is 8 wide
+    with pytest.raises(ValueError, match=r"positive: the conditioning is 8 wide, this model's UNet takes 128"):
+        _denoiser(unet, 1.0)
+    assert _denoiser(RecordingUNet(cross_attention_dim=8), 7.0).copies == 2

@@ -58,3 +58,10 @@ def test_encode_decode_round_trip_shapes(vae_and_manager) -> None:
     latent = vae_ops.encode(manager, vae, image)
     assert latent.shape == (1, 4, 8, 8)
     assert vae_ops.decode(manager, vae, latent).shape == (1, 64, 64, 3)
+
+
+def test_a_latent_of_another_family_is_refused_naming_both_shapes(vae_and_manager) -> None:
+    vae, manager = vae_and_manager
+    pixel_latent = torch.zeros(1, 12, 16, 16)  # the pixel family's, as its sampler makes them
+    with pytest.raises(ValueError, match=r"\[1, 12, 16, 16\] latent does not fit this VAE.*\[B, 4, H/8, W/8\]"):
+        vae_ops.decode(manager, vae, pixel_latent)
