@@ -47,6 +47,7 @@ def build(out: Path = DEFAULT_TEMPLATES_DIR, workflows: Path = WORKFLOWS) -> lis
     from graph_runtime import FolderPaths, load_registry
     from graph_runtime.api_to_ui import api_to_ui
     from graph_runtime.executor import Runtime
+    from graph_runtime.formats import apply_overrides
     from nodes.diffusion.zoo import write_example_inputs, write_tiny_zoo
 
     metadata = json.loads((out / CATALOG).read_text())
@@ -59,10 +60,14 @@ def build(out: Path = DEFAULT_TEMPLATES_DIR, workflows: Path = WORKFLOWS) -> lis
         write_tiny_zoo(base / "models")
         write_example_inputs(base / "input")
         registry.startup({"base": str(base), "models": [str(base / "models")]})
-        runtime = Runtime(registry, folders=FolderPaths(base=base))
+        folders = FolderPaths(base=base)
+        registry.add_bundled_model_paths(folders)  # the demo workflow's trained models
+        runtime = Runtime(registry, folders=folders)
         for path in sorted(workflows.glob("*.json")):
             name, prompt = path.stem, json.loads(path.read_text())
-            result = runtime.execute(json.loads(path.read_text()))
+            # A catalog entry's "build_set" (NODE.INPUT=VALUE, as `nodeloom run --set`) shortens a
+            # workflow that trains for long (train_demo) for its thumbnail run; the gallery serves it as is.
+            result = runtime.execute(apply_overrides(prompt, metadata.get(name, {}).get("build_set", [])))
             if result.status != "success":
                 raise RuntimeError(f"{path.name} did not run: {result.error}")
             image = _first_image(result.outputs, base)

@@ -85,3 +85,24 @@ def test_train_esrgan_from_a_new_model_raises_held_out_psnr(make_ctx) -> None:
     (trained,) = UpscaleModelLoader().run(ctx, model_name=result.outputs[0])
     after = psnr(ImageUpscaleWithModel().run(ctx, upscale_model=trained, image=lr)[0], hr)
     assert after > before + 5, (before, after)
+
+
+def test_nearest_initialisation_starts_as_nearest_neighbour_upscaling() -> None:
+    """initialisation 'nearest': the untrained model already upscales (close to nearest-neighbour);
+    the paper's initialisation starts mid-grey. Both deterministic for a seed."""
+    import torch.nn.functional as F
+
+    from nodes.training.new_upscale_model import initial_state
+    from nodes.upscale.spandrel_models import registry
+
+    lr = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    nearest = F.interpolate(lr, scale_factor=4, mode="nearest")
+    outputs = {}
+    for init in ("nearest", "esrgan"):
+        net = registry().load(initial_state(16, 1, 4, 0, init)).model.eval()
+        with torch.no_grad():
+            outputs[init] = net(lr)
+    assert (outputs["nearest"] - nearest).abs().mean() < 0.05
+    assert (outputs["esrgan"] - nearest).abs().mean() > 0.15
+    assert torch.equal(registry().load(initial_state(16, 1, 4, 0, "nearest")).model.state_dict()["model.0.weight"],
+                       registry().load(initial_state(16, 1, 4, 0, "nearest")).model.state_dict()["model.0.weight"])
