@@ -1,5 +1,6 @@
-"""The demo model's data and judges: procedural product shots a model is trained on, and the
-measurements that say whether its pictures follow the prompt."""
+"""The demo model: `nodeloom demo` and its bundled models (``models/``, on every command's model
+path), the procedural product shots they were trained on, and the measurements that say whether
+its pictures follow the prompt."""
 
 from __future__ import annotations
 

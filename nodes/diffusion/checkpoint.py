@@ -19,7 +19,6 @@ from typing import Any
 import torch
 
 from nodes.diffusion.families import DEFAULT_FAMILY, FAMILIES, FamilySpec, family, family_of_keys
-from nodes.diffusion.pixel_vae import parameter_free_vae
 from nodes.diffusion.single_file import prediction_type_of, read_sidecar
 from nodes.infra import ldm_keys
 from nodes.infra.files import METADATA_KEY, ModelFileError, build_module, read_metadata, read_state_dict
@@ -214,6 +213,8 @@ def load_checkpoint(path: Path, *, tokenizer_root: Callable[[str], Path],
             spec["unet"] = unet_cfg
         converted = ldm_keys.unet_from_ldm(sd, unet_cfg)
         comp.unet = build_module("unet", unet_cfg, converted, name=name, dtype=dtypes.get("unet", torch.float32))
+    from nodes.diffusion.pixel_vae import parameter_free_vae  # diffusers' model classes: only when loading
+
     if "vae" in parts and (free := parameter_free_vae(spec.get("vae") or {})) is not None:
         comp.vae = free  # the pixel family's: nothing in the file, all in the config
     elif "vae" in parts and any(k.startswith(ldm_keys.VAE_PREFIX) for k in sd):

@@ -21,11 +21,8 @@ import torch
 from graph_runtime.context import Context, HookContext
 from graph_runtime.node import Int, Link, Node, Output, String
 from nodes.diffusion.families import PIXEL
-from nodes.diffusion.loading import part_ref, vae_value
 from nodes.diffusion.models import ClipModel, DiffusionModel, VaeModel
-from nodes.diffusion.pixel_vae import PixelUnshuffleVAE
 from nodes.infra.model_manager import ModelManager, manager_from
-from nodes.training.full_unet import fresh_unet, unet_overrides
 
 EXAMPLE = '{"block_out_channels": [32, 64], "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"], ...}'
 
@@ -39,9 +36,14 @@ def pixel_unet_config(overrides: dict[str, Any], cross_attention_dim: int) -> di
 def pixel_models(config: dict[str, Any], seed: int, *, label: str) -> tuple[DiffusionModel, VaeModel]:
     """(MODEL, VAE) of a fresh pixel UNet of ``config`` seeded with ``seed``, as model-manager
     references (nothing is built until first use)."""
+    from nodes.diffusion.loading import part_ref, vae_value  # diffusers: imported when a model is made
+
     vae_config = {k: v for k, v in PIXEL.shipped_config()["vae"].items() if not k.startswith("_")}
 
     def loader() -> dict[str, torch.nn.Module]:
+        from nodes.diffusion.pixel_vae import PixelUnshuffleVAE
+        from nodes.training.full_unet import fresh_unet
+
         return {"unet": fresh_unet(config, {}, seed), "vae": PixelUnshuffleVAE(**vae_config)}
 
     group = ("pixel-init", json.dumps(config, sort_keys=True), int(seed))
@@ -80,6 +82,9 @@ class InitPixelModel(Node):
 
     @classmethod
     def validate_inputs(cls, ctx: HookContext, **widgets: Any) -> str | None:
+        # full_unet (diffusers, peft) is imported when used: registering the pack must stay light.
+        from nodes.training.full_unet import unet_overrides
+
         if widgets.get("unet_config") is None:
             return None
         try:
@@ -92,6 +97,8 @@ class InitPixelModel(Node):
         if clip.family != PIXEL.name:
             raise ValueError(f"clip is a {clip.family} text encoder; InitPixelModel conditions a pixel-family UNet on "
                              f"a pixel-family CLIP (TrainCLIP's output, or a pixel checkpoint's)")
+        from nodes.training.full_unet import unet_overrides
+
         overrides = unet_overrides(unet_config)
         manager = manager_from(ctx.services)
         width = int(manager.ensure_loaded(clip.refs[0]).config.hidden_size)

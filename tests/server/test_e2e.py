@@ -224,6 +224,7 @@ def test_info_routes(server):
         stats = http.get("/system_stats")
         assert stats["system"]["ram_total"] > 0 and stats["devices"][0]["type"] == "cpu"
         assert http.get("/features")["supports_preview_metadata"] is True
-        assert "checkpoints" in http.get("/models") and http.get("/models/checkpoints") == []
+        # The only checkpoint on a fresh server is the bundled demo model (nodes/demo/models).
+        assert "checkpoints" in http.get("/models") and http.get("/models/checkpoints") == ["nodeloom-demo.safetensors"]
         assert http.post("/free", {"unload_models": True}) == {}
         assert "/prompt" in http.get("/openapi.json")["paths"]
