@@ -14,7 +14,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from nodes.infra.files import read_metadata, save_safetensors
+from nodes.infra.files import read_state_dict, save_safetensors
 
 DEMO_MODELS = Path(__file__).parent / "models"
 # (folder, file or folder name) the training workflow writes; the demo workflow loads the same.
@@ -25,10 +25,10 @@ COPIED = (("scorers", "nodeloom-demo-clip"), ("clip_tokenizer", "nodeloom-demo-c
 
 def halved(source: Path, target: Path) -> None:
     """``source`` with every floating-point tensor in fp16, metadata kept."""
-    from safetensors.torch import load_file
+    import torch
 
-    state = {k: v.half() if v.is_floating_point() else v for k, v in load_file(str(source)).items()}
-    save_safetensors(state, target, read_metadata(source) or None)
+    state, metadata = read_state_dict(source, dtype=torch.float16)
+    save_safetensors(state, target, metadata or None)
 
 
 def export(base: Path, target: Path = DEMO_MODELS) -> list[Path]:

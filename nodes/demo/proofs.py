@@ -17,7 +17,6 @@ import torch
 
 from graph_runtime.context import Context, InterruptFlag, Services
 from graph_runtime.folders import FolderPaths
-from nodes.demo.command import MODELS_YAML
 from nodes.demo.products import all_specs, parse_caption, render_pair, to_array
 
 CHECKPOINT, LORA = "nodeloom-demo.safetensors", "nodeloom-demo-slam.safetensors"
@@ -27,8 +26,10 @@ TEACHER_CFG = 3.0  # the guidance the UNet was distilled at (workflows/train_dem
 
 def demo_context(base: Path) -> Context:
     """A node context whose models are the bundled demo models (outputs under ``base``)."""
+    from graph_runtime import load_registry
+
     folders = FolderPaths(base=Path(base), models_roots=[Path(base) / "models"])
-    folders.load_extra_model_paths(MODELS_YAML)  # as every command adds it (nodeloom_model_paths)
+    load_registry(builtins=("nodes.demo",), entry_points=False).add_bundled_model_paths(folders)
     return Context(prompt_id="demo-proof", node_id="1", class_type="demo", folders=folders, services=Services(),
                    interrupt=InterruptFlag(), extra_data={}, report_progress=lambda *_: None)
 
