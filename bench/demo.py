@@ -8,7 +8,8 @@ On the 40 held-out prompts, one picture each: colour / background / shape accura
 separately trained classifier) for the demo's sampling (SLAMSampler 4 steps), for the student's
 deterministic 4 steps (KSampler tcd) and for the teacher (DDIM 25 and DDIM 4, cfg 3); the MSE of
 each 4-step sampler to the teacher's DDIM 25 from the same noise (the reference of this run); the
-scorer's caption ranking; and the wall time of `nodeloom demo` (a fresh process each time, process
+SLAM proof's figures over 4 noises per prompt (mean and median MSE, how often the student is the
+closer); the scorer's caption ranking; and the wall time of `nodeloom demo` (a fresh process each time, process
 start included) beside `python -c "import torch"` measured in the same run.
 """
 
@@ -90,6 +91,11 @@ def main() -> None:
             v = judge(images.numpy(), prompts)
             print(f"{name:40} {v.colour_accuracy:7.1%} {v.background_accuracy:7.1%} {v.shape_accuracy:7.1%} "
                   f"{v.accuracy:7.1%} {proofs.mse(images, reference):15.5f}")
+        errors = proofs.slam_errors(ctx, models, prompts)
+        teacher, student = errors["teacher"], errors["student"]
+        print(f"SLAM proof, {len(teacher)} pictures ({len(proofs.SLAM_PROOF_SEEDS)} noises per prompt), MSE to DDIM 25: "
+              f"teacher DDIM 4 mean {teacher.mean():.5f} median {teacher.median():.5f}; student tcd 4 mean "
+              f"{student.mean():.5f} median {student.median():.5f}; student closer for {(student < teacher).float().mean():.1%}")
         print(f"scorer: a held-out render's own caption first among all 255 captions for "
               f"{proofs.caption_ranking(ctx, prompts):.1%}, among the 40 held-out ones for "
               f"{proofs.caption_ranking(ctx, prompts, candidates=prompts):.1%}")

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -66,12 +68,12 @@ def png_floor(size: int, seconds: float = 2.0) -> float:
     image = Image.new("RGB", (size, size), (0x12, 0x34, 0x56))
     info = PngInfo()
     info.add_text("prompt", '{"1": {"class_type": "EmptyImage"}}')
-    folder = Path(tempfile.mkdtemp(prefix="nodeloom-floor-"))
-    count, began = 0, time.perf_counter()
-    while time.perf_counter() - began < seconds:
-        image.save(folder / f"floor_{count % 8}.png", pnginfo=info, compress_level=4)
-        count += 1
-    per_core = count / (time.perf_counter() - began)
+    with tempfile.TemporaryDirectory(prefix="nodeloom-floor-") as folder:
+        count, began = 0, time.perf_counter()
+        while time.perf_counter() - began < seconds:
+            image.save(Path(folder) / f"floor_{count % 8}.png", pnginfo=info, compress_level=4)
+            count += 1
+        per_core = count / (time.perf_counter() - began)
     return per_core * _cores()
 
 
@@ -198,6 +200,7 @@ def start_server(extra: list[str]) -> tuple[subprocess.Popen[bytes], str, float,
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     base = Path(tempfile.mkdtemp(prefix="nodeloom-bench-"))
+    atexit.register(shutil.rmtree, base, True)  # after main's finally has stopped the server
     began = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "server.cli", "--port", str(port), "--base", str(base),
                                 "--node-packs", "nodes.core", "--log-level", "warning", *extra],

@@ -6,7 +6,9 @@ folder of the session instead of the user's ~/.cache.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 import types
@@ -15,7 +17,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
-os.environ.setdefault("NODELOOM_CACHE_DIR", tempfile.mkdtemp(prefix="nodeloom-test-cache-"))
+if "NODELOOM_CACHE_DIR" not in os.environ:
+    os.environ["NODELOOM_CACHE_DIR"] = tempfile.mkdtemp(prefix="nodeloom-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["NODELOOM_CACHE_DIR"], True)
 
 from pathlib import Path  # noqa: E402
 

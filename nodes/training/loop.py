@@ -156,10 +156,12 @@ def training_fingerprint(ctx: HookContext, widgets: Mapping[str, Any]) -> Any:
 
 
 class TrainingNode(Node):
-    """Base of the training nodes: long-running (the server schedules them apart) and fingerprinted
-    by their run folders, so the cache never hands back an unfinished run's result."""
+    """Base of the training nodes: long-running (the server schedules them apart), output nodes
+    (what they write into models/ is their purpose, so a workflow of one training node runs) and
+    fingerprinted by their run folders, so the cache never hands back an unfinished run's result."""
 
     long_running = True
+    output_node = True
 
     @classmethod
     def fingerprint(cls, ctx: HookContext, **widgets: Any) -> Any:

@@ -204,7 +204,6 @@ class TrainSLAM(TrainingNode):
                    "4 steps with SLAMSampler (or KSampler lcm). The data are the teacher's own samples of the "
                    "prompts. Saves models/loras/<lora_name>.safetensors (kohya keys with alpha); outputs its name "
                    "for LoraLoader (and <lora_name>_diffusers/ for diffusers) and the loss per step. Resumes from the last checkpoint when run again.")
-    output_node = True
     inputs = [Link("model", "MODEL"), Link("clip", "CLIP"),
               String("prompts", "a photo of a product on a table", multiline=True,
                      tooltip="one prompt per line; the teacher draws samples_per_prompt samples of each"),

@@ -10,8 +10,10 @@ what the worker sent, a batch at a time. A whole prompt runs inside the actor; o
 
 from __future__ import annotations
 
+import atexit
 import os
 import queue
+import shutil
 import socket
 import tempfile
 import threading
@@ -57,6 +59,8 @@ class WorkerActor:
         publisher = None
         if publish_to is not None:
             staging = Path(tempfile.mkdtemp(prefix="nodeloom-actor-"))
+            # Published files leave staging at once; what stays (folders, temp previews) goes with the actor.
+            atexit.register(shutil.rmtree, staging, True)
             config.folders.output_dir = staging / "output"
             config.folders.temp_dir = staging / "temp"
             publisher = Publisher(config.folders.output_dir, publish_to)

@@ -1,6 +1,6 @@
 """The bundled demo model (nodes/demo/models, trained by workflows/train_demo.json) against the
 issue's claims, on the 40 held-out prompts (colour/shape and colour/shape/background combinations
-never seen in training), one picture each, at the demo's 4 SLAM steps."""
+never seen in training), one picture each, at the demo's 4 SLAM steps (the SLAM proof: four each)."""
 
 from __future__ import annotations
 
@@ -52,16 +52,14 @@ def test_shape_follows_the_prompt(demo_pictures: torch.Tensor) -> None:
     assert verdict.shape_accuracy >= 0.90, [v for v in verdict.verdicts if not v.shape_hit]
 
 
-@pytest.mark.xfail(strict=True, reason="not met by the bundled student (400 TrainSLAM steps): MSE to the teacher's "
-                   "DDIM 25 0.0100 vs the teacher's DDIM 4 0.0072 on the 40 prompts (docs/demo.md)")
+@pytest.mark.slow
 def test_slam_student_is_closer_to_the_teacher_25_steps_than_the_teacher_4_steps(ctx, models) -> None:  # noqa: ANN001
-    """Same noise per prompt: the student's 4 deterministic steps (KSampler tcd, cfg 1) against the
-    teacher's DDIM 25 (cfg 3) beat the teacher's own DDIM 4 (cfg 3)."""
-    prompts = PROMPTS
-    reference = proofs.pictures(ctx, models, prompts, student=False, steps=25)
-    teacher = proofs.mse(proofs.pictures(ctx, models, prompts, student=False, steps=4), reference)
-    student = proofs.mse(proofs.pictures(ctx, models, prompts, student=True, steps=4, sampler="tcd"), reference)
-    assert student < teacher, (student, teacher)
+    """Same noise: the student's 4 deterministic steps (KSampler tcd, cfg 1) are closer to the
+    teacher's DDIM 25 (cfg 3) than the teacher's own DDIM 4 (cfg 3) is, in mean MSE over the 40
+    prompts x 4 noises (measured 0.0054 vs 0.0062; median 0.0034 vs 0.0043). 480 samplings: ~3 min."""
+    errors = proofs.slam_errors(ctx, models, PROMPTS)
+    assert errors["student"].mean() < errors["teacher"].mean(), {k: float(v.mean()) for k, v in errors.items()}
+    assert errors["student"].median() < errors["teacher"].median(), {k: float(v.median()) for k, v in errors.items()}
 
 
 def test_scorer_ranks_the_matching_caption_first_among_the_held_out_captions(ctx) -> None:  # noqa: ANN001

@@ -59,3 +59,19 @@ def test_train_lora_workflow_interrupt_resume_and_cache(tmp_path: Path, zoo_root
     gone = runtime.execute(prompt, listeners=[listen])
     assert gone.status == "success" and "3" in gone.executed, "a cached name of a deleted LoRA was handed back"
     assert (tmp_path / "models" / "loras" / "nodeloom_red.safetensors").is_file() and steps == [20]
+
+
+def test_a_workflow_of_one_training_node_is_a_valid_prompt(tmp_path: Path) -> None:
+    """Training nodes write their models as their effect: they are output nodes, so a dataset and a
+    trainer alone make a prompt (no "Prompt has no outputs"); every training node is one."""
+    from graph_runtime import FolderPaths, HookContext, validate
+    from graph_runtime.registry import load_registry
+    from nodes.training.loop import TrainingNode
+
+    registry = load_registry(builtins=("nodes.demo", "nodes.training"), entry_points=False)
+    demo = json.loads((WORKFLOW.parent / "train_demo.json").read_text())
+    prompt = {"2": demo["2"], "3": demo["3"]}  # its ProductShots and TrainCLIP, nothing after them
+    result = validate(prompt, registry, ctx=HookContext(FolderPaths(base=tmp_path)))
+    assert result.ok, result.format()
+    trainers = [c for c in registry.nodes.values() if issubclass(c, TrainingNode)]
+    assert len(trainers) == 5 and all(c.output_node for c in trainers)
