@@ -9,7 +9,8 @@ separately trained classifier) for the demo's sampling (SLAMSampler 4 steps), fo
 deterministic 4 steps (KSampler tcd) and for the teacher (DDIM 25 and DDIM 4, cfg 3); the MSE of
 each 4-step sampler to the teacher's DDIM 25 from the same noise (the reference of this run); the
 SLAM proof's figures over 4 noises per prompt (mean and median MSE, how often the student is the
-closer); the scorer's caption ranking; and the wall time of `nodeloom demo` (a fresh process each time, process
+closer); the scorer's caption ranking; the upscaler's PSNR on held-out 32 -> 128 render pairs beside
+nearest-neighbour and bicubic; and the wall time of `nodeloom demo` (a fresh process each time, process
 start included) beside `python -c "import torch"` measured in the same run.
 """
 
@@ -99,6 +100,9 @@ def main() -> None:
         print(f"scorer: a held-out render's own caption first among all 255 captions for "
               f"{proofs.caption_ranking(ctx, prompts):.1%}, among the 40 held-out ones for "
               f"{proofs.caption_ranking(ctx, prompts, candidates=prompts):.1%}")
+        psnr = proofs.upscaler_psnr(ctx, prompts)
+        print("upscaler x4 on the held-out prompts' render pairs, PSNR: "
+              + ", ".join(f"{name} {db:.1f} dB" for name, db in psnr.items()))
     if args.runs:
         floor = min(wall([sys.executable, "-c", "import torch"]) for _ in range(args.runs))
         with tempfile.TemporaryDirectory() as tmp:

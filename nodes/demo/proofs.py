@@ -20,6 +20,7 @@ from graph_runtime.folders import FolderPaths
 from nodes.demo.products import all_specs, parse_caption, render_pair, to_array
 
 CHECKPOINT, LORA = "nodeloom-demo.safetensors", "nodeloom-demo-slam.safetensors"
+UPSCALER = "nodeloom-demo-esrgan-x4.safetensors"
 SCORER = "nodeloom-demo-clip"
 TEACHER_CFG = 3.0  # the guidance the UNet was distilled at (workflows/train_demo.json, TrainSLAM)
 
@@ -120,3 +121,22 @@ def caption_ranking(ctx: Context, prompts: list[str], seed: int = 0, candidates:
     similarity = image_embeddings(manager, scorer, images) @ text_embeddings(manager, scorer, captions).T
     best = [captions[int(i)] for i in similarity.argmax(dim=1)]
     return sum(b == p for b, p in zip(best, prompts)) / len(prompts)
+
+
+def upscaler_psnr(ctx: Context, prompts: list[str], seed: int = 10_000, upscaler: str = UPSCALER) -> dict[str, float]:
+    """PSNR (dB, pixels 0..1) against the 128 px render of each prompt's shot (noise of ``seed + i``)
+    of its 32 px box-reduced picture enlarged x4 by ``upscaler`` (a file in models/upscale_models),
+    and, as references, by nearest-neighbour and bicubic interpolation."""
+    import torch.nn.functional as F
+
+    from nodes.upscale.nodes_upscale import ImageUpscaleWithModel, UpscaleModelLoader
+
+    pairs = [render_pair(parse_caption(p), seed + i) for i, p in enumerate(prompts)]
+    low = torch.from_numpy(np.stack([to_array(small) for small, _ in pairs]))
+    high = torch.from_numpy(np.stack([to_array(large) for _, large in pairs]))
+    model = UpscaleModelLoader().run(ctx, model_name=upscaler)[0]
+    nchw = low.permute(0, 3, 1, 2)
+    enlarged = {"esrgan": ImageUpscaleWithModel().run(ctx, upscale_model=model, image=low)[0],
+                "nearest": F.interpolate(nchw, scale_factor=4, mode="nearest").permute(0, 2, 3, 1),
+                "bicubic": F.interpolate(nchw, scale_factor=4, mode="bicubic").clamp(0, 1).permute(0, 2, 3, 1)}
+    return {name: float(-10 * torch.log10((image.float() - high).pow(2).mean())) for name, image in enlarged.items()}
