@@ -68,7 +68,21 @@ def load_workflow(path: Path, env: Env, overrides: list[str]) -> Workflow:
     workflow = load_workflow_file(path, env.registry, ctx=env.runtime.hook_context)
     if overrides:
         workflow.prompt = apply_overrides(workflow.prompt, overrides)
+        check_override_inputs(workflow.prompt, overrides, env.registry)
     return workflow
+
+
+def check_override_inputs(prompt: dict[str, Any], overrides: list[str], registry: NodeRegistry) -> None:
+    """Refuse an override of an input its node does not declare: validation and the run ignore
+    undeclared inputs (as ComfyUI does), so a typo such as ``6.sed=3`` would change nothing, unsaid.
+    A node of an unknown class is left to validation, which names it."""
+    for assignment in overrides:
+        node_id, _, input_name = assignment.partition("=")[0].partition(".")
+        cls = registry.get(str(prompt[node_id].get("class_type")))
+        if cls is not None and cls.input_spec(input_name) is None:
+            names = ", ".join(spec.name for spec in cls.inputs if not spec.hidden)
+            raise WorkflowFormatError(f"override {assignment!r}: node {node_id} ({cls.__name__}) has no input "
+                                      f"{input_name!r} (its inputs: {names})")
 
 
 def describe_failure(error: ExecutionError) -> str:

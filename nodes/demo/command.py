@@ -20,6 +20,9 @@ WORKFLOW = DEMO_DIR.parents[1] / "workflows" / "demo.json"
 # The demo workflow's nodes the options set (workflows/demo.json).
 PROMPT_NODE, LATENT_NODE, SAMPLER_NODE = "2", "5", "6"
 DEFAULT_PROMPT = "a red mug on a white background"
+# The inputs the demo's own options set, and the option that sets each.
+OWNED_INPUTS = {f"{PROMPT_NODE}.value": "--prompt", f"{LATENT_NODE}.batch_size": "--n",
+                f"{SAMPLER_NODE}.seed": "--seed"}
 
 
 def add_command(subparsers: Any) -> None:
@@ -39,12 +42,28 @@ def parser() -> argparse.ArgumentParser:
     return own
 
 
+def owned_sets(rest: list[str]) -> list[str]:
+    """The ``--set NODE.INPUT=…`` among the passed-through ``run`` options that name an input the
+    demo's own options set: the demo's value would replace them without a word."""
+    sets = argparse.ArgumentParser(add_help=False)
+    sets.add_argument("--set", action="append", default=[], nargs="?")  # a bare --set: run's parser says so
+    assignments = [a for a in sets.parse_known_args(rest)[0].set if a is not None]
+    targets = [assignment.partition("=")[0] for assignment in assignments]  # as run's apply_overrides reads them
+    return [target for target in targets if target in OWNED_INPUTS]
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from graph_runtime.cli import build_parser
 
     own, rest = parser().parse_known_args(args.arguments)
     if not 1 <= own.n <= 64:
         print(f"nodeloom demo: --n must be 1 to 64, got {own.n}", file=sys.stderr)
+        return 2
+    clashes = owned_sets(rest)
+    for target in clashes:
+        print(f"nodeloom demo: --set {target} is what {OWNED_INPUTS[target]} sets: use {OWNED_INPUTS[target]}",
+              file=sys.stderr)
+    if clashes:
         return 2
     if not WORKFLOW.is_file() or not MODELS_YAML.is_file():
         print(f"nodeloom demo: {WORKFLOW} or {MODELS_YAML} is missing: the demo runs from a source checkout "

@@ -38,3 +38,15 @@ def test_demo_refuses_a_bad_count_and_names_it(tmp_path: Path) -> None:
 def test_run_options_pass_through_and_unknown_ones_are_named(tmp_path: Path) -> None:
     done = nodeloom("demo", "--frobnicate", cwd=tmp_path)
     assert done.returncode == 2 and "--frobnicate" in done.stderr
+
+
+def test_a_set_on_an_input_the_demo_options_own_is_refused_not_replaced(tmp_path: Path) -> None:
+    """`--set 2.value=…` would be overwritten by --prompt's default: the picture would silently be of
+    another prompt. It is refused, naming the option to use; other --set pass through."""
+    done = nodeloom("demo", "--set", "2.value=a blue lamp on a yellow background", "--set", "6.seed=5",
+                    "--set", "6.steps=2", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "--set 2.value is what --prompt sets: use --prompt" in done.stderr
+    assert "--set 6.seed is what --seed sets: use --seed" in done.stderr
+    assert "6.steps" not in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "output").exists()

@@ -171,6 +171,14 @@ def test_bad_override_exits_2(base: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "no node '77'" in capsys.readouterr().err
 
 
+def test_override_of_an_input_the_node_does_not_have_exits_2(base: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Undeclared inputs are ignored by the run: a misspelt --set would change nothing, unsaid."""
+    assert run(base, str(base / "wf.json"), "--set", "2.bye=3") == 2
+    err = capsys.readouterr().err
+    assert "override '2.bye=3': node 2 (CliDivide) has no input 'bye' (its inputs: " in err and "by" in err
+    assert not (base / "output" / "answer.txt").exists()
+
+
 def test_node_failure_exits_1_naming_the_node_without_traceback(base: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(base, str(base / "wf.json"), "--set", "2.by=0") == 1
     err = capsys.readouterr().err
