@@ -65,6 +65,9 @@ def run_demo(args: argparse.Namespace) -> int:
               file=sys.stderr)
     if clashes:
         return 2
+    if any(arg.split("=")[0] == "--from-png" for arg in rest):
+        print("nodeloom demo: the demo runs workflows/demo.json; --from-png belongs to `nodeloom run`", file=sys.stderr)
+        return 2
     if not WORKFLOW.is_file() or not MODELS_YAML.is_file():
         print(f"nodeloom demo: {WORKFLOW} or {MODELS_YAML} is missing: the demo runs from a source checkout "
               "(pip install -e .)", file=sys.stderr)

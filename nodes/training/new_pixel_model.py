@@ -57,6 +57,10 @@ def _trial(manager: ModelManager, model: DiffusionModel, config: dict[str, Any],
     (``layers_per_block`` 0, class embeddings nothing feeds) is named here, not at training step 1."""
     side = PIXEL.default_resolution // PIXEL.vae_scale_factor
     try:
+        manager.ensure_loaded(model.ref)
+    except ValueError as exc:  # fresh_unet's, which saw the merged config as its base: name the user's part
+        raise ValueError(f"unet_config {json.dumps(overrides)} does not make a UNet: {exc.__cause__ or exc}") from exc
+    try:
         with model.use(manager) as unet, torch.no_grad():
             weight = next(unet.parameters())
             x = torch.zeros(1, PIXEL.latent_channels, side, side, device=weight.device, dtype=weight.dtype)

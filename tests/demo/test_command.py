@@ -50,3 +50,9 @@ def test_a_set_on_an_input_the_demo_options_own_is_refused_not_replaced(tmp_path
     assert "--set 6.seed is what --seed sets: use --seed" in done.stderr
     assert "6.steps" not in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "output").exists()
+
+
+def test_from_png_is_named_as_a_run_option(tmp_path: Path) -> None:
+    done = nodeloom("demo", "--from-png", "x.png", cwd=tmp_path)
+    assert done.returncode == 2 and "nodeloom demo:" in done.stderr and "--from-png" in done.stderr, done.stderr
+    assert "nodeloom run:" not in done.stderr

@@ -68,8 +68,11 @@ def test_bad_unet_configs_are_validation_errors(run_folders: FolderPaths, unet_c
 
 def test_a_config_that_makes_no_working_unet_and_a_clip_of_another_family_are_named(make_ctx: CtxFactory) -> None:
     ctx = make_ctx()
-    with pytest.raises(ValueError, match="unet_config .* does not make a UNet"):
+    with pytest.raises(ValueError, match="unet_config .* does not make a UNet") as raised:
         pixel_model(ctx, unet_config='{"block_out_channels": [32, 64]}')  # three block types for two sizes
+    # Named once, with the user's overrides (not the message of the build nested in the trial's).
+    assert str(raised.value).startswith('unet_config {"block_out_channels": [32, 64]} does not make a UNet: ')
+    assert "cannot run" not in str(raised.value) and "{}" not in str(raised.value)
     with pytest.raises(ValueError, match="makes a UNet that cannot run"):
         pixel_model(ctx, unet_config=json.dumps({**json.loads(SMALL_PIXEL_UNET), "num_class_embeds": 4}))
     _, sd_clip, _ = CheckpointLoaderSimple().run(ctx, ckpt_name="tiny-sd15.safetensors")
