@@ -20,7 +20,10 @@ import json
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from graph_runtime import NodeRegistry
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO / "workflows"
@@ -30,11 +33,13 @@ THUMBNAIL_PIXELS = 128
 MODULE = {"moduleName": "default", "title": "NodeLoom examples", "type": "image"}
 
 
-def template_entry(name: str, meta: dict[str, Any], prompt: dict[str, Any]) -> dict[str, Any]:
+def template_entry(name: str, meta: dict[str, Any], prompt: dict[str, Any], registry: NodeRegistry) -> dict[str, Any]:
     """One template of the index: ``meta`` ({title, description, tags}) from templates.json, the
-    model files the workflow picks (every ``*_name`` input naming a file) as ``models``."""
-    models = sorted({v for node in prompt.values() for k, v in node.get("inputs", {}).items()
-                     if k.endswith("_name") and isinstance(v, str) and "." in v})
+    models the workflow picks (every value of a model-file input, folders such as a scorer's
+    included) as ``models``."""
+    models = sorted({v for node in prompt.values() if (cls := registry.get(str(node.get("class_type")))) is not None
+                     for k, v in node.get("inputs", {}).items()
+                     if isinstance(v, str) and (spec := cls.input_spec(k)) is not None and spec.model_folder})
     return {"name": name, "title": meta.get("title", name), "description": meta.get("description", ""),
             "mediaType": "image", "mediaSubtype": "webp", "tags": meta.get("tags", []), "models": models}
 
@@ -78,7 +83,7 @@ def build(out: Path = DEFAULT_TEMPLATES_DIR, workflows: Path = WORKFLOWS) -> lis
                 thumb = ImageOps.fit(picture.convert("RGB"), (THUMBNAIL_PIXELS,) * 2, Image.Resampling.NEAREST)
                 thumb.save(out / f"{name}-1.webp", format="WEBP", quality=80)
             (out / f"{name}.json").write_text(json.dumps(api_to_ui(prompt, registry), indent=1) + "\n")
-            entries.append(template_entry(name, metadata.get(name, {}), prompt))
+            entries.append(template_entry(name, metadata.get(name, {}), prompt, registry))
             written += [out / f"{name}.json", out / f"{name}-1.webp"]
     order = list(metadata)
     entries.sort(key=lambda e: (order.index(e["name"]) if e["name"] in order else len(order), e["name"]))

@@ -19,7 +19,7 @@ def real_registry() -> NodeRegistry:
     return load_registry()  # every installed pack, as the gallery is built
 
 
-def test_index_lists_every_example_workflow_with_its_catalog_entry() -> None:
+def test_index_lists_every_example_workflow_with_its_catalog_entry(real_registry: NodeRegistry) -> None:
     [module] = json.loads((DEFAULT_TEMPLATES_DIR / "index.json").read_text())
     catalog = json.loads((DEFAULT_TEMPLATES_DIR / CATALOG).read_text())
     names = [t["name"] for t in module["templates"]]
@@ -27,7 +27,7 @@ def test_index_lists_every_example_workflow_with_its_catalog_entry() -> None:
     assert names == list(catalog)  # the catalog's order
     for template in module["templates"]:
         prompt = json.loads((WORKFLOWS / f"{template['name']}.json").read_text())
-        assert template == template_entry(template["name"], catalog[template["name"]], prompt)
+        assert template == template_entry(template["name"], catalog[template["name"]], prompt, real_registry)
         assert template["title"] and template["description"]
 
 
