@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import random
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -318,7 +319,7 @@ class _Loop:
             with torch.autocast(self.recipe.device.type, dtype=self.amp, enabled=self.amp is not None):
                 loss = self.recipe.loss(batch, step)
             value = float(loss.detach())
-            if not torch.isfinite(torch.tensor(value)):
+            if not math.isfinite(value):
                 raise TrainingError(f"the loss is {value} at step {step}: lower the learning rate, or train in "
                                     f"bf16/fp32 instead of fp16")
             self.scaler.scale(loss / n).backward()
