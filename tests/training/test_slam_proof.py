@@ -140,9 +140,10 @@ def test_student_4_steps_are_closer_to_the_teacher_50_steps_than_the_teacher_4_s
 def test_distilling_the_demo_teacher_beats_its_own_4_steps(tmp_path: Path) -> None:
     """The issue's 4-step claim on a real small teacher: the demo's pixel UNet (10.9M parameters,
     trained from scratch by DistillFineTune, nodes/demo/models) distilled here by TrainSLAM with
-    workflows/train_demo.json's settings (400 steps, batch 32; ~8 min on 2 cores). From the same
-    noise, on the 40 held-out prompts x 4 noises, its deterministic 4 steps are closer to the
-    teacher's DDIM 50 than the teacher's own DDIM 4, in mean and in median MSE."""
+    workflows/train_demo.json's settings (400 steps, batch 32; about 15 min on 2 cores, TrainSLAM 11
+    of them). From the same noise, on the 40 held-out prompts x 4 noises, its deterministic 4 steps
+    are closer to the teacher's DDIM 50 than the teacher's own DDIM 4, in mean and in median MSE
+    (measured: mean 0.0034 vs 0.0060, median 0.0031 vs 0.0047)."""
     from nodes.demo import proofs
     from nodes.demo.products import held_out_prompts
 
