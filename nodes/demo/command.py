@@ -42,14 +42,19 @@ def parser() -> argparse.ArgumentParser:
     return own
 
 
-def owned_sets(rest: list[str]) -> list[str]:
-    """The ``--set NODE.INPUT=…`` among the passed-through ``run`` options that name an input the
-    demo's own options set: the demo's value would replace them without a word."""
-    sets = argparse.ArgumentParser(add_help=False)
-    sets.add_argument("--set", action="append", default=[], nargs="?")  # a bare --set: run's parser says so
-    assignments = [a for a in sets.parse_known_args(rest)[0].set if a is not None]
-    targets = [assignment.partition("=")[0] for assignment in assignments]  # as run's apply_overrides reads them
-    return [target for target in targets if target in OWNED_INPUTS]
+def refused(rest: list[str]) -> list[str]:
+    """Why the passed-through ``run`` options cannot go with the demo (empty when they can): a
+    ``--set`` on an input the demo's own options set (their value would replace it without a word),
+    or ``--from-png`` (the demo runs its own workflow). Read as run's parser reads them."""
+    passed = argparse.ArgumentParser(add_help=False)
+    passed.add_argument("--set", action="append", default=[], nargs="?")  # a bare --set: run's parser says so
+    passed.add_argument("--from-png", nargs="?", const="")
+    options = passed.parse_known_args(rest)[0]
+    targets = [assignment.partition("=")[0] for assignment in options.set if assignment is not None]
+    problems = [f"--set {t} is what {OWNED_INPUTS[t]} sets: use {OWNED_INPUTS[t]}" for t in targets if t in OWNED_INPUTS]
+    if options.from_png is not None:
+        problems.append("the demo runs workflows/demo.json; --from-png belongs to `nodeloom run`")
+    return problems
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -59,14 +64,10 @@ def run_demo(args: argparse.Namespace) -> int:
     if not 1 <= own.n <= 64:
         print(f"nodeloom demo: --n must be 1 to 64, got {own.n}", file=sys.stderr)
         return 2
-    clashes = owned_sets(rest)
-    for target in clashes:
-        print(f"nodeloom demo: --set {target} is what {OWNED_INPUTS[target]} sets: use {OWNED_INPUTS[target]}",
-              file=sys.stderr)
-    if clashes:
-        return 2
-    if any(arg.split("=")[0] == "--from-png" for arg in rest):
-        print("nodeloom demo: the demo runs workflows/demo.json; --from-png belongs to `nodeloom run`", file=sys.stderr)
+    problems = refused(rest)
+    for problem in problems:
+        print(f"nodeloom demo: {problem}", file=sys.stderr)
+    if problems:
         return 2
     if not WORKFLOW.is_file() or not MODELS_YAML.is_file():
         print(f"nodeloom demo: {WORKFLOW} or {MODELS_YAML} is missing: the demo runs from a source checkout "
