@@ -12,13 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import networkx as nx
-
+from graph_runtime.dag import LinkGraph
 from graph_runtime.formats import ApiPrompt, WorkflowFormatError, is_link
 from graph_runtime.node import InputSpec, Node
 from graph_runtime.registry import NodeRegistry
 from graph_runtime.widget_layout import SEED_NAMES, widget_specs
-from graph_runtime.validation import link_graph, node_sort_key
+from graph_runtime.validation import node_sort_key
 
 COLUMN_WIDTH, ROW_HEIGHT, NODE_WIDTH = 380, 300, 320
 
@@ -88,10 +87,10 @@ def _socket(ui_node: dict[str, Any], name: str, spec: InputSpec | None) -> int:
 
 def _layout(prompt: ApiPrompt) -> dict[str, tuple[int, int]]:
     """Each node's column is its longest path from a source node; rows follow node id order."""
-    graph = link_graph(prompt)
+    graph = LinkGraph.of(prompt)
     depth: dict[str, int] = {}
-    for node_id in _topological(graph, prompt):
-        depth[node_id] = max((depth[p] + 1 for p in graph.predecessors(node_id)), default=0)
+    for node_id in _topological(graph):
+        depth[node_id] = max((depth[p] + 1 for p in graph.parents[node_id]), default=0)
     rows: dict[int, int] = {}
     positions = {}
     for node_id in sorted(prompt, key=lambda n: (depth[n], node_sort_key(n))):
@@ -101,8 +100,8 @@ def _layout(prompt: ApiPrompt) -> dict[str, tuple[int, int]]:
     return positions
 
 
-def _topological(graph: nx.DiGraph, prompt: ApiPrompt) -> list[str]:
+def _topological(graph: LinkGraph) -> list[str]:
     try:
-        return list(nx.lexicographical_topological_sort(graph, key=node_sort_key))
-    except nx.NetworkXUnfeasible:
+        return graph.order(node_sort_key)
+    except ValueError:
         raise WorkflowFormatError("the prompt's links form a cycle; it cannot be laid out") from None

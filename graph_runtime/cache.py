@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 CachePolicy = Literal["lru", "none"]
+# What an output cache keeps once its owner goes idle: the last run's outputs, or all it holds.
+IdleKeep = Literal["last-prompt", "all"]
+IDLE_KEEP: tuple[IdleKeep, ...] = ("last-prompt", "all")
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ class OutputCache:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
+        self._last_run: frozenset[str] = frozenset()
         self._nbytes = 0
         self._hits = self._misses = self._evictions = 0
 
@@ -77,6 +81,19 @@ class OutputCache:
         self._entries[key] = CacheEntry(outputs, ui, nbytes)
         self._nbytes += nbytes
         self._evict()
+
+    def note_run(self, keys: Iterable[str]) -> None:
+        """Record the signatures of the nodes of the run that is starting (see keep_last_run)."""
+        self._last_run = frozenset(keys)
+
+    def keep_last_run(self) -> int:
+        """Drop every entry the last noted run's nodes do not have: what re-running that prompt,
+        or a variant of it, needs stays; outputs of older prompts go. Returns the entries dropped."""
+        stale = [key for key in self._entries if key not in self._last_run]
+        for key in stale:
+            self._nbytes -= self._entries.pop(key).nbytes
+        self._evictions += len(stale)
+        return len(stale)
 
     def clear(self) -> None:
         self._entries.clear()

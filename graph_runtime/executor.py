@@ -121,6 +121,7 @@ class _Run:
         started = time.perf_counter()
         try:
             self._compute_signatures()
+            self.runtime.cache.note_run(self.signatures.values())
             needed, cached = self._plan()
             self.total = len(needed)
             self.remaining_uses = self._count_uses(needed)

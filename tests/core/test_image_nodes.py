@@ -152,3 +152,22 @@ def test_image_pad_for_outpaint_pads_grey_and_masks_new_area(graphs):
     assert inner[0, 0] == 1.0 and 0 < inner[10, 1] < 1  # feathered into the original near padded sides
     assert inner[10, 10] == 0 and inner[0, 10] == 0  # untouched middle and unpadded top edge
     assert inner[10, 1] > inner[10, 2] > inner[10, 3] > inner[10, 4] == 0
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_nearest_exact_resize_is_interpolate_exactly(channels_last):
+    # resize gathers pixels instead of calling interpolate: every size pair must read the same
+    # source pixel, in up- and downscaling, odd ratios and huge factors alike; (2, 41) and (2, 141)
+    # are pairs where the kernel's float rounding departs from the formula in its source
+    from nodes.core.imaging import resize
+
+    generator = torch.Generator().manual_seed(0)
+    sizes = [(1, 1), (1, 7), (7, 1), (3, 5), (5, 3), (2, 41), (2, 141), (141, 2), (384, 768), (768, 384), (17, 1000), (1000, 17), (333, 334)]
+    sizes += [tuple(int(v) for v in torch.randint(1, 300, (2,), generator=generator)) for _ in range(40)]
+    for old, new in sizes:
+        image = torch.rand(2, old, old + 3, 3, generator=generator)
+        samples = image.movedim(-1, 1) if channels_last else image.movedim(-1, 1).contiguous()
+        expected = torch.nn.functional.interpolate(samples, size=(new, new + 1), mode="nearest-exact")
+        got = resize(samples, new + 1, new, "nearest-exact")
+        assert torch.equal(got, expected), (old, new)
+        assert got.stride() == expected.stride(), (old, new)

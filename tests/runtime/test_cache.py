@@ -71,3 +71,16 @@ def test_clear() -> None:
     put(cache, "a")
     cache.clear()
     assert len(cache) == 0 and cache.stats().nbytes == 0
+
+
+def test_keep_last_run_drops_only_what_the_last_run_did_not_have() -> None:
+    cache = OutputCache()
+    cache.note_run(["a", "b"])
+    put(cache, "a", torch.zeros(100))
+    put(cache, "b", torch.zeros(200))
+    cache.note_run(["b", "c"])  # b is found in the cache by this run, c is new
+    put(cache, "c", torch.zeros(300))
+    assert cache.keep_last_run() == 1
+    assert "a" not in cache and "b" in cache and "c" in cache
+    assert cache.stats().nbytes == estimate_nbytes(([torch.zeros(200)],)) + estimate_nbytes(([torch.zeros(300)],))
+    assert cache.stats().evictions == 1

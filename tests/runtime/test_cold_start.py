@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
-HEAVY = ("torch", "diffusers", "transformers", "diffusers.loaders.single_file_utils", "scipy", "peft")
+HEAVY = ("torch", "diffusers", "transformers", "diffusers.loaders.single_file_utils", "scipy", "peft", "networkx")
 
 # Run as the console script does (``main()`` without arguments), then report from an atexit
 # handler, which runs after main returned: what was imported, and whether objects were frozen.
@@ -41,7 +41,7 @@ def test_image_ops_run_imports_no_diffusion_library_and_skips_shutdown_collectio
                        tmp_path)
     assert code == 0
     assert list((tmp_path / "output" / "nodeloom").glob("image_ops_*.png"))
-    # torch holds the IMAGE tensors; nothing of diffusers, transformers, peft or scipy is loaded.
+    # torch holds the IMAGE tensors; nothing of diffusers, transformers, peft, scipy or networkx is loaded.
     assert probe["imported"] == ["torch"]
     assert probe["frozen"] > 100_000
 
