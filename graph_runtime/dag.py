@@ -49,14 +49,11 @@ class LinkGraph:
 
     def ancestors(self, node_id: str) -> set[str]:
         """Every node ``node_id`` reads from, directly or not (itself only through a cycle)."""
-        found: set[str] = set()
-        stack = list(self.parents.get(node_id, ()))
-        while stack:
-            current = stack.pop()
-            if current not in found:
-                found.add(current)
-                stack.extend(self.parents[current] - found)
-        return found
+        return _reach([node_id], self.parents)
+
+    def descendants(self, nodes: Iterable[str]) -> set[str]:
+        """Every node reading from one of ``nodes``, directly or not (those only through a cycle)."""
+        return _reach(nodes, self.children)
 
     def subgraph(self, nodes: Iterable[str]) -> LinkGraph:
         keep = set(nodes) & self.parents.keys()
@@ -146,3 +143,14 @@ class LinkGraph:
                 elif child in on_stack:
                     low[node_id] = min(low[node_id], index[child])
         return components
+
+
+def _reach(starts: Iterable[str], edges: dict[str, set[str]]) -> set[str]:
+    found: set[str] = set()
+    stack = [n for start in starts for n in edges.get(start, ())]
+    while stack:
+        current = stack.pop()
+        if current not in found:
+            found.add(current)
+            stack.extend(edges[current] - found)
+    return found

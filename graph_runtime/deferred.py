@@ -17,11 +17,27 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from graph_runtime.context import Context
 
 # The Services key nodes look the writer up under.
 BACKGROUND_WRITES = "background_writes"
+# A file being written is named <name>.partial until complete; it holds its counter meanwhile.
+PARTIAL_SUFFIX = ".partial"
+
+
+def remove_partial_files(folder: Path) -> int:
+    """Delete the ``.partial`` files under ``folder``, left by a writer killed mid-write (they are
+    never completed); only for a folder no writer uses now. Returns how many."""
+    removed = 0
+    for path in folder.rglob("*" + PARTIAL_SUFFIX) if folder.is_dir() else ():
+        try:
+            path.unlink()
+            removed += 1
+        except OSError:
+            continue
+    return removed
 
 
 @dataclass(frozen=True)

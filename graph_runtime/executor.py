@@ -246,12 +246,11 @@ class _Run:
         return [name for name in asked if name in links and name not in wanted]
 
     def _run_node(self, node_id: str, cls: type[Node]) -> None:
-        if self.interrupt.is_set():
-            self.current_node = node_id
-            raise Interrupted(node_id)
         self.current_node = node_id
         self.bus.emit(Executing(prompt_id=self.prompt_id, node_id=node_id, class_type=cls.__name__,
                                 display_node=node_id, workflow=self._workflow_progress(0.0)))
+        if self.interrupt.is_set():  # as ComfyUI: the node starts, then finds the interrupt
+            raise Interrupted(node_id)
         # Lazy inputs the node never asked for arrive as None (their sources did not run).
         inputs = self._gather_inputs(node_id, cls, lazy_pending=cls.lazy_input_names())
         ctx = self._context(node_id, cls)

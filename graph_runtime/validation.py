@@ -82,7 +82,8 @@ class ValidationResult:
         if self.prompt_error is not None or any(e.type in WHOLE_PROMPT_ERRORS for e in self.node_errors):
             return []
         failed = {e.node_id for e in self.node_errors}
-        return [o for o in self.outputs if not failed & self._ancestors_of(o)]
+        tainted = failed | self._graph.descendants(failed)
+        return [o for o in self.outputs if o not in tainted]
 
     def to_comfy(self) -> dict[str, Any]:
         """ComfyUI's ``{"error": ..., "node_errors": {...}}`` body."""
@@ -94,8 +95,8 @@ class ValidationResult:
             entry = grouped.setdefault(err.node_id, {"errors": [], "dependent_outputs": [],
                                                      "class_type": err.class_type})
             entry["errors"].append(err.as_comfy())
-        for node_id, entry in grouped.items():
-            entry["dependent_outputs"] = [o for o in self.outputs if node_id in self._ancestors_of(o)]
+        for node_id, outputs in self._dependent_outputs(set(grouped)).items():
+            grouped[node_id]["dependent_outputs"] = outputs
         return grouped
 
     def format(self) -> str:
@@ -108,8 +109,24 @@ class ValidationResult:
             lines += [f"  - {e.describe()}" for e in self.node_errors]
         return "\n".join(lines)
 
-    def _ancestors_of(self, output: str) -> set[str]:
-        return LinkGraph.of(self.prompt).ancestors(output) | {output}
+    @functools.cached_property
+    def _graph(self) -> LinkGraph:
+        return LinkGraph.of(self.prompt)
+
+    def _dependent_outputs(self, failed: set[str]) -> dict[str, list[str]]:
+        """The outputs depending on each failed node (itself included), in output order. Searched
+        from the smaller side, failed nodes down or outputs up: a prompt of thousands of outputs
+        and one error, or of thousands of errors and one output, takes one search."""
+        found: dict[str, list[str]] = {node_id: [] for node_id in failed}
+        if len(failed) <= len(self.outputs):
+            for node_id in failed:
+                reached = self._graph.descendants([node_id]) | {node_id}
+                found[node_id] = [o for o in self.outputs if o in reached]
+        else:
+            for output in self.outputs:
+                for node_id in (self._graph.ancestors(output) | {output}) & failed:
+                    found[node_id].append(output)
+        return found
 
 
 class WorkflowInvalid(Exception):

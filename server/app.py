@@ -15,6 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from graph_runtime.deferred import remove_partial_files
 from server.http.body_limits import BodyLimitMiddleware, BodyLimits
 from server.http.routes_files import files_router
 from server.http.routes_info import VERSION, info_router
@@ -42,6 +43,10 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # No worker runs yet: a .partial file now was left by one killed while writing it.
+        for folder in (settings.folders.output_dir, settings.folders.temp_dir):
+            if removed := remove_partial_files(folder):
+                log.warning("removed %d incomplete output file(s) under %s", removed, folder)
         scheduler = Scheduler(settings)
         app.state.scheduler = scheduler
         await scheduler.start()

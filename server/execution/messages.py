@@ -5,7 +5,7 @@ Server → worker: the ``WorkerConfig`` once, then ``Run``, ``Cancel``, ``Interr
 Worker → server: ``Ready`` once (or ``Failed`` when it cannot start), then ``WorkerEvent`` (or
 ``Events``, several in order) for every graph_runtime event, ``Done`` or ``Dropped`` for every
 ``Run`` (sent only once the files its nodes wrote are complete), ``Freed`` for every
-``Free``, and ``SchemasReply``.
+``Free`` and whenever idling released cached outputs, and ``SchemasReply``.
 """
 
 from __future__ import annotations
@@ -174,7 +174,8 @@ class Dropped:
 
 @dataclass(frozen=True)
 class Freed:
-    """A ``Free`` was done: what the worker holds now (as in ``Done``)."""
+    """A ``Free`` was done, or the idle worker released cached outputs: what it holds now (as in
+    ``Done``)."""
 
     resources: dict[str, Any] | None
     cache_stats: dict[str, Any] | None

@@ -162,8 +162,8 @@ class _Worker:
             try:
                 job = self.jobs.get(timeout=IDLE_TIDY_SECONDS if tidy else None)
             except queue.Empty:
-                if self.config.cache_when_idle == "last-prompt":
-                    self.runtime.cache.keep_last_run()
+                if self.config.cache_when_idle == "last-prompt" and self.runtime.cache.keep_last_run():
+                    self.send(Freed(self.resources(), self.cache_stats()))  # /system_stats shows the drop
                 _release_memory()
                 tidy = False
                 continue

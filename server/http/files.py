@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from graph_runtime.deferred import PARTIAL_SUFFIX
 from graph_runtime.folders import FolderPaths, UnsafePath, safe_join
 from server.settings import DEFAULT_MAX_IMAGE_PIXELS
 
@@ -118,7 +119,7 @@ def view(folders: FolderPaths, *, filename: str, kind: str = "output", subfolder
          max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Served:
     """The file (a Path, served as is) or re-encoded bytes, with its media type."""
     path = resolve(folders, kind, filename, subfolder)
-    if not path.is_file():
+    if not path.is_file() or path.name.endswith(PARTIAL_SUFFIX):  # one still being written is not there yet
         raise FileRequestError(404, f"no file {filename!r} in {kind}/{subfolder}")
     channel = (channel or "rgba").lower()
     if channel not in ("rgba", "rgb", "a"):

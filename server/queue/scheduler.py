@@ -112,13 +112,13 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         # Off the event loop: a large prompt takes a while to read and validate, and other
         # requests and the websockets keep being answered meanwhile.
-        sub, result, refused = await loop.run_in_executor(self._validator, self._check, body)
+        sub, result, refused, report = await loop.run_in_executor(self._validator, self._check, body)
         if any(e.type == "value_not_in_list" for e in (refused or result).node_errors):
             # Choices may have changed since the schemas were taken (an uploaded image): refresh once.
             await self.refresh_schemas()
-            sub, result, refused = await loop.run_in_executor(self._validator, self._check, body)
+            sub, result, refused, report = await loop.run_in_executor(self._validator, self._check, body)
         if not result.ok:
-            raise SubmissionError(result.to_comfy())
+            raise SubmissionError(report)
         prompt_id = sub.prompt_id or str(uuid.uuid4())
         if self.store.get(prompt_id) is not None:
             raise refuse("prompt_id must be a new, unique string")
@@ -127,18 +127,22 @@ class Scheduler:
         self._enqueue(item)
         self.broadcast_status()
         self.dispatch()
-        return Submitted(prompt_id, item.comfy_number, refused.comfy_node_errors() if refused else {})
+        return Submitted(prompt_id, item.comfy_number, report)
 
-    def _check(self, body: dict[str, Any]) -> tuple[Submission, ValidationResult, ValidationResult | None]:
+    def _check(self, body: dict[str, Any]) -> tuple[Submission, ValidationResult, ValidationResult | None,
+                                                    dict[str, Any]]:
         """Read and validate a submission (on a validator thread): the submission, the result to
-        queue (or refuse, when not ok), and the whole prompt's result when only some of its
-        outputs are valid. As ComfyUI, those run and the others are reported in node_errors."""
+        queue (or refuse, when not ok), the whole prompt's result when only some of its outputs are
+        valid (as ComfyUI, those run and the others are reported in node_errors), and the body to
+        answer with: ComfyUI's error body when refused, else the node_errors of the outputs left
+        out. The bodies are built here too: for a prompt of thousands of nodes they take a while."""
         sub = read_submission(body, self.catalog.registry, self.catalog.hook_context, self.limits)
         result = self.catalog.validate(sub.prompt, targets=sub.targets, limits=self.limits)
         runnable = result.runnable_outputs() if not result.ok else []
         if not runnable:
-            return sub, result, None
-        return sub, self.catalog.validate(sub.prompt, targets=runnable, limits=self.limits), result
+            return sub, result, None, result.to_comfy() if not result.ok else {}
+        partial = self.catalog.validate(sub.prompt, targets=runnable, limits=self.limits)
+        return sub, partial, result, partial.to_comfy() if not partial.ok else result.comfy_node_errors()
 
     async def refresh_schemas(self) -> None:
         fresh = await self.pool.schemas(timeout=10.0)

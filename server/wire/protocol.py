@@ -94,10 +94,11 @@ class PromptTranslator:
             out.messages.append(message("executing", {"node": event.node_id, "display_node": event.display_node,
                                                       "prompt_id": pid}))
         elif isinstance(event, Progress):
+            # As ComfyUI: the node's progress_state, then ``progress``.
             self._set(event.node_id, event.value, event.max, "running")
+            self._report_state(out, listening)
             out.messages.append(message("progress", {"value": event.value, "max": event.max,
                                                      "prompt_id": pid, "node": event.node_id}))
-            self._report_state(out, listening)
             out.preview, out.text, out.node_id = event.preview, event.text, event.node_id
         elif isinstance(event, Executed):
             out.messages.append(message("executed", {"node": event.node_id, "display_node": event.display_node,
@@ -113,9 +114,9 @@ class PromptTranslator:
                 self._report_state(out, listening)
             out.messages.append(message("execution_success", {"prompt_id": pid, "timestamp": event.timestamp}))
         elif isinstance(event, ExecutionError):
+            # ComfyUI sends no progress_state for a failed node: execution_error says it all.
             if event.node_id in self.nodes:
                 self.nodes[event.node_id]["state"] = "error"
-                self._report_state(out, listening)
             out.messages.append(message("execution_error", error_data(event)))
         elif isinstance(event, ExecutionInterrupted):
             out.messages.append(message("execution_interrupted", {

@@ -155,19 +155,34 @@ def test_image_pad_for_outpaint_pads_grey_and_masks_new_area(graphs):
 
 
 @pytest.mark.parametrize("channels_last", [True, False])
-def test_nearest_exact_resize_is_interpolate_exactly(channels_last):
-    # resize gathers pixels instead of calling interpolate: every size pair must read the same
-    # source pixel, in up- and downscaling, odd ratios and huge factors alike; (2, 41) and (2, 141)
-    # are pairs where the kernel's float rounding departs from the formula in its source
+@pytest.mark.parametrize("channels, other", [(3, (5, 6)), (3, (64, 64)), (4, (2, 40)), (1, (40, 33))])
+def test_nearest_exact_resize_is_interpolate_exactly(channels_last, channels, other):
+    # resize gathers pixels where the source positions are unambiguous and calls interpolate
+    # elsewhere: every size pair must give interpolate's pixels in its layout, whatever kernel path
+    # torch takes for the other axis' size and the channels (2 → 97 rows on a 64-wide image falls
+    # on a pixel border, where the kernels round differently from a narrow image)
     from nodes.core.imaging import resize
 
     generator = torch.Generator().manual_seed(0)
-    sizes = [(1, 1), (1, 7), (7, 1), (3, 5), (5, 3), (2, 41), (2, 141), (141, 2), (384, 768), (768, 384), (17, 1000), (1000, 17), (333, 334)]
-    sizes += [tuple(int(v) for v in torch.randint(1, 300, (2,), generator=generator)) for _ in range(40)]
+    sizes = [(1, 1), (1, 7), (7, 1), (3, 5), (5, 3), (2, 41), (2, 97), (2, 141), (141, 2), (384, 768),
+             (768, 384), (512, 768), (17, 1000), (1000, 17), (333, 334)]
+    sizes += [tuple(int(v) for v in torch.randint(1, 300, (2,), generator=generator)) for _ in range(30)]
     for old, new in sizes:
-        image = torch.rand(2, old, old + 3, 3, generator=generator)
-        samples = image.movedim(-1, 1) if channels_last else image.movedim(-1, 1).contiguous()
-        expected = torch.nn.functional.interpolate(samples, size=(new, new + 1), mode="nearest-exact")
-        got = resize(samples, new + 1, new, "nearest-exact")
-        assert torch.equal(got, expected), (old, new)
-        assert got.stride() == expected.stride(), (old, new)
+        for axis in (-2, -1):  # the pair on the rows, then on the columns
+            shape_in, shape_out = [other[0], other[0]], [other[1], other[1]]
+            shape_in[axis], shape_out[axis] = old, new
+            image = torch.rand(2, *shape_in, channels, generator=generator)
+            samples = image.movedim(-1, 1) if channels_last else image.movedim(-1, 1).contiguous()
+            expected = torch.nn.functional.interpolate(samples, size=tuple(shape_out), mode="nearest-exact")
+            got = resize(samples, shape_out[1], shape_out[0], "nearest-exact")
+            assert torch.equal(got, expected), (old, new, axis)
+            assert got.stride() == expected.stride(), (old, new, axis)
+
+
+def test_nearest_exact_gathers_integer_upscales_and_leaves_pixel_borders_to_interpolate():
+    from nodes.core.imaging import exact_source_indices
+
+    assert exact_source_indices(384, 768).tolist() == [i // 2 for i in range(768)]
+    assert exact_source_indices(3, 7).tolist() == [0, 0, 1, 1, 1, 2, 2]
+    assert exact_source_indices(2, 97) is None  # output row 48 lies exactly on the border
+    assert exact_source_indices(512, 768) is None  # 1.5x: every third row on a border

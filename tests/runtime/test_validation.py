@@ -252,3 +252,29 @@ def test_nothing_runs_beside_an_unknown_node_type_or_without_a_valid_output(regi
     assert check(unknown, registry).runnable_outputs() == []
     all_bad = {"1": {"class_type": "Number", "inputs": {"value": "x"}}, "2": sink("1")}
     assert check(all_bad, registry).runnable_outputs() == []
+
+
+def test_a_large_prompt_with_many_errors_and_outputs_gets_its_body_in_one_pass(registry: NodeRegistry) -> None:
+    # a 3000-node chain with an error at its head and an output on every link, plus 300 broken
+    # nodes each with its own output: each error's dependent_outputs come from one search (built
+    # per error and output, this body took minutes)
+    prompt: dict[str, Any] = {"c0": {"class_type": "Number", "inputs": {"value": "not a number"}}}
+    for i in range(1, 3000):
+        prompt[f"c{i}"] = {"class_type": "Double", "inputs": {"x": [f"c{i - 1}", 0]}}
+        prompt[f"o{i}"] = sink(f"c{i}")
+    for i in range(300):
+        prompt[f"b{i}"] = {"class_type": "Double", "inputs": {"x": ["missing", 0]}}
+        prompt[f"p{i}"] = sink(f"b{i}")
+    body = check(prompt, registry).to_comfy()["node_errors"]
+    assert len(body) == 301
+    assert sorted(body["c0"]["dependent_outputs"]) == sorted(f"o{i}" for i in range(1, 3000))
+    assert all(body[f"b{i}"]["dependent_outputs"] == [f"p{i}"] for i in range(300))
+
+
+def test_a_long_cycle_is_reported_on_each_node_once(registry: NodeRegistry) -> None:
+    prompt: dict[str, Any] = {str(i): {"class_type": "Double", "inputs": {"x": [str((i + 1) % 2000), 0]}}
+                              for i in range(2000)}
+    prompt["out"] = sink("0")
+    result = check(prompt, registry)
+    assert sorted(errors(result)) == sorted((str(i), "bad_linked_input", None) for i in range(2000))
+    assert result.to_comfy()["node_errors"]["1999"]["dependent_outputs"] == ["out"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 
+import httpx
 import pytest
 
 from server.client import Client
@@ -92,3 +93,23 @@ def test_prompt_running_at_two_server_deaths_fails_and_the_queue_survives(tmp_pa
             assert http.history(queued[0])[queued[0]]["status"]["attempts"] == 1
     finally:
         third.stop()
+
+
+def test_a_restart_removes_files_left_half_written_and_view_never_serves_one(tmp_path):
+    # a worker killed mid-write leaves <name>.partial behind; the next start removes it
+    (tmp_path / "output" / "sub").mkdir(parents=True)
+    left = [tmp_path / "output" / "shot_00001_.png.partial", tmp_path / "output" / "sub" / "a_00002_.png.partial",
+            tmp_path / "temp" / "preview_00001_.png.partial"]
+    left[2].parent.mkdir()
+    for path in left:
+        path.write_bytes(b"")
+    kept = tmp_path / "output" / "notes.txt"
+    kept.write_text("mine")
+    server = start_server(tmp_path)
+    try:
+        assert not any(path.exists() for path in left) and kept.read_text() == "mine"
+        left[0].write_bytes(b"\x89PNG")  # as one being written now
+        answer = httpx.get(f"{server.url}/view", params={"filename": left[0].name, "type": "output"})
+        assert answer.status_code == 404 and "no file" in answer.text
+    finally:
+        server.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+from pathlib import Path
 
 import pytest
 
@@ -33,8 +34,9 @@ def test_a_run_translates_to_comfyui_messages_with_progress_state() -> None:
     assert executing.messages[1]["data"] == {"node": "2", "display_node": "2", "prompt_id": "p"}
     preview = Preview("PNG", b"png")
     progress = t.translate(Progress(prompt_id="p", node_id="2", value=1, max=4, workflow=FLOW, preview=preview))
-    assert _types(progress) == ["progress", "progress_state"] and progress.preview is preview
-    assert progress.messages[1]["data"]["nodes"]["2"]["value"] == 1
+    # as ComfyUI's progress hook: the node's progress_state, then progress
+    assert _types(progress) == ["progress_state", "progress"] and progress.preview is preview
+    assert progress.messages[0]["data"]["nodes"]["2"]["value"] == 1
     done = t.translate(Executed(prompt_id="p", node_id="2", display_node="2", output={"images": []}))
     assert _types(done) == ["executed", "progress_state"]
     node = done.messages[1]["data"]["nodes"]["2"]
@@ -80,9 +82,9 @@ def test_node_error_marks_the_node_and_carries_the_exception() -> None:
     out = t.translate(ExecutionError(prompt_id="p", node_id="3", node_type="F", executed=["1"],
                                      exception_type="ValueError", exception_message="boom", traceback=["tb"],
                                      current_inputs={"x": [1]}, current_outputs={}))
-    assert _types(out) == ["progress_state", "execution_error"]
-    assert out.messages[0]["data"]["nodes"]["3"]["state"] == "error"
-    data = out.messages[1]["data"]
+    assert _types(out) == ["execution_error"]  # as ComfyUI: no progress_state for the failed node
+    assert t.nodes["3"]["state"] == "error"
+    data = out.messages[0]["data"]
     assert (data["node_id"], data["node_type"], data["exception_message"]) == ("3", "F", "boom")
 
 
@@ -110,3 +112,34 @@ def test_binary_requests_round_trip_and_bad_ones_are_refused() -> None:
     for bad in (b"\x00", struct.pack(">I", 99) + b"{}", struct.pack(">I", 2) + b"[]"):
         with pytest.raises(ValueError):
             parse_binary_request(bad)
+
+
+def test_an_interrupt_finds_the_next_node_started_as_comfyui_does() -> None:
+    # ComfyUI: node 2 finished, node 3 running, executing 3, execution_interrupted (the node
+    # starts, then its interrupt check fires): the editor's last state for node 2 is finished
+    from graph_runtime import FolderPaths, NodeRegistry, Runtime
+    from graph_runtime.context import InterruptFlag
+    from tests.runtime import toynodes
+
+    registry = NodeRegistry()
+    for cls in toynodes.NODES:
+        registry.add_node(cls, plugin="toynodes")
+    flag = InterruptFlag()
+    runtime = Runtime(registry, folders=FolderPaths(base=Path("/nonexistent-nodeloom-base")))
+    translator, messages = PromptTranslator("p"), []
+
+    def listen(event: object) -> None:
+        messages.extend(translator.translate(event).messages)  # type: ignore[arg-type]
+        if getattr(event, "node_id", None) == "3" and type(event).__name__ == "Executing":
+            flag.set()  # the state of a press while node 2 runs, as node 3 starts
+
+    prompt = {"1": {"class_type": "Number", "inputs": {"value": 1}},
+              "2": {"class_type": "Double", "inputs": {"x": ["1", 0]}},
+              "3": {"class_type": "Double", "inputs": {"x": ["2", 0]}},
+              "4": {"class_type": "Collect", "inputs": {"value": ["3", 0]}}}
+    runtime.execute(prompt, prompt_id="p", listeners=[listen], interrupt=flag)
+    tail = [(m["type"], m["data"].get("node") or m["data"].get("node_id")) for m in messages][-4:]
+    assert [t for t, _ in tail] == ["progress_state", "progress_state", "executing", "execution_interrupted"]
+    assert tail[2][1] == "3" and tail[3][1] == "3"
+    finished, running = (m["data"]["nodes"] for m in messages[-4:-2])
+    assert finished["2"]["state"] == "finished" and running["3"]["state"] == "running"
