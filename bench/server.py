@@ -93,8 +93,8 @@ class Server:
 
 def nodeloom(extra: list[str]) -> Server:
     return Server("nodeloom", lambda port, base: [
-        sys.executable, "-m", "server.cli", "--port", str(port), "--base", str(base), "--node-packs", "nodes.core",
-        "--log-level", "warning", *extra], REPO)
+        sys.executable, "-m", "server.cli", "--port", str(port), "--base", str(base), "--log-level", "warning",
+        *extra], REPO)
 
 
 def comfyui(folder: Path, python: str | None) -> Server:
@@ -259,7 +259,9 @@ def main() -> int:
     parser.add_argument("-m", type=int, default=4, help="websocket listeners")
     parser.add_argument("--size", type=int, default=768, help="output image side (EmptyImage makes half, scaled x2)")
     parser.add_argument("--idle", type=float, default=5.0, help="seconds to idle before the last memory reading")
-    parser.add_argument("--serve-arg", action="append", default=[], help="extra `nodeloom serve` argument")
+    parser.add_argument("--serve-arg", action="append", default=[],
+                        help="extra `nodeloom serve` argument (every node pack is loaded, as a user's server does; "
+                             "--serve-arg=--node-packs=nodes.core for the core pack alone)")
     args = parser.parse_args()
     floor = png_floor(args.size)
     print(f"floor_png_prompts_per_s={floor:.1f} ({cores()} cores, {args.size}x{args.size} PNG encode+write)")
