@@ -47,12 +47,14 @@ class LinkGraph:
     def __contains__(self, node_id: object) -> bool:
         return node_id in self.parents
 
-    def ancestors(self, node_id: str) -> set[str]:
-        """Every node ``node_id`` reads from, directly or not (itself only through a cycle)."""
-        return _reach([node_id], self.parents)
+    def ancestors(self, nodes: Iterable[str]) -> set[str]:
+        """Every node one of ``nodes`` reads from, directly or not (those only through a cycle):
+        one search, however many nodes."""
+        return _reach(nodes, self.parents)
 
     def descendants(self, nodes: Iterable[str]) -> set[str]:
-        """Every node reading from one of ``nodes``, directly or not (those only through a cycle)."""
+        """Every node reading from one of ``nodes``, directly or not (those only through a cycle):
+        one search, however many nodes."""
         return _reach(nodes, self.children)
 
     def subgraph(self, nodes: Iterable[str]) -> LinkGraph:

@@ -124,7 +124,7 @@ class ValidationResult:
                 found[node_id] = [o for o in self.outputs if o in reached]
         else:
             for output in self.outputs:
-                for node_id in (self._graph.ancestors(output) | {output}) & failed:
+                for node_id in (self._graph.ancestors([output]) | {output}) & failed:
                     found[node_id].append(output)
         return found
 
@@ -165,9 +165,7 @@ def validate(prompt: ApiPrompt, registry: NodeRegistry, *, ctx: HookContext,
     if not result.outputs:
         return result
     graph = LinkGraph.of(prompt)
-    needed: set[str] = set(result.outputs)
-    for output in result.outputs:
-        needed |= graph.ancestors(output)
+    needed = set(result.outputs) | graph.ancestors(result.outputs)
     for node_id in sorted(needed, key=node_sort_key):
         cls = known.get(node_id)
         if cls is None:

@@ -46,7 +46,10 @@ def test_order_and_ancestors_match_networkx(seed):
     assert graph.order(node_sort_key) == list(nx.lexicographical_topological_sort(expected, key=node_sort_key))
     assert graph.cycles(node_sort_key) == []
     for node in nodes:
-        assert graph.ancestors(node) == nx.ancestors(expected, node)
+        assert graph.ancestors([node]) == nx.ancestors(expected, node)
+        assert graph.descendants([node]) == nx.descendants(expected, node)
+    some = nodes[::3]
+    assert graph.ancestors(some) == set().union(*(nx.ancestors(expected, n) for n in some))
 
 
 @pytest.mark.parametrize("seed", range(40))
