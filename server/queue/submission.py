@@ -71,6 +71,8 @@ def read_submission(body: dict[str, Any], registry: NodeRegistry, ctx: HookConte
     targets = body.get("partial_execution_targets")
     if targets is not None and not (isinstance(targets, list) and all(isinstance(t, str) for t in targets)):
         raise refuse("partial_execution_targets must be a list of node ids")
+    if targets is not None:
+        targets = _output_targets(workflow.prompt, targets, registry)
     prompt_id = body.get("prompt_id") or None
     if prompt_id is not None and not isinstance(prompt_id, str):
         raise refuse("prompt_id must be a new, unique string")
@@ -88,6 +90,25 @@ def read_submission(body: dict[str, Any], registry: NodeRegistry, ctx: HookConte
         raise refuse("number must be a finite number")
     return Submission(workflow.prompt, extra, targets, prompt_id, client_id, number,
                       bool(body.get("front")))
+
+
+def _output_targets(prompt: ApiPrompt, targets: list[str], registry: NodeRegistry) -> list[str]:
+    """As ComfyUI's partial execution: the output nodes among ``targets`` (ids not in the prompt and
+    nodes that are not outputs are passed over; a node of an unknown type stays, for validation to
+    name); none left is ComfyUI's ``prompt_no_outputs``."""
+    kept = []
+    for target in targets:
+        node = prompt.get(target)
+        if not isinstance(node, dict):
+            continue
+        class_type = node.get("class_type")
+        cls = registry.nodes.get(class_type) if isinstance(class_type, str) else None
+        if cls is None or cls.output_node:
+            kept.append(target)
+    if not kept:
+        raise refuse("Prompt has no outputs", "partial_execution_targets names no output node of the prompt",
+                     kind="prompt_no_outputs")
+    return kept
 
 
 def id_problem(value: str, limit: int) -> str | None:
