@@ -135,9 +135,12 @@ def _nearest_exact(samples: torch.Tensor, width: int, height: int) -> torch.Tens
     ``[B, C, H, W]`` with (interpolate's channels-last path copies pixel by pixel)."""
     rows = exact_source_indices(samples.shape[-2], height)
     cols = exact_source_indices(samples.shape[-1], width)
-    if rows is None or cols is None:
-        return F.interpolate(samples, size=(height, width), mode="nearest-exact")
     channels_last = not samples.is_contiguous() and samples.movedim(1, -1).is_contiguous()
+    # Other strides (a cropped view), and sizes of 1 where torch's guess of the layout is a
+    # tie-break: interpolate, so the result's layout is interpolate's too.
+    plain = samples.is_contiguous() or channels_last
+    if rows is None or cols is None or not plain or min(samples.shape[1:]) == 1:
+        return F.interpolate(samples, size=(height, width), mode="nearest-exact")
     view, h_dim, w_dim = (samples.movedim(1, -1), 1, 2) if channels_last else (samples, -2, -1)
     if height >= samples.shape[-2]:  # widen the fewer rows, then copy whole rows
         out = view.index_select(w_dim, cols).index_select(h_dim, rows)

@@ -179,6 +179,20 @@ def test_nearest_exact_resize_is_interpolate_exactly(channels_last, channels, ot
             assert got.stride() == expected.stride(), (old, new, axis)
 
 
+@pytest.mark.parametrize("make", [
+    lambda g: torch.rand(2, 1, 1, 3, generator=g).movedim(-1, 1),  # 1x1: the layout is a tie-break
+    lambda g: torch.rand(1, 9, 12, 3, generator=g).movedim(-1, 1)[..., 2:7, 3:11],  # a centre crop's view
+    lambda g: torch.rand(1, 9, 12, 1, generator=g).movedim(-1, 1),  # one channel
+])
+def test_nearest_exact_keeps_interpolates_layout_for_odd_strides(make):
+    from nodes.core.imaging import resize
+
+    samples = make(torch.Generator().manual_seed(3))
+    expected = torch.nn.functional.interpolate(samples, size=(51, 24), mode="nearest-exact")
+    got = resize(samples, 24, 51, "nearest-exact")
+    assert torch.equal(got, expected) and got.stride() == expected.stride()
+
+
 def test_nearest_exact_gathers_integer_upscales_and_leaves_pixel_borders_to_interpolate():
     from nodes.core.imaging import exact_source_indices
 
