@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from graph_runtime import Boolean, Combo, Context, Float, Int, Link, Node, Output
-from nodes.core.imaging import as_mask_batch, gaussian_kernel, match_channels, repeat_to_batch, resize
+from nodes.core.imaging import as_mask_batch, gaussian_kernel, match_channels, repeat_to_batch
+from nodes.core.resizing import resize
 from nodes.inputs import CROP_METHODS, MAX_RESOLUTION, UPSCALE_METHODS
 
 

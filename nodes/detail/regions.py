@@ -17,7 +17,8 @@ import torch.nn.functional as F
 
 from graph_runtime import Context, Float, Int, Link, Node, Output
 
-from nodes.core.imaging import as_mask_batch, resize
+from nodes.core.imaging import as_mask_batch
+from nodes.core.resizing import resize
 from nodes.detail.bbox import BBOX, BBoxes, Box, boxes_to_mask, check_boxes_fit
 from nodes.inputs import MAX_RESOLUTION
 

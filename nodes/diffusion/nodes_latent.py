@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from graph_runtime.context import Context
 from graph_runtime.node import Boolean, Combo, Float, Int, Link, Node, Output
 
-from nodes.core.imaging import center_crop
+from nodes.core.resizing import center_crop
 from nodes.diffusion import vae_ops
 from nodes.diffusion.families import DEFAULT_FAMILY
 from nodes.diffusion.inputs import tile_inputs

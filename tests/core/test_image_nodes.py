@@ -161,7 +161,7 @@ def test_nearest_exact_resize_is_interpolate_exactly(channels_last, channels, ot
     # elsewhere: every size pair must give interpolate's pixels in its layout, whatever kernel path
     # torch takes for the other axis' size and the channels (2 → 97 rows on a 64-wide image falls
     # on a pixel border, where the kernels round differently from a narrow image)
-    from nodes.core.imaging import resize
+    from nodes.core.resizing import resize
 
     generator = torch.Generator().manual_seed(0)
     sizes = [(1, 1), (1, 7), (7, 1), (3, 5), (5, 3), (2, 41), (2, 97), (2, 141), (141, 2), (384, 768),
@@ -185,7 +185,7 @@ def test_nearest_exact_resize_is_interpolate_exactly(channels_last, channels, ot
     lambda g: torch.rand(1, 9, 12, 1, generator=g).movedim(-1, 1),  # one channel
 ])
 def test_nearest_exact_keeps_interpolates_layout_for_odd_strides(make):
-    from nodes.core.imaging import resize
+    from nodes.core.resizing import resize
 
     samples = make(torch.Generator().manual_seed(3))
     expected = torch.nn.functional.interpolate(samples, size=(51, 24), mode="nearest-exact")
@@ -194,7 +194,7 @@ def test_nearest_exact_keeps_interpolates_layout_for_odd_strides(make):
 
 
 def test_nearest_exact_gathers_integer_upscales_and_leaves_pixel_borders_to_interpolate():
-    from nodes.core.imaging import exact_source_indices
+    from nodes.core.resizing import exact_source_indices
 
     assert exact_source_indices(384, 768).tolist() == [i // 2 for i in range(768)]
     assert exact_source_indices(3, 7).tolist() == [0, 0, 1, 1, 1, 2, 2]
