@@ -44,9 +44,6 @@ class LinkGraph:
                     graph.children[str(value[0])].add(node_id)
         return graph
 
-    def __contains__(self, node_id: object) -> bool:
-        return node_id in self.parents
-
     def ancestors(self, nodes: Iterable[str]) -> set[str]:
         """Every node one of ``nodes`` reads from, directly or not (those only through a cycle):
         one search, however many nodes."""
@@ -94,7 +91,7 @@ class LinkGraph:
         queue = deque([start])
         while queue:
             current = queue.popleft()
-            for child in self.children[current] & component:
+            for child in sorted(self.children[current] & component):  # the same path every run
                 if child == start:
                     path = [current]
                     while path[-1] != start:
@@ -116,7 +113,7 @@ class LinkGraph:
         for root in self.parents:
             if root in index:
                 continue
-            work = [(root, iter(sorted(self.children[root])))]
+            work = [(root, iter(self.children[root]))]
             index[root] = low[root] = len(index)
             stack.append(root)
             on_stack.add(root)
@@ -141,7 +138,7 @@ class LinkGraph:
                     index[child] = low[child] = len(index)
                     stack.append(child)
                     on_stack.add(child)
-                    work.append((child, iter(sorted(self.children[child]))))
+                    work.append((child, iter(self.children[child])))
                 elif child in on_stack:
                     low[node_id] = min(low[node_id], index[child])
         return components

@@ -164,7 +164,7 @@ def validate(prompt: ApiPrompt, registry: NodeRegistry, *, ctx: HookContext,
     result.outputs = _select_outputs(prompt, known, targets, result)
     if not result.outputs:
         return result
-    graph = LinkGraph.of(prompt)
+    graph = result._graph  # built once: the error body's searches use it too
     needed = set(result.outputs) | graph.ancestors(result.outputs)
     for node_id in sorted(needed, key=node_sort_key):
         cls = known.get(node_id)
